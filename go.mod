@@ -1,0 +1,3 @@
+module github.com/edgefleet/edgefleet
+
+go 1.26.8
