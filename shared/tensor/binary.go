@@ -145,6 +145,13 @@ func DecodeBinary(b []byte) ([]Tensor, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
+		if dt == Bool {
+			for j, x := range raw {
+				if x > 1 {
+					return nil, fmt.Errorf("tensor %q: %w: BOOL element %d is %d, want 0 or 1", name, ErrData, j, x)
+				}
+			}
+		}
 		ts = append(ts, Tensor{Name: name, Datatype: dt, Shape: shape, Data: decodeData(dt, raw, int(n))})
 	}
 	if len(r.b) != 0 {
