@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# tools.sh installs the pinned Go developer tools the project's tests and
+# checks run against into .cache/tools/bin (GOBIN). A tool that is already
+# there at the pinned version is left alone; any other version is rebuilt.
+#
+#   cosign       sigstore's signing CLI: the bundle interop tests verify our
+#                signatures with it and verify its signatures with ours.
+#   staticcheck  the linter every package must be clean against.
+#
+# Usage: scripts/tools.sh            install what is missing
+#        scripts/tools.sh --print    print the pinned tools, install nothing
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${EDGEFLEET_TOOLS:-$root/.cache/tools/bin}
+
+# name|module path of the main package|version
+tools=(
+  "cosign|github.com/sigstore/cosign/v2/cmd/cosign|v2.6.5"
+  "staticcheck|honnef.co/go/tools/cmd/staticcheck|v0.8.2"
+)
+
+die() { echo "tools: $*" >&2; exit 1; }
+
+if [ "${1:-}" = "--print" ]; then
+  printf '%s\n' "${tools[@]}"
+  exit 0
+fi
+
+command -v go >/dev/null || die "go is required"
+mkdir -p "$bin"
+
+# installed_version BIN: the main module version recorded in a Go binary.
+installed_version() {
+  go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $3; exit }'
+}
+
+for t in "${tools[@]}"; do
+  IFS='|' read -r name pkg version <<<"$t"
+  if [ -x "$bin/$name" ] && [ "$(installed_version "$bin/$name")" = "$version" ]; then
+    continue
+  fi
+  echo "tools: installing $pkg@$version into $bin" >&2
+  # GOFLAGS is cleared so that a workspace-wide -mod= setting does not leak
+  # into the tool's own module; GOTOOLCHAIN=local refuses a silent toolchain
+  # download when a version needs a newer Go than the one installed.
+  GOBIN=$bin GOFLAGS= GOTOOLCHAIN=local go install "$pkg@$version" ||
+    die "installing $pkg@$version failed"
+done
+
+echo "tools: ok ($bin)" >&2
