@@ -1,0 +1,400 @@
+package onnx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/edgefleet/edgefleet/shared/tensor"
+	"github.com/edgefleet/edgefleet/shared/testenv"
+)
+
+// The two-sine frame and the Silero VAD v5 output for it with zero state,
+// checked with onnxruntime_go and onnxruntime-node (see shared/DESIGN.md).
+const (
+	sileroTwoSine = 0.0690874
+	sileroTol     = 1e-5
+)
+
+func twoSine() []float32 {
+	x := make([]float32, 512)
+	for i := range x {
+		fi := float64(i)
+		x[i] = float32(0.5*math.Sin(2*math.Pi*220*fi/16000) + 0.1*math.Sin(2*math.Pi*1375*fi/16000))
+	}
+	return x
+}
+
+func sileroInputs(frame []float32) []tensor.Tensor {
+	return []tensor.Tensor{
+		{Name: "input", Datatype: tensor.FP32, Shape: []int64{1, 512}, Data: frame},
+		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, 1, 128}, Data: make([]float32, 256)},
+		{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}, Data: []int64{16000}},
+	}
+}
+
+func initORT(t testing.TB) {
+	t.Helper()
+	if err := Init(testenv.ORTLibrary(t)); err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+}
+
+func newSilero(t testing.TB, opts Options) *Session {
+	t.Helper()
+	initORT(t)
+	s, err := NewSession(testenv.SileroModel(t), opts)
+	if err != nil {
+		t.Fatalf("NewSession: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestInitIdempotentAndExclusive(t *testing.T) {
+	lib := testenv.ORTLibrary(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = Init(lib)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Init %d: %v", i, err)
+		}
+	}
+	if err := Init(""); err != nil {
+		t.Fatalf(`Init("") after Init: %v`, err)
+	}
+	// The same library through a symlink is the same library.
+	link := filepath.Join(t.TempDir(), "libonnxruntime.so.1")
+	if err := os.Symlink(lib, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(link); err != nil {
+		t.Fatalf("Init via symlink: %v", err)
+	}
+	other := filepath.Join(t.TempDir(), "libother.so")
+	if err := os.WriteFile(other, []byte("not a library"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Init(other)
+	if !errors.Is(err, ErrLibrary) || !strings.Contains(err.Error(), "already initialized") {
+		t.Fatalf("Init with another library: got %v, want ErrLibrary naming the conflict", err)
+	}
+	if err := Init(filepath.Join(t.TempDir(), "missing.so")); !errors.Is(err, ErrLibrary) {
+		t.Fatalf("Init with a missing library: got %v, want ErrLibrary", err)
+	}
+	if v := Version(); !strings.HasPrefix(v, "1.24") {
+		t.Errorf("Version() = %q, want 1.24.x", v)
+	}
+}
+
+func TestDefaultLibraryPath(t *testing.T) {
+	lib := testenv.ORTLibrary(t)
+	t.Run("repo cache", func(t *testing.T) {
+		t.Setenv(EnvLibraryPath, "")
+		got, err := DefaultLibraryPath()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Unless an installed library takes precedence, the walk up
+		// from the package directory finds the repository cache.
+		if _, err := os.Stat(filepath.Join(SystemLibraryDir, LibraryName())); err != nil && got != lib {
+			t.Errorf("DefaultLibraryPath() = %q, want %q", got, lib)
+		}
+	})
+	t.Run("env", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "custom.so")
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(EnvLibraryPath, p)
+		if got, err := DefaultLibraryPath(); err != nil || got != p {
+			t.Errorf("DefaultLibraryPath() = %q, %v; want %q", got, err, p)
+		}
+	})
+	t.Run("env missing", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "missing.so")
+		t.Setenv(EnvLibraryPath, p)
+		_, err := DefaultLibraryPath()
+		if !errors.Is(err, ErrLibrary) || !strings.Contains(err.Error(), p) {
+			t.Errorf("DefaultLibraryPath() error = %v, want ErrLibrary naming %s", err, p)
+		}
+	})
+	t.Run("nowhere", func(t *testing.T) {
+		t.Setenv(EnvLibraryPath, "")
+		t.Chdir(t.TempDir())
+		if _, err := os.Stat(filepath.Join(SystemLibraryDir, LibraryName())); err == nil {
+			t.Fatalf("%s exists on this machine; this case needs a machine without it", SystemLibraryDir)
+		}
+		_, err := DefaultLibraryPath()
+		if !errors.Is(err, ErrLibrary) || !strings.Contains(err.Error(), SystemLibraryDir) {
+			t.Errorf("DefaultLibraryPath() error = %v, want ErrLibrary listing the places tried", err)
+		}
+	})
+}
+
+func TestInspectSilero(t *testing.T) {
+	initORT(t)
+	in, out, err := Inspect(testenv.SileroModel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIn := []tensor.Spec{
+		{Name: "input", Datatype: tensor.FP32, Shape: []int64{-1, -1}},
+		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
+		{Name: "sr", Datatype: tensor.Int64, Shape: []int64{}},
+	}
+	wantOut := []tensor.Spec{
+		{Name: "output", Datatype: tensor.FP32, Shape: []int64{-1, 1}},
+		{Name: "stateN", Datatype: tensor.FP32, Shape: []int64{-1, -1, -1}},
+	}
+	if !equalSpecs(in, wantIn) || !equalSpecs(out, wantOut) {
+		t.Errorf("Inspect = %+v, %+v; want %+v, %+v", in, out, wantIn, wantOut)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.onnx")
+	if err := os.WriteFile(bad, []byte("not a model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Inspect(bad); !errors.Is(err, ErrModel) {
+		t.Errorf("Inspect(garbage) error = %v, want ErrModel", err)
+	}
+	if _, _, err := Inspect(filepath.Join(t.TempDir(), "missing.onnx")); !errors.Is(err, ErrModel) {
+		t.Errorf("Inspect(missing) error = %v, want ErrModel", err)
+	}
+}
+
+func equalSpecs(a, b []tensor.Spec) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].Datatype != b[i].Datatype || len(a[i].Shape) != len(b[i].Shape) {
+			return false
+		}
+		for j := range a[i].Shape {
+			if a[i].Shape[j] != b[i].Shape[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func TestSileroTwoSine(t *testing.T) {
+	s := newSilero(t, Options{})
+	if s.Provider() != ProviderCPU {
+		t.Errorf("Provider() = %q, want cpu", s.Provider())
+	}
+	for _, scalar := range []bool{false, true} {
+		in := sileroInputs(twoSine())
+		if scalar {
+			in[2].Shape = []int64{} // the model's own rank-0 sr
+		}
+		out, err := s.Run(context.Background(), in)
+		if err != nil {
+			t.Fatalf("Run (scalar sr %v): %v", scalar, err)
+		}
+		if len(out) != 2 || out[0].Name != "output" || out[1].Name != "stateN" {
+			t.Fatalf("outputs = %v, want output, stateN", out)
+		}
+		got := out[0].Data.([]float32)
+		if len(got) != 1 || math.Abs(float64(got[0])-sileroTwoSine) > sileroTol {
+			t.Errorf("output = %v, want %v ± %g", got, sileroTwoSine, sileroTol)
+		}
+		if want := []int64{2, 1, 128}; !equalShape(out[1].Shape, want) {
+			t.Errorf("stateN shape = %v, want %v", out[1].Shape, want)
+		}
+	}
+}
+
+func equalShape(a, b []int64) bool {
+	return equalSpecs([]tensor.Spec{{Shape: a}}, []tensor.Spec{{Shape: b}})
+}
+
+func TestProviderFallback(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	s := newSilero(t, Options{Providers: []string{ProviderCUDA, "", ProviderCPU}, Logger: log})
+	if s.Provider() != ProviderCPU {
+		t.Fatalf("Provider() = %q, want cpu", s.Provider())
+	}
+	fb := s.Fallbacks()
+	if len(fb) != 1 || fb[0].Provider != ProviderCUDA || fb[0].Err == nil {
+		t.Fatalf("Fallbacks() = %v, want the CUDA failure", fb)
+	}
+	t.Logf("cuda fallback: %v", fb[0])
+	if !strings.Contains(logs.String(), "provider=cuda") || !strings.Contains(logs.String(), "next=cpu") {
+		t.Errorf("fallback not logged; log:\n%s", logs.String())
+	}
+	if _, err := s.Run(context.Background(), sileroInputs(twoSine())); err != nil {
+		t.Fatalf("Run after fallback: %v", err)
+	}
+
+	// Without CPU in the list, it is still the last resort.
+	s2 := newSilero(t, Options{Providers: []string{ProviderTensorRT, ProviderCUDA}})
+	if s2.Provider() != ProviderCPU || len(s2.Fallbacks()) != 2 {
+		t.Errorf("Provider() = %q with fallbacks %v, want cpu after tensorrt and cuda", s2.Provider(), s2.Fallbacks())
+	}
+}
+
+func TestUnknownProvider(t *testing.T) {
+	initORT(t)
+	_, err := NewSession(testenv.SileroModel(t), Options{Providers: []string{"cuda", "tpu9000"}})
+	if !errors.Is(err, ErrProvider) || !strings.Contains(err.Error(), "tpu9000") {
+		t.Fatalf("NewSession with unknown provider: %v, want ErrProvider naming it", err)
+	}
+}
+
+func TestRunBadInputs(t *testing.T) {
+	s := newSilero(t, Options{})
+	tests := []struct {
+		name   string
+		mutate func([]tensor.Tensor) []tensor.Tensor
+		want   error
+		msg    string
+	}{
+		{"missing", func(in []tensor.Tensor) []tensor.Tensor { return in[:2] }, tensor.ErrName, `"sr"`},
+		{"extra", func(in []tensor.Tensor) []tensor.Tensor {
+			return append(in, tensor.Tensor{Name: "bogus", Datatype: tensor.FP32, Shape: []int64{1}, Data: []float32{1}})
+		}, tensor.ErrName, `"bogus"`},
+		{"twice", func(in []tensor.Tensor) []tensor.Tensor { return append(in, in[0]) }, tensor.ErrName, "twice"},
+		{"dtype", func(in []tensor.Tensor) []tensor.Tensor {
+			in[2] = tensor.Tensor{Name: "sr", Datatype: tensor.Int32, Shape: []int64{1}, Data: []int32{16000}}
+			return in
+		}, tensor.ErrDatatype, `"sr"`},
+		{"rank", func(in []tensor.Tensor) []tensor.Tensor { in[0].Shape = []int64{512}; return in }, tensor.ErrShape, `"input"`},
+		{"fixed dim", func(in []tensor.Tensor) []tensor.Tensor {
+			in[1] = tensor.Tensor{Name: "state", Datatype: tensor.FP32, Shape: []int64{3, 1, 128}, Data: make([]float32, 384)}
+			return in
+		}, tensor.ErrShape, `"state"`},
+		{"zero dim", func(in []tensor.Tensor) []tensor.Tensor {
+			in[0] = tensor.Tensor{Name: "input", Datatype: tensor.FP32, Shape: []int64{0, 512}, Data: []float32{}}
+			return in
+		}, tensor.ErrShape, `"input"`},
+		{"data length", func(in []tensor.Tensor) []tensor.Tensor { in[0].Data = make([]float32, 3); return in }, tensor.ErrShape, `"input"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Run(context.Background(), tt.mutate(sileroInputs(twoSine())))
+			if !errors.Is(err, ErrInput) || !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("Run error = %v, want ErrInput and %v mentioning %s", err, tt.want, tt.msg)
+			}
+		})
+	}
+	// The session keeps working.
+	if _, err := s.Run(context.Background(), sileroInputs(twoSine())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunCancelled(t *testing.T) {
+	s := newSilero(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Run(ctx, sileroInputs(twoSine())); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run with cancelled context: %v", err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	out, err := s.Run(ctx, sileroInputs(twoSine()))
+	if err != nil {
+		t.Fatalf("Run with live cancellable context: %v", err)
+	}
+	if got := out[0].Data.([]float32)[0]; math.Abs(float64(got)-sileroTwoSine) > sileroTol {
+		t.Errorf("output = %v", got)
+	}
+}
+
+// TestConcurrentRun runs one session from many goroutines; run it with
+// -race. Every goroutine feeds its own frame and checks its own answer.
+func TestConcurrentRun(t *testing.T) {
+	s := newSilero(t, Options{})
+	frames := make([][]float32, 4)
+	want := make([]float32, len(frames))
+	for i := range frames {
+		f := twoSine()
+		for j := range f {
+			f[j] *= float32(i+1) / 4
+		}
+		frames[i] = f
+		out, err := s.Run(context.Background(), sileroInputs(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = out[0].Data.([]float32)[0]
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range 25 {
+				i := (g + n) % len(frames)
+				out, err := s.Run(context.Background(), sileroInputs(frames[i]))
+				if err != nil {
+					errc <- err
+					return
+				}
+				if got := out[0].Data.([]float32)[0]; got != want[i] {
+					errc <- errors.New("concurrent result differs from sequential one")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+}
+
+func TestSessionOptions(t *testing.T) {
+	off := false
+	for _, opts := range []Options{
+		{IntraOpThreads: 1, InterOpThreads: 1, CPUMemArena: &off, GraphOptimization: OptimizeDisabled},
+		{IntraOpThreads: 2, InterOpThreads: 2, ParallelExecution: true, GraphOptimization: OptimizeBasic},
+	} {
+		s := newSilero(t, opts)
+		out, err := s.Run(context.Background(), sileroInputs(twoSine()))
+		if err != nil {
+			t.Fatalf("%+v: %v", opts, err)
+		}
+		if got := out[0].Data.([]float32)[0]; math.Abs(float64(got)-sileroTwoSine) > sileroTol {
+			t.Errorf("%+v: output = %v, want %v", opts, got, sileroTwoSine)
+		}
+	}
+	initORT(t)
+	if _, err := NewSession(testenv.SileroModel(t), Options{GraphOptimization: 42}); err == nil {
+		t.Error("NewSession with an unknown optimization level succeeded")
+	}
+}
+
+func TestClose(t *testing.T) {
+	s := newSilero(t, Options{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := s.Run(context.Background(), sileroInputs(twoSine())); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Run after Close: %v, want ErrClosed", err)
+	}
+}

@@ -1,0 +1,443 @@
+package onnx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/edgefleet/edgefleet/shared/tensor"
+)
+
+// Execution provider names, as written in manifests and device settings.
+const (
+	ProviderTensorRT = "tensorrt"
+	ProviderCUDA     = "cuda"
+	ProviderOpenVINO = "openvino"
+	ProviderCoreML   = "coreml"
+	ProviderDirectML = "directml"
+	ProviderQNN      = "qnn"
+	ProviderXNNPACK  = "xnnpack"
+	ProviderCPU      = "cpu"
+)
+
+// Providers lists every execution provider name this package knows, in no
+// particular preference.
+var Providers = []string{ProviderTensorRT, ProviderCUDA, ProviderOpenVINO, ProviderCoreML, ProviderDirectML, ProviderQNN, ProviderXNNPACK, ProviderCPU}
+
+// CheckProviders reports the first unknown name in a preference list.
+// Empty entries are ignored.
+func CheckProviders(names []string) error {
+	for _, n := range names {
+		if n == "" {
+			continue
+		}
+		if !knownProvider(n) {
+			return fmt.Errorf("%w %q (known: %s)", ErrProvider, n, strings.Join(Providers, ", "))
+		}
+	}
+	return nil
+}
+
+func knownProvider(name string) bool {
+	for _, p := range Providers {
+		if p == name {
+			return true
+		}
+	}
+	return false
+}
+
+// OptimizationLevel is ONNX Runtime's graph optimization level.
+type OptimizationLevel int
+
+// Graph optimization levels. The zero value enables all optimizations.
+const (
+	OptimizeAll OptimizationLevel = iota
+	OptimizeExtended
+	OptimizeBasic
+	OptimizeDisabled
+)
+
+func (l OptimizationLevel) ort() (ort.GraphOptimizationLevel, error) {
+	switch l {
+	case OptimizeAll:
+		return ort.GraphOptimizationLevelEnableAll, nil
+	case OptimizeExtended:
+		return ort.GraphOptimizationLevelEnableExtended, nil
+	case OptimizeBasic:
+		return ort.GraphOptimizationLevelEnableBasic, nil
+	case OptimizeDisabled:
+		return ort.GraphOptimizationLevelDisableAll, nil
+	}
+	return 0, fmt.Errorf("unknown graph optimization level %d", int(l))
+}
+
+// Options configure a session. The zero value is tuned for small models
+// on small CPUs: min(2, NumCPU) intra-op threads, one inter-op thread,
+// sequential execution, the CPU memory arena as ONNX Runtime defaults it,
+// all graph optimizations, the CPU provider.
+type Options struct {
+	// IntraOpThreads parallelize work inside one operator; 0 => min(2, NumCPU).
+	IntraOpThreads int
+	// InterOpThreads run independent operators in parallel; 0 => 1.
+	// Values above 1 only matter with ParallelExecution.
+	InterOpThreads int
+	// ParallelExecution runs independent branches of the graph in
+	// parallel (ORT_PARALLEL) instead of sequentially.
+	ParallelExecution bool
+	// CPUMemArena enables or disables ONNX Runtime's CPU memory arena;
+	// nil keeps ONNX Runtime's default (enabled).
+	CPUMemArena *bool
+	// GraphOptimization is the graph optimization level.
+	GraphOptimization OptimizationLevel
+	// Providers is the ordered execution-provider preference, e.g.
+	// ["tensorrt", "cuda", "cpu"]. Empty entries are ignored; CPU is the
+	// implicit last resort; an unknown name is an error.
+	Providers []string
+	// Logger receives provider fallbacks; nil discards.
+	Logger *slog.Logger
+}
+
+func (o Options) sessionOptions() (*ort.SessionOptions, error) {
+	intra := o.IntraOpThreads
+	if intra <= 0 {
+		intra = min(2, runtime.NumCPU())
+	}
+	inter := o.InterOpThreads
+	if inter <= 0 {
+		inter = 1
+	}
+	level, err := o.GraphOptimization.ort()
+	if err != nil {
+		return nil, err
+	}
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	mode := ort.ExecutionMode(ort.ExecutionModeSequential)
+	if o.ParallelExecution {
+		mode = ort.ExecutionModeParallel
+	}
+	steps := []func() error{
+		func() error { return so.SetIntraOpNumThreads(intra) },
+		func() error { return so.SetInterOpNumThreads(inter) },
+		func() error { return so.SetExecutionMode(mode) },
+		func() error { return so.SetGraphOptimizationLevel(level) },
+	}
+	if o.CPUMemArena != nil {
+		arena := *o.CPUMemArena
+		steps = append(steps, func() error { return so.SetCpuMemArena(arena) })
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			so.Destroy()
+			return nil, err
+		}
+	}
+	return so, nil
+}
+
+// appendProvider adds the named execution provider to so.
+func appendProvider(so *ort.SessionOptions, name string) error {
+	switch name {
+	case ProviderCPU:
+		return nil
+	case ProviderCUDA:
+		po, err := ort.NewCUDAProviderOptions()
+		if err != nil {
+			return err
+		}
+		defer po.Destroy()
+		return so.AppendExecutionProviderCUDA(po)
+	case ProviderTensorRT:
+		po, err := ort.NewTensorRTProviderOptions()
+		if err != nil {
+			return err
+		}
+		defer po.Destroy()
+		return so.AppendExecutionProviderTensorRT(po)
+	case ProviderOpenVINO:
+		return so.AppendExecutionProviderOpenVINO(nil)
+	case ProviderCoreML:
+		return so.AppendExecutionProviderCoreMLV2(nil)
+	case ProviderDirectML:
+		return so.AppendExecutionProviderDirectML(0)
+	case ProviderQNN:
+		return so.AppendExecutionProvider("QNN", nil)
+	case ProviderXNNPACK:
+		return so.AppendExecutionProvider("XNNPACK", nil)
+	}
+	return fmt.Errorf("%w %q", ErrProvider, name)
+}
+
+// ProviderError records why an execution provider was passed over.
+type ProviderError struct {
+	Provider string
+	Err      error
+}
+
+func (e ProviderError) Error() string { return e.Provider + ": " + e.Err.Error() }
+func (e ProviderError) Unwrap() error { return e.Err }
+
+// Session is a loaded model, created once and reused. Run is safe for
+// concurrent use (ONNX Runtime sessions are thread-safe for Run).
+type Session struct {
+	path      string
+	sess      *ort.DynamicAdvancedSession
+	inputs    []tensor.Spec
+	outputs   []tensor.Spec
+	provider  string
+	fallbacks []ProviderError
+
+	mu     sync.RWMutex // held shared by Run, exclusively by Close
+	closed bool
+}
+
+// NewSession loads the model at modelPath. It tries the execution
+// providers in opts.Providers in order, falling down the list when a
+// provider cannot be added or the session cannot be created with it
+// (each reason is logged and kept in Fallbacks), and ends with CPU.
+func NewSession(modelPath string, opts Options) (*Session, error) {
+	if err := initialized(); err != nil {
+		return nil, err
+	}
+	if err := CheckProviders(opts.Providers); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	inputs, outputs, err := Inspect(modelPath)
+	if err != nil {
+		return nil, err
+	}
+	if len(inputs) == 0 || len(outputs) == 0 {
+		return nil, fmt.Errorf("%w: %s declares %d inputs and %d outputs", ErrModel, modelPath, len(inputs), len(outputs))
+	}
+	inNames := names(inputs)
+	outNames := names(outputs)
+
+	prefs := providerOrder(opts.Providers)
+	s := &Session{path: modelPath, inputs: inputs, outputs: outputs}
+	for i, name := range prefs {
+		sess, err := tryProvider(modelPath, name, inNames, outNames, opts)
+		if err == nil {
+			s.sess, s.provider = sess, name
+			break
+		}
+		s.fallbacks = append(s.fallbacks, ProviderError{Provider: name, Err: err})
+		if i+1 < len(prefs) {
+			log.Warn("onnx: execution provider unavailable, falling back", "model", modelPath, "provider", name, "next", prefs[i+1], "err", err)
+		}
+	}
+	if s.sess == nil {
+		errs := make([]error, len(s.fallbacks))
+		for i, f := range s.fallbacks {
+			errs[i] = f
+		}
+		return nil, fmt.Errorf("%w: loading %s: %w", ErrModel, modelPath, errors.Join(errs...))
+	}
+	log.Info("onnx: session ready", "model", modelPath, "provider", s.provider, "fallbacks", len(s.fallbacks))
+	return s, nil
+}
+
+// providerOrder is the preference without empty entries or duplicates,
+// ending with CPU (anything after CPU is unreachable and dropped).
+func providerOrder(prefs []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range prefs {
+		if p == "" || seen[p] {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+		if p == ProviderCPU {
+			return out
+		}
+	}
+	return append(out, ProviderCPU)
+}
+
+func tryProvider(modelPath, provider string, inNames, outNames []string, opts Options) (*ort.DynamicAdvancedSession, error) {
+	so, err := opts.sessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	defer so.Destroy()
+	if err := appendProvider(so, provider); err != nil {
+		return nil, fmt.Errorf("adding provider: %w", err)
+	}
+	sess, err := ort.NewDynamicAdvancedSession(modelPath, inNames, outNames, so)
+	if err != nil {
+		return nil, fmt.Errorf("creating session: %w", err)
+	}
+	return sess, nil
+}
+
+func names(specs []tensor.Spec) []string {
+	out := make([]string, len(specs))
+	for i, s := range specs {
+		out[i] = s.Name
+	}
+	return out
+}
+
+// Provider is the execution provider the session runs on, e.g. "cpu".
+func (s *Session) Provider() string { return s.provider }
+
+// Fallbacks lists the preferred providers that were passed over, in
+// order, with the reason for each.
+func (s *Session) Fallbacks() []ProviderError { return append([]ProviderError(nil), s.fallbacks...) }
+
+// Inputs are the model's input specs (as Inspect reports them).
+func (s *Session) Inputs() []tensor.Spec { return s.inputs }
+
+// Outputs are the model's output specs (as Inspect reports them).
+func (s *Session) Outputs() []tensor.Spec { return s.outputs }
+
+// Run runs the model. Every model input must be given exactly once, in
+// any order, with the model's datatype and rank (a rank-0 input also
+// takes a one-element [1] tensor); fixed dimensions must match. Input data
+// is shared with ONNX Runtime, not copied, and must not be modified
+// during the call. Outputs come back in the model's order. Cancelling ctx
+// terminates the run.
+func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Tensor, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	values, err := s.inputValues(inputs)
+	defer destroyAll(values)
+	if err != nil {
+		return nil, err
+	}
+	outs := make([]ort.Value, len(s.outputs))
+	defer destroyAll(outs)
+	for i, spec := range s.outputs {
+		if len(spec.Shape) == 0 {
+			if outs[i], err = newScalarOutput(spec.Datatype); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if err := s.run(ctx, values, outs); err != nil {
+		return nil, err
+	}
+	result := make([]tensor.Tensor, len(outs))
+	for i, v := range outs {
+		if result[i], err = fromValue(s.outputs[i].Name, v); err != nil {
+			return nil, err
+		}
+	}
+	return result, nil
+}
+
+func (s *Session) run(ctx context.Context, values, outs []ort.Value) error {
+	if ctx.Done() == nil {
+		if err := s.sess.Run(values, outs); err != nil {
+			return fmt.Errorf("%w: %w", ErrRun, err)
+		}
+		return nil
+	}
+	ro, err := ort.NewRunOptions()
+	if err != nil {
+		return fmt.Errorf("%w: run options: %w", ErrRun, err)
+	}
+	terminated := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(terminated)
+		_ = ro.Terminate()
+	})
+	err = s.sess.RunWithOptions(values, outs, ro)
+	if !stop() {
+		<-terminated
+	}
+	ro.Destroy()
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("%w: %w", ErrRun, cerr)
+		}
+		return fmt.Errorf("%w: %w", ErrRun, err)
+	}
+	return nil
+}
+
+// inputValues orders inputs as the model declares them and wraps each in
+// an ONNX Runtime value. On error, the values made so far are returned
+// for the caller to destroy.
+func (s *Session) inputValues(inputs []tensor.Tensor) ([]ort.Value, error) {
+	values := make([]ort.Value, len(s.inputs))
+	for _, t := range inputs {
+		i := s.inputIndex(t.Name)
+		if i < 0 {
+			return values, fmt.Errorf("%w: tensor %q: %w: the model has no such input (inputs: %s)", ErrInput, t.Name, tensor.ErrName, strings.Join(names(s.inputs), ", "))
+		}
+		if values[i] != nil {
+			return values, fmt.Errorf("%w: tensor %q: %w: given twice", ErrInput, t.Name, tensor.ErrName)
+		}
+		spec := s.inputs[i]
+		if len(spec.Shape) == 0 && len(t.Shape) == 1 && t.Shape[0] == 1 {
+			spec.Shape = []int64{1} // ONNX Runtime takes [1] for a scalar
+		}
+		if err := spec.Matches(t, true); err != nil {
+			return values, fmt.Errorf("%w: %w", ErrInput, err)
+		}
+		v, err := toValue(t)
+		if err != nil {
+			return values, fmt.Errorf("%w: %w", ErrInput, err)
+		}
+		values[i] = v
+	}
+	for i, v := range values {
+		if v == nil {
+			return values, fmt.Errorf("%w: tensor %q: %w: missing model input", ErrInput, s.inputs[i].Name, tensor.ErrName)
+		}
+	}
+	return values, nil
+}
+
+func (s *Session) inputIndex(name string) int {
+	for i, spec := range s.inputs {
+		if spec.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func destroyAll(values []ort.Value) {
+	for _, v := range values {
+		if v != nil {
+			_ = v.Destroy()
+		}
+	}
+}
+
+// Close releases the session. It waits for runs in flight and is
+// idempotent; Run after Close returns ErrClosed.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.sess.Destroy(); err != nil {
+		return fmt.Errorf("onnx: closing session for %s: %w", s.path, err)
+	}
+	return nil
+}
