@@ -3,6 +3,7 @@ package outbox
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -169,6 +170,21 @@ func (o *Outbox) run() {
 // flush commits one batch of queued requests and reports whether there was
 // anything queued.
 func (o *Outbox) flush() bool {
+	// Let the callers just woken by the previous commit (or the one that
+	// kicked us) queue their next requests before the batch is cut, yielding
+	// while the queue still grows; without this, batches alternate between
+	// a few requests and all the rest (about 75k instead of 110k records/s
+	// with 64 appenders on two cores). A lone caller pays one Gosched.
+	for i, n := 0, -1; i < 8; i++ {
+		runtime.Gosched()
+		o.mu.Lock()
+		m := len(o.queue)
+		o.mu.Unlock()
+		if m == n || m >= o.maxBatch {
+			break
+		}
+		n = m
+	}
 	o.mu.Lock()
 	n, bytes := 0, int64(0)
 	for n < len(o.queue) && n < o.maxBatch {
