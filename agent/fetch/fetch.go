@@ -275,8 +275,15 @@ func fileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// download runs the resume loop for one URL.
-func (f *Fetcher) download(ctx context.Context, src, dest string, want Expect) error {
+// download runs the resume loop for one URL. A failed download keeps a
+// non-empty part file for the next call; an empty one is removed.
+func (f *Fetcher) download(ctx context.Context, src, dest string, want Expect) (err error) {
+	part := dest + PartSuffix
+	defer func() {
+		if fi, serr := os.Stat(part); err != nil && serr == nil && fi.Size() == 0 {
+			os.Remove(part)
+		}
+	}()
 	if want.SHA256 != "" {
 		// A complete file from an earlier call that crashed after the
 		// rename but before its caller used it.
@@ -295,7 +302,6 @@ func (f *Fetcher) download(ctx context.Context, src, dest string, want Expect) e
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	part := dest + PartSuffix
 	pf, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
