@@ -1,0 +1,6 @@
+;; badout returns a region outside its memory.
+(module
+  (memory (export "memory") 1)
+  (func (export "ef_alloc") (param $size i32) (result i32) (i32.const 1024))
+  (func (export "ef_process") (param $ptr i32) (param $len i32) (result i64)
+    (i64.const 0x0001000000000100)))

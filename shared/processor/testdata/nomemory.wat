@@ -1,0 +1,5 @@
+;; nomemory does not export its memory.
+(module
+  (memory 1)
+  (func (export "ef_alloc") (param $size i32) (result i32) (i32.const 1024))
+  (func (export "ef_process") (param $ptr i32) (param $len i32) (result i64) (i64.const 0)))
