@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +168,8 @@ func Open(path string, opts Options) (*Outbox, error) {
 	}
 	o.log = o.log.With("outbox", path)
 
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: lockTimeout,
 		// The map freelist is O(1) for the allocate/free churn of a queue.
@@ -183,6 +188,13 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if err := o.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("outbox: open %s: %w", path, err)
+	}
+	if created {
+		// bbolt fsyncs the file, not the directory entry of a new file.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("outbox: open %s: %w", path, err)
+		}
 	}
 	o.publish()
 	go o.run()
@@ -328,6 +340,18 @@ func (o *Outbox) Close() error {
 		}
 	})
 	return o.closeErr
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // decodeRecord decodes a stored key/value pair; the payload aliases v.

@@ -279,10 +279,20 @@ func TestByteBoundDropsOldest(t *testing.T) {
 func TestDropLogRateLimited(t *testing.T) {
 	log, logBuf := testLogger(t)
 	o := openT(t, filepath.Join(t.TempDir(), "outbox.db"), Options{MaxBytes: 64, Logger: log})
+	const workers = 10
 	n := 2*dropLogEvery + 10
-	for range n {
-		appendT(t, o, "e", nil)
+	var wg sync.WaitGroup
+	for range workers { // concurrent, so that it takes few commits
+		wg.Go(func() {
+			for range n / workers {
+				if _, err := o.Append(context.Background(), "e", nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
 	}
+	wg.Wait()
 	if s := o.Stats(); s.Dropped != uint64(n-s.Records) {
 		t.Errorf("Stats = %+v, want Dropped %d", s, n-s.Records)
 	}
