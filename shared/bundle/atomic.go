@@ -86,4 +86,3 @@ func syncDir(dir string) error {
 	defer f.Close()
 	return f.Sync()
 }
-

@@ -180,7 +180,7 @@ func TestUnpackRefuses(t *testing.T) {
 		{
 			name: "files over the total cap",
 			entries: func(t *testing.T) []entry {
-				return validEntries(t, map[string][]byte{"model.onnx": zeros[:600 << 10], "b.bin": zeros[:600<<10]})
+				return validEntries(t, map[string][]byte{"model.onnx": zeros[:600<<10], "b.bin": zeros[:600<<10]})
 			},
 			lim:  bundle.Limits{MaxTotalBytes: 1 << 20},
 			want: bundle.ErrLimit, msg: "files total more than 1048576 bytes",
