@@ -1,0 +1,121 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// validator is the pointer side of a Message type, for the generic decoder.
+type validator[T any] interface {
+	*T
+	Message
+}
+
+// decode parses b (at most limit bytes) as a JSON object into a new T and
+// validates it.
+func decode[T any, P validator[T]](what string, b []byte, limit int) (*T, error) {
+	if len(b) > limit {
+		return nil, fmt.Errorf("%w: %s: %d bytes, the limit is %d", ErrTooLarge, what, len(b), limit)
+	}
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return nil, fmt.Errorf("%w: %s: not a JSON object", ErrMalformed, what)
+	}
+	m := new(T)
+	if err := json.Unmarshal(b, m); err != nil {
+		// A newer version may change a field's type; say so rather than
+		// calling it malformed.
+		if verr := probeVersion(what, b); verr != nil {
+			return nil, verr
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, what, err)
+	}
+	if err := P(m).Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// probeVersion returns an ErrVersion if b is an object whose "v" is an
+// integer other than Version, nil otherwise.
+func probeVersion(what string, b []byte) error {
+	var probe struct {
+		V json.RawMessage `json:"v"`
+	}
+	if json.Unmarshal(b, &probe) != nil || len(probe.V) == 0 {
+		return nil
+	}
+	var v int
+	if json.Unmarshal(probe.V, &v) != nil || v == Version || v == 0 {
+		return nil
+	}
+	return checkVersion(what, v)
+}
+
+// DecodeDesired parses and validates a DesiredState payload.
+func DecodeDesired(b []byte) (*DesiredState, error) {
+	return decode[DesiredState]("desired state", b, MaxPayloadSize)
+}
+
+// DecodeReported parses and validates a ReportedState payload.
+func DecodeReported(b []byte) (*ReportedState, error) {
+	return decode[ReportedState]("reported state", b, MaxPayloadSize)
+}
+
+// DecodeEvent parses and validates an Event payload.
+func DecodeEvent(b []byte) (*Event, error) {
+	return decode[Event]("event", b, MaxPayloadSize)
+}
+
+// DecodeStatus parses and validates a Status payload.
+func DecodeStatus(b []byte) (*Status, error) {
+	return decode[Status]("status", b, MaxPayloadSize)
+}
+
+// DecodeTelemetry parses and validates a TelemetryBatch payload, plain
+// JSON or zstd-compressed (see IsCompressed). It builds a zstd decoder for
+// a compressed payload each time; a consumer decoding many should keep a
+// Codec.
+func DecodeTelemetry(b []byte) (*TelemetryBatch, error) {
+	if !IsCompressed(b) {
+		return decodeTelemetryJSON(b, MaxPayloadSize)
+	}
+	c, err := NewCodec()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.DecodeTelemetry(b)
+}
+
+func decodeTelemetryJSON(b []byte, limit int) (*TelemetryBatch, error) {
+	return decode[TelemetryBatch]("telemetry batch", b, limit)
+}
+
+// Encode validates m and returns its wire form: compact JSON of at most
+// MaxPayloadSize bytes. Use Codec.EncodeTelemetry to compress telemetry.
+func Encode(m Message) ([]byte, error) {
+	if m == nil {
+		return nil, errors.New("protocol: encode: nil message")
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := jsonMarshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxPayloadSize {
+		return nil, fmt.Errorf("%w: encoded %T is %d bytes, the limit is %d", ErrTooLarge, m, len(b), MaxPayloadSize)
+	}
+	return b, nil
+}
+
+func jsonMarshal(m Message) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode %T: %w", m, err)
+	}
+	return b, nil
+}
