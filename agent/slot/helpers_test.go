@@ -3,7 +3,7 @@ package slot
 import (
 	"bytes"
 	"context"
-	"errors"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -21,8 +21,8 @@ import (
 
 // keys is a publisher's key pair made with bundle.GenerateKey.
 type keys struct {
-	dir    string // holds signing.key and signing.pub
-	pub    string
+	dir   string // holds signing.key and signing.pub
+	pub   string
 	trust *bundle.TrustRoot
 }
 
@@ -59,7 +59,11 @@ func buildBundle(t testing.TB, k *keys, version string) built {
 func buildNamed(t testing.TB, k *keys, name, version string) built {
 	t.Helper()
 	spec := t.TempDir()
-	model := []byte(fmt.Sprintf("dummy model %s@%s\n%s", name, version, strings.Repeat("x", 4096)))
+	// Incompressible, so that the bundle is large enough to be cut.
+	model := append([]byte(fmt.Sprintf("dummy model %s@%s\n", name, version)), make([]byte, 64<<10)...)
+	if _, err := rand.Read(model[len(model)-64<<10:]); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(spec, "model.onnx"), model, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -335,5 +339,3 @@ func (c *cutWriter) Write(p []byte) (int, error) {
 	}
 	panic(http.ErrAbortHandler)
 }
-
-func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

@@ -346,7 +346,9 @@ func TestInstallFromURLWithCuts(t *testing.T) {
 	if _, err := s.Install(t.Context(), Request{Bundle: srv.url(v1)}, act.activate); err != nil {
 		t.Fatal(err)
 	}
+	srv.mu.Lock()
 	srv.cutAfter = 300
+	srv.mu.Unlock()
 	_, err := s.Install(t.Context(), Request{Bundle: srv.url(v2)}, act.activate)
 	if !errors.Is(err, fetch.ErrInterrupted) {
 		t.Fatalf("err %v, want ErrInterrupted", err)
@@ -432,7 +434,9 @@ func TestCancelledInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	stalled := make(chan struct{})
+	srv.mu.Lock()
 	srv.stall = stalled
+	srv.mu.Unlock()
 	ctx, cancel := context.WithCancel(t.Context())
 	go func() {
 		<-stalled
