@@ -26,7 +26,8 @@ import (
 //     local paths;
 //  2. check its signature against Options.Trust and unpack it within
 //     Options.Limits into a new directory under bundles/;
-//  3. if the version is the active one, stop there and return the active
+//  3. refuse it with ErrMismatch if req.ID is set and differs; if the
+//     version is the active one, stop there and return the active
 //     slot and nil (req.Force reinstalls it); refuse a lower version of
 //     the same bundle name with ErrDowngrade unless req.AllowDowngrade,
 //     and one whose minAgentVersion is above Options.AgentVersion with
@@ -62,6 +63,10 @@ func (s *Store) install(ctx context.Context, req Request, activate ActivateFunc)
 	}
 	if req.Bundle == "" {
 		return Slot{}, "", fmt.Errorf("slot: %w: empty bundle source", fetch.ErrSource)
+	}
+	if a, ok := s.Active(); ok && req.ID != "" && a.ID == req.ID && !req.Force {
+		s.log.Debug("slot: version already active", "id", a.ID)
+		return a, a.ID, nil
 	}
 	bundlePath, sigPath, err := s.resolve(ctx, req)
 	if err != nil {
@@ -100,6 +105,9 @@ func (s *Store) install(ctx context.Context, req Request, activate ActivateFunc)
 		}
 	}()
 
+	if req.ID != "" && id != req.ID {
+		return Slot{}, id, fmt.Errorf("%w: %s holds %s, expected %s", ErrMismatch, redact(req.Bundle), id, req.ID)
+	}
 	active, hasActive := s.Active()
 	if hasActive && active.ID == id && !req.Force {
 		s.log.Info("slot: version already active", "id", id)

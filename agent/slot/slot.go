@@ -55,6 +55,8 @@ var (
 	// ErrActivate: the activate callback refused the bundle; the previous
 	// version stays active.
 	ErrActivate = errors.New("slot: activation failed")
+	// ErrMismatch: the bundle is not the one Request.ID names.
+	ErrMismatch = errors.New("slot: bundle is not the requested one")
 	// ErrNoLastKnownGood: there is nothing to roll back to.
 	ErrNoLastKnownGood = errors.New("slot: no last-known-good version")
 	// ErrState: state.json is unreadable or invalid. Nothing is removed
@@ -70,7 +72,7 @@ const (
 	PointDownloaded     = "downloaded"              // bundle and signature are local files
 	PointUnpacked       = "unpacked"                // verified and unpacked into its final directory
 	PointActivated      = "activated-callback-done" // activate returned nil
-	PointStateTempWrite = "state-temp-written"      // new state in a temp file, not yet renamed
+	PointStateTempWrite = "state-temp-written"      // new state in a temp file, not yet renamed (every state write)
 	PointStateWritten   = "state-written"           // new state committed, older directories not yet removed
 )
 
@@ -124,6 +126,12 @@ type Request struct {
 	Bundle string
 	// Sig is the URL or path of its signature; "" => Bundle + ".sig".
 	Sig string
+	// ID, when set, is the "name@version" the caller expects (from
+	// desired state): a signed bundle with another identity is refused
+	// with ErrMismatch (a registry cannot substitute another signed
+	// version), and when it is the active version Install returns at
+	// once, without a download.
+	ID string
 	// Size and SHA256 of the bundle file, when known (e.g. from desired
 	// state); checked after the download.
 	Size   int64

@@ -463,3 +463,36 @@ func TestLocked(t *testing.T) {
 	}
 	s2.Close()
 }
+
+func TestRequestID(t *testing.T) {
+	k := newKeys(t)
+	v1, v2 := buildBundle(t, k, "1.0.0"), buildBundle(t, k, "2.0.0")
+	srv := newFileServer(t, v1, v2)
+	s := openStore(t, t.TempDir(), testOptions(t, k))
+	act := &activator{}
+	if _, err := s.Install(t.Context(), Request{Bundle: srv.url(v1), ID: "demo@1.0.0"}, act.activate); err != nil {
+		t.Fatal(err)
+	}
+	// The registry serves 1.0.0 where 2.0.0 was asked for: refused, even
+	// though it is validly signed.
+	_, err := s.Install(t.Context(), Request{Bundle: srv.url(v1), ID: "demo@2.0.0", Force: true}, act.activate)
+	if !errors.Is(err, ErrMismatch) {
+		t.Fatalf("err %v, want ErrMismatch", err)
+	}
+	assertActive(t, s, "demo@1.0.0", "")
+	// The active version with its ID: no download at all.
+	srv.mu.Lock()
+	n := len(srv.ranges)
+	srv.mu.Unlock()
+	if sl, err := s.Install(t.Context(), Request{Bundle: srv.url(v1), ID: "demo@1.0.0"}, act.activate); err != nil || sl.ID != "demo@1.0.0" {
+		t.Fatalf("Install of the active ID: %+v, %v", sl, err)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if len(srv.ranges) != n {
+		t.Fatalf("the active version was downloaded again")
+	}
+	if len(act.calls) != 1 {
+		t.Fatalf("activate calls %q", act.calls)
+	}
+}
