@@ -181,7 +181,8 @@ func (s *Store) Rollback(ctx context.Context, activate ActivateFunc) (Slot, erro
 }
 
 func (s *Store) rollback(ctx context.Context, lkg Slot, activate ActivateFunc) (Slot, error) {
-	m, err := ReadManifest(lkg.Dir)
+	// The directory sat on disk since it was last active: re-hash it.
+	m, err := Verify(ctx, lkg.Dir)
 	if err != nil {
 		return Slot{}, err
 	}

@@ -496,3 +496,32 @@ func TestRequestID(t *testing.T) {
 		t.Fatalf("activate calls %q", act.calls)
 	}
 }
+
+func TestRollbackVerifiesLastKnownGood(t *testing.T) {
+	k := newKeys(t)
+	dir, _, lkg := twoVersions(t, k)
+	s := openStore(t, dir, testOptions(t, k))
+	// Bit rot in the model file of the last-known-good.
+	p := filepath.Join(lkg.Dir, "model.onnx")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] ^= 1
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	act := &activator{}
+	if _, err := s.Rollback(t.Context(), act.activate); !errors.Is(err, bundle.ErrDigest) {
+		t.Fatalf("err %v, want bundle.ErrDigest", err)
+	}
+	if len(act.calls) != 0 {
+		t.Fatal("activate called with a corrupt directory")
+	}
+	if a, _ := s.Active(); a.ID != "demo@2.0.0" {
+		t.Fatalf("active %s after a refused rollback", a.ID)
+	}
+	if le := s.State().LastError; le == nil || le.Op != "rollback" || !strings.Contains(le.Error, "model.onnx") {
+		t.Fatalf("lastError %+v", le)
+	}
+}

@@ -176,7 +176,15 @@ func (s *Store) writeAtomic(name string, b []byte) error {
 		return err
 	}
 	ok = true
-	return syncDir(s.dir)
+	// Once renamed, the new state is what every later reader sees: a
+	// failed directory sync must not make the caller undo the files it
+	// points to. (A power cut could still bring back the previous state:
+	// its active directory is kept as the last-known-good, and Open
+	// drops a pointer to anything removed since.)
+	if err := syncDir(s.dir); err != nil {
+		s.log.Error("slot: state written but the directory sync failed", "err", err)
+	}
+	return nil
 }
 
 func syncDir(dir string) error {
