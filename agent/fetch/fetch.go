@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -204,9 +205,40 @@ func (f *Fetcher) Fetch(ctx context.Context, src, dest string, want Expect) (str
 		return "", fmt.Errorf("%w: no destination for %s", ErrSource, redact(src))
 	}
 	if err := f.download(ctx, src, dest, want); err != nil {
-		return "", fmt.Errorf("fetch %s: %w", redact(src), err)
+		return "", scrub(src, fmt.Errorf("fetch %s: %w", redact(src), err))
 	}
 	return dest, nil
+}
+
+// scrubbed is an error whose message has a URL's secrets removed; it
+// unwraps to the original.
+type scrubbed struct {
+	msg string
+	err error
+}
+
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
+
+// scrub removes src's query (often a presigned token) and password from
+// err's message: net/http and go-retryablehttp quote the URL in theirs,
+// and error messages end up in logs and reported state.
+func scrub(src string, err error) error {
+	u, perr := url.Parse(src)
+	if perr != nil {
+		return err
+	}
+	msg := err.Error()
+	if u.RawQuery != "" {
+		msg = strings.ReplaceAll(msg, u.RawQuery, "REDACTED")
+	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		msg = strings.ReplaceAll(msg, p, "REDACTED")
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &scrubbed{msg: msg, err: err}
 }
 
 func (f *Fetcher) local(src string, want Expect) (string, error) {
@@ -668,10 +700,28 @@ func syncDir(dir string) error {
 }
 
 // slogAdapter is go-retryablehttp's LeveledLogger on top of slog.
-// Failed attempts it will retry are warnings for us, not errors.
+// Failed attempts it will retry are warnings for us, not errors. It
+// removes URL queries (presigned tokens) from the values it logs.
 type slogAdapter struct{ l *slog.Logger }
 
-func (a slogAdapter) Error(msg string, kv ...any) { a.l.Warn("fetch: "+msg, kv...) }
-func (a slogAdapter) Info(msg string, kv ...any)  { a.l.Info("fetch: "+msg, kv...) }
-func (a slogAdapter) Debug(msg string, kv ...any) { a.l.Debug("fetch: "+msg, kv...) }
-func (a slogAdapter) Warn(msg string, kv ...any)  { a.l.Warn("fetch: "+msg, kv...) }
+func (a slogAdapter) Error(msg string, kv ...any) { a.l.Warn("fetch: "+msg, scrubKV(kv)...) }
+func (a slogAdapter) Info(msg string, kv ...any)  { a.l.Info("fetch: "+msg, scrubKV(kv)...) }
+func (a slogAdapter) Debug(msg string, kv ...any) { a.l.Debug("fetch: "+msg, scrubKV(kv)...) }
+func (a slogAdapter) Warn(msg string, kv ...any)  { a.l.Warn("fetch: "+msg, scrubKV(kv)...) }
+
+var queryRE = regexp.MustCompile(`\?[^\s"]*`)
+
+func scrubKV(kv []any) []any {
+	out := make([]any, len(kv))
+	for i, v := range kv {
+		switch v := v.(type) {
+		case string:
+			out[i] = queryRE.ReplaceAllString(v, "?REDACTED")
+		case error:
+			out[i] = queryRE.ReplaceAllString(v.Error(), "?REDACTED")
+		default:
+			out[i] = v
+		}
+	}
+	return out
+}

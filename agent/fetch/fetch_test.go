@@ -606,3 +606,40 @@ func FuzzParseContentRange(f *testing.F) {
 		}
 	})
 }
+
+func TestErrorsHideSecrets(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusBadGateway)
+	}))
+	t.Cleanup(ts.Close)
+	src := strings.Replace(ts.URL, "http://", "http://user:hunter2@", 1) + "/a.bundle?X-Amz-Signature=s3cr3t"
+	var logs bytes.Buffer
+	f := testFetcher(t, Options{Retries: 1, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	_, err := f.Fetch(t.Context(), src, filepath.Join(t.TempDir(), "a"), Expect{})
+	if logs.Len() == 0 || strings.Contains(logs.String(), "s3cr3t") || strings.Contains(logs.String(), "hunter2") {
+		t.Fatalf("logs leak the URL's secrets (or are empty):\n%s", logs.String())
+	}
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %v leaks the URL's secrets", err)
+	}
+	if !errors.Is(err, ErrStatus) {
+		t.Fatalf("err %v, want ErrStatus through the scrubbed wrapper", err)
+	}
+}
+
+func TestHTTPS(t *testing.T) {
+	content := randomBytes(t, 100<<10)
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "a.bundle", time.Time{}, bytes.NewReader(content))
+	}))
+	t.Cleanup(ts.Close)
+	dest := filepath.Join(t.TempDir(), "a.bundle")
+	// Without the server's CA: refused, and not retried.
+	if _, err := testFetcher(t, Options{}).Fetch(t.Context(), ts.URL, dest, Expect{}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("untrusted certificate: err %v", err)
+	}
+	if _, err := testFetcher(t, Options{HTTPClient: ts.Client()}).Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(content)}); err != nil {
+		t.Fatal(err)
+	}
+	assertFile(t, dest, content)
+}
