@@ -97,7 +97,7 @@ func dial(t *testing.T, addr, clientID, user, pass string, mods ...func(*paho.Cl
 	t.Helper()
 	c := &client{lost: make(chan error, 1), conn: make(chan net.Conn, 4)}
 	opts := paho.NewClientOptions().
-		AddBroker("tcp://"+addr).
+		AddBroker("tcp://" + addr).
 		SetClientID(clientID).
 		SetUsername(user).
 		SetPassword(pass).
