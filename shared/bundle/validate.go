@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,7 +125,7 @@ func checkTensorKeys(raw []map[string]json.RawMessage, where string) error {
 }
 
 func checkKeys(t map[string]json.RawMessage) error {
-	for k := range t {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
 		if !tensorKeys[k] {
 			return fmt.Errorf("unknown field %q in a tensor", k)
 		}
