@@ -229,7 +229,7 @@ func New(cfg Config) (*Broker, error) {
 			return nil, fmt.Errorf("broker: data dir: %w", err)
 		}
 		path := filepath.Join(cfg.DataDir, StoreFile)
-		err := b.srv.AddHook(&storeHook{Hook: new(bolt.Hook)}, &bolt.Options{
+		err := b.srv.AddHook(newStoreHook(), &bolt.Options{
 			Path:    path,
 			Options: &bbolt.Options{Timeout: time.Second},
 		})

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -175,10 +176,14 @@ func TestRestartKeepsRetainedAndSessions(t *testing.T) {
 	if err := b1.PublishDesired(d); err != nil {
 		t.Fatal(err)
 	}
-	// B subscribes in a persistent session and leaves cleanly.
+	// B subscribes in a persistent session and leaves cleanly; fleetd
+	// then sends it a (non-retained) QoS 1 message, queued in its session.
 	cb := mustDial(t, b1.Addr(), devB, devB, devices[devB], persistent)
 	cb.subscribe(t, topic(devB, protocol.KindDesired), make(chan paho.Message, 4))
 	cb.Disconnect(100)
+	if err := b1.Publish(topic(devB, protocol.KindDesired), []byte("queued"), false, 1); err != nil {
+		t.Fatal(err)
+	}
 	if err := b1.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -200,23 +205,53 @@ func TestRestartKeepsRetainedAndSessions(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("retained desired state lost across the restart")
 	}
-	// fleetd publishes to B while it is offline; B's session (and its
-	// subscription) survived, so B gets it on reconnect without
-	// subscribing again.
-	if err := b2.Publish(topic(devB, protocol.KindDesired), []byte("queued"), false, 1); err != nil {
+	// B's session, its subscription and the queued message survived: B
+	// gets it on reconnect without subscribing again.
+	reconnectB := func(b *Broker) (*client, chan paho.Message) {
+		chB := make(chan paho.Message, 4)
+		c := mustDial(t, b.Addr(), devB, devB, devices[devB], persistent, func(o *paho.ClientOptions) {
+			o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { chB <- m })
+		})
+		return c, chB
+	}
+	cB, chB := reconnectB(b2)
+	if err := b2.Publish(topic(devB, protocol.KindDesired), []byte("live"), false, 1); err != nil {
 		t.Fatal(err)
 	}
-	chB := make(chan paho.Message, 4)
-	mustDial(t, b2.Addr(), devB, devB, devices[devB], persistent, func(o *paho.ClientOptions) {
-		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { chB <- m })
-	})
+	// (The resent message may come second: mochi resends it right after
+	// the CONNACK, racing the live one.)
+	var got []string
+	for len(got) < 2 {
+		select {
+		case m := <-chB:
+			got = append(got, string(m.Payload()))
+		case <-time.After(wait):
+			t.Fatalf("B got only %q: persistent session lost across the restart", got)
+		}
+	}
+	if slices.Sort(got); strings.Join(got, ",") != "live,queued" {
+		t.Fatalf("B got %q, want queued and live", got)
+	}
+	// Acknowledged messages are gone from the store: after another
+	// restart B gets only what is new. (paho writes its PUBACKs before its
+	// DISCONNECT, so once the broker has seen B leave it has the acks.)
+	cB.Disconnect(1000)
+	waitFor(t, "B disconnected", func() bool { return !b2.Connected(devB) })
+	if err := b2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b3 := newBroker(t, func(c *Config) { c.DataDir = dir })
+	_, chB = reconnectB(b3)
+	if err := b3.Publish(topic(devB, protocol.KindDesired), []byte("after"), false, 1); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case m := <-chB:
-		if string(m.Payload()) != "queued" {
-			t.Fatalf("B got %q", m.Payload())
+		if string(m.Payload()) != "after" {
+			t.Fatalf("B got %q again after acknowledging it", m.Payload())
 		}
 	case <-time.After(wait):
-		t.Fatal("persistent session lost across the restart")
+		t.Fatal("B's session lost on the second restart")
 	}
 }
 
@@ -377,4 +412,49 @@ func ExampleBroker() {
 	defer cancel()
 	fmt.Println(b.Addr() != "")
 	// Output: true
+}
+
+// waitFor polls cond until it holds (failing after the safety-net wait).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRapidReconnect: a device that reconnects right after disconnecting
+// (or while its old connection is still open) must end up with a working
+// session. mochi v2.7.9 alone loses it now and then (see Broker.retire;
+// without it this test fails within a few runs under -race).
+func TestRapidReconnect(t *testing.T) {
+	b := newBroker(t, nil)
+	desired := topic(devA, protocol.KindDesired)
+	var prev *client
+	for i := range 40 {
+		ch := make(chan paho.Message, 4)
+		if prev != nil && i%2 == 0 {
+			prev.Disconnect(0) // DISCONNECT racing the new CONNECT
+		}
+		c := mustDial(t, b.Addr(), devA, devA, devices[devA])
+		if code := c.subscribe(t, desired, ch); code != 1 {
+			t.Fatalf("round %d: SUBACK %#x", i, code)
+		}
+		p := fmt.Sprintf("round-%d", i)
+		if err := b.Publish(desired, []byte(p), false, 1); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-ch:
+			if string(m.Payload()) != p {
+				t.Fatalf("round %d: got %q", i, m.Payload())
+			}
+		case <-time.After(wait):
+			t.Fatalf("round %d: the new session receives nothing", i)
+		}
+		prev = c
+	}
 }

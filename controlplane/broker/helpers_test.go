@@ -278,7 +278,7 @@ func cliArgs(addr, clientID, user, pass string, v5 bool) []string {
 }
 
 // freePort returns a loopback port nothing listens on right now.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -290,7 +290,7 @@ func freePort(t *testing.T) int {
 
 // startMosquitto runs /usr/sbin/mosquitto on a random loopback port with
 // the edgefleet ACL and a password file, and returns its address.
-func startMosquitto(t *testing.T, passwd string, acl string) string {
+func startMosquitto(t testing.TB, passwd string, acl string) string {
 	t.Helper()
 	bin := "/usr/sbin/mosquitto"
 	if _, err := os.Stat(bin); err != nil {
@@ -306,7 +306,7 @@ func startMosquitto(t *testing.T, passwd string, acl string) string {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	conf := fmt.Sprintf("listener %d 127.0.0.1\npersistence false\nlog_dest stderr\nlog_type all\n", port) +
+	conf := fmt.Sprintf("listener %d 127.0.0.1\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n", port) +
 		MosquittoConf(pwFile, aclFile)
 	if os.Getuid() == 0 {
 		conf += "user root\n" // otherwise it drops to "mosquitto", who cannot read the temp dir

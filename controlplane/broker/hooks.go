@@ -5,9 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -60,9 +64,51 @@ func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		_ = b.srv.SendConnack(cl, code, false, nil)
 		return code
 	}
+	b.retire(cl.ID)
 	b.pending.Store(cl, struct{}{})
 	b.log.Debug("mqtt client authenticated", "client", cl.ID, "as", who, "remote", cl.Net.Remote)
 	return nil
+}
+
+// takeoverWait bounds how long a new connection waits for the one it
+// replaces to finish.
+const takeoverWait = 5 * time.Second
+
+// retire ends the connection a new one with the same client id replaces,
+// and waits until it has finished, before mochi takes the session over.
+//
+// mochi v2.7.9 races here: the replaced connection's goroutine, if its
+// session ends with it, deletes "its" client id from the client table
+// unless it has already been marked as taken over, and the mark is set
+// only after the new connection kicked it. When the old goroutine wins,
+// it deletes the new connection's entry, which then silently receives
+// nothing (seen when a device reconnects right after disconnecting).
+// Waiting for the old connection to clear out first closes the window; it
+// also publishes the old connection's last will before the new
+// connection's first message, so "offline" cannot overwrite "online".
+func (b *Broker) retire(clientID string) {
+	old, ok := b.srv.Clients.Get(clientID)
+	if !ok || old.Net.Inline {
+		return
+	}
+	if !old.Closed() {
+		_ = b.srv.DisconnectClient(old, packets.ErrSessionTakenOver)
+	}
+	if !sessionEnds(old) {
+		return // mochi hands a persistent session over; nothing deletes it
+	}
+	deadline := time.Now().Add(takeoverWait)
+	for {
+		cur, ok := b.srv.Clients.Get(clientID)
+		if !ok || cur != old {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.log.Warn("mqtt takeover: replaced connection did not finish", "client", clientID)
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // OnConnectAuthenticate admits exactly the clients OnConnect passed.
@@ -203,10 +249,24 @@ func verifiedCertName(cl *mqtt.Client) (string, bool) {
 	return st.PeerCertificates[0].Subject.CommonName, true
 }
 
-// storeHook is mochi's bbolt store without the $SYS statistics, which it
-// would otherwise rewrite (with an fsync) every tick.
+// storeHook is mochi's bbolt store, narrowed to what must survive a
+// restart. mochi's hook writes (and fsyncs) the $SYS statistics every tick
+// and every QoS 1 exchange twice, including the PUBACK the broker returns
+// for each inbound publish, which caps device ingest at a few hundred
+// messages a second. storeHook keeps retained messages, sessions and
+// subscriptions as they are, but persists an inflight message only when it
+// is an outbound publish to a client whose session outlives the
+// connection (a persistent device waiting for fleetd's message), and
+// deletes only what it persisted.
 type storeHook struct {
 	*bolt.Hook
+
+	mu        sync.Mutex
+	persisted map[string]struct{} // inflight keys in the store
+}
+
+func newStoreHook() *storeHook {
+	return &storeHook{Hook: new(bolt.Hook), persisted: make(map[string]struct{})}
 }
 
 func (h *storeHook) Provides(b byte) bool {
@@ -214,4 +274,81 @@ func (h *storeHook) Provides(b byte) bool {
 		return false
 	}
 	return h.Hook.Provides(b)
+}
+
+// inflightKey is the bolt hook's key for an inflight packet.
+func inflightKey(cl *mqtt.Client, pk packets.Packet) string {
+	return storage.InflightKey + "_" + cl.ID + ":" + pk.FormatID()
+}
+
+// sessionEnds reports whether the client's session ends with its
+// connection (mochi's own rule).
+func sessionEnds(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval == 0
+	}
+	return cl.Properties.Clean
+}
+
+func (h *storeHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if pk.FixedHeader.Type != packets.Publish || sessionEnds(cl) {
+		return
+	}
+	h.Hook.OnQosPublish(cl, pk, sent, resends)
+	h.mu.Lock()
+	h.persisted[inflightKey(cl, pk)] = struct{}{}
+	h.mu.Unlock()
+}
+
+// forget reports whether key was persisted, and forgets it.
+func (h *storeHook) forget(key string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.persisted[key]
+	delete(h.persisted, key)
+	return ok
+}
+
+func (h *storeHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	// The broker's own PUBACK to an inbound publish (built by the server,
+	// so it has a creation time; a client's PUBACK read off the wire has
+	// none) shares the packet-id space with outbound messages in the key:
+	// it must not delete an outbound message waiting for its PUBACK.
+	if pk.FixedHeader.Type == packets.Puback && pk.Created != 0 {
+		return
+	}
+	if h.forget(inflightKey(cl, pk)) {
+		h.Hook.OnQosComplete(cl, pk)
+	}
+}
+
+func (h *storeHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if h.forget(inflightKey(cl, pk)) {
+		h.Hook.OnQosDropped(cl, pk)
+	}
+}
+
+// StoredInflightMessages loads the persisted inflight messages. mochi
+// v2.7.9's bolt hook does not store the packet id (its badger hook does),
+// so a restored message would be resent with id 0, which clients drop;
+// the id is recovered from the key ("IFM_{client}:{id}").
+func (h *storeHook) StoredInflightMessages() ([]storage.Message, error) {
+	v, err := h.Hook.StoredInflightMessages()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := v[:0]
+	for _, m := range v {
+		if m.PacketID == 0 {
+			i := strings.LastIndexByte(m.ID, ':')
+			id, perr := strconv.ParseUint(m.ID[i+1:], 10, 16)
+			if i < 0 || perr != nil || id == 0 {
+				h.Log.Warn("dropping stored inflight message without a packet id", "key", m.ID)
+				continue
+			}
+			m.PacketID = uint16(id)
+		}
+		h.persisted[m.ID] = struct{}{}
+		out = append(out, m)
+	}
+	return out, err
 }
