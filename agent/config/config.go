@@ -1,0 +1,288 @@
+// Package config reads the edge agent's YAML configuration
+// (edge-agent --config FILE). Parsing is strict: an unknown key, a value
+// of the wrong type or out of range stops the agent at start with the
+// key's path, the file and the line named, e.g.
+//
+//	config: /etc/edge-agent/config.yaml:12: buffer.maxBytes: must be > 0, got -1
+//
+// Every setting has a working default (Default); a file only says what
+// differs. Relative paths in a file are relative to the file's directory.
+// testdata/full.yaml is a complete, commented example.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Config is the agent's configuration.
+type Config struct {
+	// DeviceID names the device to the control plane (MQTT client id and
+	// topic segment): 1 to 128 of [A-Za-z0-9._-]. Default: the hostname.
+	DeviceID string `yaml:"deviceID" json:"deviceID"`
+	// Labels are matched by rollout selectors, e.g. site: berlin.
+	Labels map[string]string `yaml:"labels" json:"labels"`
+	// DataDir holds installed bundles, the outbox and caches.
+	DataDir string `yaml:"dataDir" json:"dataDir"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"logLevel" json:"logLevel"`
+
+	Trust   Trust   `yaml:"trust" json:"trust"`
+	API     API     `yaml:"api" json:"api"`
+	Metrics Metrics `yaml:"metrics" json:"metrics"`
+	Buffer  Buffer  `yaml:"buffer" json:"buffer"`
+	Runtime Runtime `yaml:"runtime" json:"runtime"`
+	WASM    WASM    `yaml:"wasm" json:"wasm"`
+	Install Install `yaml:"install" json:"install"`
+	Uplink  Uplink  `yaml:"uplink" json:"uplink"`
+
+	// src records where settings came from, for error messages.
+	src *source
+}
+
+// Trust is who may publish bundles for this device.
+type Trust struct {
+	// PublicKeys are PEM files with the publishers' public keys (ECDSA
+	// P-256 or Ed25519). Required for installs: with none, the agent
+	// serves what it has but refuses every bundle install.
+	PublicKeys []string `yaml:"publicKeys" json:"publicKeys"`
+}
+
+// API is the local inference API (Open Inference Protocol).
+type API struct {
+	// Socket is the unix socket path.
+	Socket string `yaml:"socket" json:"socket"`
+	// SocketMode is the socket's permissions, an octal string: "0660"
+	// lets the agent's group connect.
+	SocketMode FileMode `yaml:"socketMode" json:"socketMode"`
+	// TCP optionally serves the API on a loopback address too, e.g.
+	// "127.0.0.1:8080". Never a routable address: the API has no
+	// authentication.
+	TCP string `yaml:"tcp" json:"tcp"`
+	// MaxBodyBytes caps a request body (413 above it).
+	MaxBodyBytes ByteSize `yaml:"maxBodyBytes" json:"maxBodyBytes"`
+}
+
+// Metrics is the Prometheus endpoint.
+type Metrics struct {
+	// Listen optionally serves /metrics on a loopback address, e.g.
+	// "127.0.0.1:9101"; empty disables it.
+	Listen string `yaml:"listen" json:"listen"`
+}
+
+// Buffer is the outbox that keeps what the agent reports while offline.
+type Buffer struct {
+	// MaxBytes bounds the outbox; beyond it the oldest records are
+	// dropped (and counted).
+	MaxBytes ByteSize `yaml:"maxBytes" json:"maxBytes"`
+	// MaxRecordBytes bounds one record.
+	MaxRecordBytes ByteSize `yaml:"maxRecordBytes" json:"maxRecordBytes"`
+	// PredictionSampleRate is the fraction (0 to 1) of predictions
+	// sampled into the outbox.
+	PredictionSampleRate float64 `yaml:"predictionSampleRate" json:"predictionSampleRate"`
+}
+
+// Runtime overrides how models run on this device.
+type Runtime struct {
+	// ExecutionProviders replaces the bundle's preference list, e.g.
+	// [cuda, cpu] on a Jetson; empty keeps the bundle's. CPU is always
+	// the last resort.
+	ExecutionProviders []string `yaml:"executionProviders" json:"executionProviders"`
+	// IntraOpThreads and InterOpThreads size ONNX Runtime's thread
+	// pools; 0 picks defaults tuned for small CPUs.
+	IntraOpThreads int `yaml:"intraOpThreads" json:"intraOpThreads"`
+	InterOpThreads int `yaml:"interOpThreads" json:"interOpThreads"`
+	// ORTLibrary is the ONNX Runtime shared library; empty searches the
+	// default places.
+	ORTLibrary string `yaml:"ortLibrary" json:"ortLibrary"`
+}
+
+// WASM bounds the sandboxed pre- and post-processors.
+type WASM struct {
+	// MemoryLimitMiB caps one module instance's linear memory.
+	MemoryLimitMiB int `yaml:"memoryLimitMiB" json:"memoryLimitMiB"`
+	// Timeout bounds one call into a module, e.g. "2s".
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// CacheDir keeps compiled modules. Default: DataDir/cache/wasm.
+	CacheDir string `yaml:"cacheDir" json:"cacheDir"`
+}
+
+// Install bounds bundle installs.
+type Install struct {
+	// MaxBundleBytes caps a bundle file.
+	MaxBundleBytes ByteSize `yaml:"maxBundleBytes" json:"maxBundleBytes"`
+	// MinFreeBytes is kept free on DataDir's filesystem: an install that
+	// would leave less is refused.
+	MinFreeBytes ByteSize `yaml:"minFreeBytes" json:"minFreeBytes"`
+}
+
+// Uplink is the MQTT connection to the control plane. Without a broker
+// the agent runs standalone.
+type Uplink struct {
+	// Broker is the broker's URL: mqtt:// or tcp:// (plain), mqtts://,
+	// ssl:// or tls:// (TLS), ws:// or wss:// (websocket).
+	Broker string `yaml:"broker" json:"broker"`
+	// Username and PasswordFile authenticate the device; the password is
+	// read from the file (first line), never written in the config.
+	Username     string `yaml:"username" json:"username"`
+	PasswordFile string `yaml:"passwordFile" json:"passwordFile"`
+	// TLS configures certificates for TLS brokers.
+	TLS TLS `yaml:"tls" json:"tls"`
+	// KeepAlive is the MQTT keepalive, whole seconds.
+	KeepAlive Duration `yaml:"keepAlive" json:"keepAlive"`
+}
+
+// TLS names certificate files.
+type TLS struct {
+	// CA verifies the broker; empty uses the system roots.
+	CA string `yaml:"ca" json:"ca"`
+	// Cert and Key are the device's client certificate and key; both or
+	// neither.
+	Cert string `yaml:"cert" json:"cert"`
+	Key  string `yaml:"key" json:"key"`
+}
+
+// Defaults of settings that are not derived from others.
+const (
+	DefaultDataDir              = "/var/lib/edge-agent"
+	DefaultSocket               = "/run/edge-agent/api.sock"
+	DefaultSocketMode           = 0o660
+	DefaultMaxBodyBytes         = 8 << 20  // as api.DefaultMaxBodyBytes
+	DefaultBufferMaxBytes       = 64 << 20 // as outbox.DefaultMaxBytes
+	DefaultBufferMaxRecordBytes = 1 << 20  // as outbox.DefaultMaxRecordBytes
+	DefaultPredictionSampleRate = 0.01
+	DefaultWASMMemoryLimitMiB   = 64
+	DefaultWASMTimeout          = 2 * time.Second
+	DefaultMaxBundleBytes       = 2 << 30  // as bundle.DefaultLimits().MaxBundleBytes
+	DefaultMinFreeBytes         = 32 << 20 // as fetch.DefaultMinFreeBytes
+	DefaultKeepAlive            = 30 * time.Second
+	DefaultLogLevel             = "info"
+)
+
+// Default returns the configuration the agent runs with when the file
+// sets nothing: device ID from the hostname, derived paths under
+// DefaultDataDir.
+func Default() *Config {
+	c := defaults()
+	c.derive()
+	return c
+}
+
+// defaults is Default without the settings derived from others, which
+// Load fills in after reading the file.
+func defaults() *Config {
+	return &Config{
+		DataDir:  DefaultDataDir,
+		LogLevel: DefaultLogLevel,
+		API: API{
+			Socket:       DefaultSocket,
+			SocketMode:   DefaultSocketMode,
+			MaxBodyBytes: DefaultMaxBodyBytes,
+		},
+		Buffer: Buffer{
+			MaxBytes:             DefaultBufferMaxBytes,
+			MaxRecordBytes:       DefaultBufferMaxRecordBytes,
+			PredictionSampleRate: DefaultPredictionSampleRate,
+		},
+		WASM: WASM{
+			MemoryLimitMiB: DefaultWASMMemoryLimitMiB,
+			Timeout:        Duration(DefaultWASMTimeout),
+		},
+		Install: Install{
+			MaxBundleBytes: DefaultMaxBundleBytes,
+			MinFreeBytes:   DefaultMinFreeBytes,
+		},
+		Uplink: Uplink{KeepAlive: Duration(DefaultKeepAlive)},
+	}
+}
+
+// derive fills in settings left empty whose defaults depend on others.
+func (c *Config) derive() {
+	if c.DeviceID == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.DeviceID = h
+		}
+	}
+	if c.WASM.CacheDir == "" && c.DataDir != "" {
+		c.WASM.CacheDir = filepath.Join(c.DataDir, "cache", "wasm")
+	}
+}
+
+// ErrNoTrust is returned by TrustKeys when no publisher key is
+// configured.
+var ErrNoTrust = errors.New("config: trust.publicKeys is empty: the agent refuses every bundle install until at least one publisher public key (PEM) is configured")
+
+// TrustKeys returns the publishers' public key files, or ErrNoTrust if
+// there are none: the agent then serves the models it has but installs
+// nothing.
+func (c *Config) TrustKeys() ([]string, error) {
+	if len(c.Trust.PublicKeys) == 0 {
+		return nil, ErrNoTrust
+	}
+	return c.Trust.PublicKeys, nil
+}
+
+// SlogLevel is LogLevel as a slog.Level (info if unset or invalid).
+func (c *Config) SlogLevel() slog.Level {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// ErrInvalid is wrapped by every error about the configuration's content.
+var ErrInvalid = errors.New("invalid configuration")
+
+// FieldError is a problem with one setting.
+type FieldError struct {
+	// File and Line locate the setting, when it came from a file.
+	File string
+	Line int
+	// Key is the setting's path, e.g. "buffer.maxBytes".
+	Key string
+	// Msg says what is wrong.
+	Msg string
+}
+
+func (e *FieldError) Error() string {
+	loc := ""
+	switch {
+	case e.File != "" && e.Line > 0:
+		loc = fmt.Sprintf("%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		loc = e.File + ": "
+	case e.Line > 0:
+		loc = fmt.Sprintf("line %d: ", e.Line)
+	}
+	if e.Key == "" {
+		return "config: " + loc + e.Msg
+	}
+	return "config: " + loc + e.Key + ": " + e.Msg
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+// source is where a Config was read from.
+type source struct {
+	file  string
+	lines map[string]int // key path -> line
+}
+
+func (s *source) fieldError(key, format string, args ...any) *FieldError {
+	e := &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)}
+	if s != nil {
+		e.File = s.file
+		e.Line = s.lines[key]
+	}
+	return e
+}
