@@ -714,14 +714,11 @@ func typed[T any](v []T, err error) (*elems, error) {
 }
 
 func parseFP32(n []byte) (float32, bool) {
-	f, err := strconv.ParseFloat(string(n), 32)
-	return float32(f), err == nil
+	f, ok := parseFloat(n, 32)
+	return float32(f), ok
 }
 
-func parseFP64(n []byte) (float64, bool) {
-	f, err := strconv.ParseFloat(string(n), 64)
-	return f, err == nil
-}
+func parseFP64(n []byte) (float64, bool) { return parseFloat(n, 64) }
 
 type integer interface {
 	~uint8 | ~int8 | ~int16 | ~int32 | ~int64

@@ -1,0 +1,94 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"testing"
+)
+
+// BenchmarkInfer compares, for the real Silero VAD input, the model called
+// in process with the same inference POSTed over the unix socket (HTTP
+// client, JSON decode, inference, JSON encode, response read). The
+// "added-µs" metric of the socket case is what the API costs on top.
+func BenchmarkInfer(b *testing.B) {
+	silero := sileroPredictor(b, "5.0.0")
+	in := sileroInputs()
+	ctx := context.Background()
+	var inProcess float64 // ns/op
+
+	b.Run("in-process", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := silero.Infer(ctx, modelInput{Tensors: in}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		inProcess = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	})
+	// The server passes the request's context, which can be cancelled:
+	// ONNX Runtime then runs with RunOptions it can terminate, which
+	// costs the model a little more than context.Background does.
+	b.Run("in-process-cancellable", func(b *testing.B) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := silero.Infer(ctx, modelInput{Tensors: in}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
+	s := serve(b, Options{Backend: newTestBackend(silero)})
+	body := requestBody(b, "", in)
+	b.Run("unix-socket", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf bytes.Buffer
+		for b.Loop() {
+			req, _ := http.NewRequest("POST", "http://edge-agent/v2/models/silero-vad/infer", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := s.client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf.Reset()
+			io.Copy(&buf, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d: %s", resp.StatusCode, buf.Bytes())
+			}
+		}
+		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+		b.ReportMetric((ns-inProcess)/1e3, "added-µs")
+	})
+}
+
+// BenchmarkCodec is the server's JSON work for one Silero request: decode
+// the request, encode the response.
+func BenchmarkCodec(b *testing.B) {
+	silero := sileroPredictor(b, "5.0.0")
+	body := requestBody(b, "", sileroInputs())
+	out, err := silero.Infer(context.Background(), modelInput{Tensors: sileroInputs()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodeInferRequest(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encode", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 16<<10)
+		for b.Loop() {
+			if _, err := appendResponse(buf[:0], "silero-vad", "5.0.0", "", out.Tensors); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
