@@ -687,9 +687,9 @@ func (d *decoder) data(path string, dt tensor.Datatype, shape []int64) (*elems, 
 	}
 	switch dt {
 	case tensor.FP32:
-		return typed(parseData(d, path, make([]float32, 0, capHint), numeric(d, path, dt, parseFP32)))
+		return typed(parseData(d, path, make([]float32, 0, capHint), floating[float32](d, path, dt)))
 	case tensor.FP64:
-		return typed(parseData(d, path, make([]float64, 0, capHint), numeric(d, path, dt, parseFP64)))
+		return typed(parseData(d, path, make([]float64, 0, capHint), floating[float64](d, path, dt)))
 	case tensor.Int64:
 		return typed(parseData(d, path, make([]int64, 0, capHint), numeric(d, path, dt, parseInt[int64](math.MinInt64, math.MaxInt64))))
 	case tensor.Int32:
@@ -712,13 +712,6 @@ func typed[T any](v []T, err error) (*elems, error) {
 	}
 	return &elems{v, len(v)}, nil
 }
-
-func parseFP32(n []byte) (float32, bool) {
-	f, ok := parseFloat(n, 32)
-	return float32(f), ok
-}
-
-func parseFP64(n []byte) (float64, bool) { return parseFloat(n, 64) }
 
 type integer interface {
 	~uint8 | ~int8 | ~int16 | ~int32 | ~int64
@@ -798,6 +791,28 @@ func numeric[T any](d *decoder, path string, dt tensor.Datatype, parse func([]by
 			return zero, d.errorf(path, "%w: element %d: %s is not %s", tensor.ErrData, i, n, article(dt))
 		}
 		return x, nil
+	}
+}
+
+// floating returns a scalar parser for FP32 or FP64 numbers.
+func floating[T float32 | float64](d *decoder, path string, dt tensor.Datatype) func(byte, int) (T, error) {
+	bits := 64
+	if dt == tensor.FP32 {
+		bits = 32
+	}
+	return func(c byte, i int) (T, error) {
+		if c != '-' && (c < '0' || c > '9') {
+			return 0, d.badElement(path, c, i, dt)
+		}
+		start := d.i
+		f, ok, err := d.float(path, bits)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			return 0, d.errorf(path, "%w: element %d: %s is not %s", tensor.ErrData, i, d.b[start:d.i], article(dt))
+		}
+		return T(f), nil
 	}
 }
 

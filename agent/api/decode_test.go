@@ -253,6 +253,7 @@ func FuzzDecodeInferRequest(f *testing.F) {
 	f.Add([]byte(`{"id":"\u00e9\n","inputs":[{"name":"c","shape":[],"datatype":"FP64","data":[-0.5e+3]}],"z":[{},null,"",1]}`))
 	f.Add([]byte(`{"inputs":[{"name":"d","shape":[0],"datatype":"UINT8","data":[[]]},{"name":"e","shape":[1],"datatype":"INT16","data":[[[-7]]]}]}`))
 	f.Add([]byte(`{"Inputs":[],"inputs":null}`))
+	f.Add([]byte(`{"inputs":[{"name":"f","shape":[6],"datatype":"FP32","data":[1e-7,-0.0,3.4028235e38,1.00000005960464477539062,123456789012345678901234,7e-46]},{"name":"g","shape":[2],"datatype":"FP64","data":[4.9e-324,1.7976931348623157e308]}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got, err := DecodeInferRequest(body)
 		if err != nil {

@@ -7,14 +7,18 @@ import (
 	"testing"
 )
 
-// checkFloat compares parseFloat with strconv.ParseFloat on s.
+// checkFloat compares decoder.float with strconv.ParseFloat on s.
 func checkFloat(t *testing.T, s string) {
 	t.Helper()
 	for _, bits := range []int{32, 64} {
 		want, err := strconv.ParseFloat(s, bits)
-		got, ok := parseFloat([]byte(s), bits)
+		d := decoder{b: []byte(s)}
+		got, ok, serr := d.float("x", bits)
+		if serr != nil || d.i != len(s) {
+			t.Fatalf("scanning %q: %v at %d", s, serr, d.i)
+		}
 		if ok != (err == nil) || (ok && math.Float64bits(got) != math.Float64bits(want)) {
-			t.Fatalf("parseFloat(%q, %d) = %v, %v; strconv: %v, %v", s, bits, got, ok, want, err)
+			t.Fatalf("float(%q, %d) = %v, %v; strconv: %v, %v", s, bits, got, ok, want, err)
 		}
 	}
 }

@@ -1,8 +1,3 @@
-// Package api serves the edge agent's local inference API: the Open
-// Inference Protocol (KServe/Triton "v2" REST) over a unix socket and,
-// optionally, loopback TCP, plus Prometheus metrics on a separate handler.
-// See docs/local-api.md for the routes, the raw-bytes extension and the
-// error codes.
 package api
 
 import (
