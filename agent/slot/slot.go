@@ -1,21 +1,3 @@
-// Package slot is the edge agent's on-disk store of installed bundles:
-// verified, unpacked bundle directories, one atomic active pointer and a
-// last-known-good to roll back to without a download.
-//
-// Layout under the agent's data directory:
-//
-//	state.json                      the commit point (see State)
-//	lock                            flock'd while a Store is open
-//	bundles/NAME@VERSION-RANDOM/    unpacked, verified bundle directories
-//	bundles/.staging-RANDOM/        an install being unpacked
-//	downloads/HASH-FILE[.part]      bundles and signatures being downloaded
-//
-// The active and last-known-good directories are the two slots; anything
-// else under bundles/ is left over from an interrupted install and is
-// removed by Open. state.json is replaced atomically (temp file, fsync,
-// rename, fsync of the directory) and is the single commit point of an
-// install or a rollback: a crash at any moment leaves either the old or
-// the new version active, with its directory complete.
 package slot
 
 import (
@@ -113,11 +95,11 @@ type Options struct {
 	Hook func(point string)
 }
 
-// ActivateFunc makes an unpacked, verified bundle the one in service, or
-// says why it cannot: the agent loads the model, runs its smoke vectors
-// and keeps the loaded model if they pass. It must not modify dir. When
-// Install or Rollback then returns an error, the version was not
-// committed and whatever activate prepared must be discarded.
+// ActivateFunc prepares an unpacked, verified bundle for service, or says
+// why it cannot: the agent loads the model, runs its smoke vectors and
+// keeps the loaded model as pending if they pass. It must not modify dir.
+// The version is committed only when Install or Rollback then returns
+// nil; on an error whatever activate prepared must be discarded.
 type ActivateFunc func(ctx context.Context, dir string, m *bundle.Manifest) error
 
 // Request says what to install.
