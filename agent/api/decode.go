@@ -178,7 +178,7 @@ func (d *decoder) object(path string, known []string, field func(key string) err
 		if d.peek() != '"' {
 			return d.syntax(path, "an object key")
 		}
-		key, err := d.str(path)
+		key, err := d.key(path, known)
 		if err != nil {
 			return err
 		}
@@ -259,39 +259,30 @@ func index(path string, i int) string {
 	return path + "[" + strconv.Itoa(i) + "]"
 }
 
-// str decodes a JSON string at the offset (after whitespace).
-func (d *decoder) str(path string) (string, error) {
+// scanString scans a JSON string at the offset (after whitespace). It
+// returns where the bytes between the quotes start and end, and whether
+// they are the string itself: no escapes, all ASCII.
+func (d *decoder) scanString(path string) (start, end int, simple bool, err error) {
 	if d.peek() != '"' {
-		return "", d.syntax(path, "a string")
+		return 0, 0, false, d.syntax(path, "a string")
 	}
-	start := d.i
 	d.i++
-	simple := true
+	start = d.i
+	simple = true
 	for {
 		if d.i >= len(d.b) {
-			return "", d.syntax(path, "'\"' closing the string")
+			return 0, 0, false, d.syntax(path, "'\"' closing the string")
 		}
 		c := d.b[d.i]
 		switch {
 		case c == '"':
 			d.i++
-			if simple {
-				return string(d.b[start+1 : d.i-1]), nil
-			}
-			// Escapes or non-ASCII: let encoding/json decode it, so the
-			// result (invalid UTF-8 replaced, escapes resolved) is exactly
-			// what it would be.
-			var s string
-			if err := json.Unmarshal(d.b[start:d.i], &s); err != nil {
-				d.i = start
-				return "", d.errorf(path, "malformed JSON string at offset %d: %v", start, err)
-			}
-			return s, nil
+			return start, d.i - 1, simple, nil
 		case c == '\\':
 			simple = false
 			d.i += 2
 		case c < 0x20:
-			return "", d.syntax(path, "a string character (control characters must be escaped)")
+			return 0, 0, false, d.syntax(path, "a string character (control characters must be escaped)")
 		case c >= utf8.RuneSelf:
 			simple = false
 			d.i++
@@ -299,6 +290,46 @@ func (d *decoder) str(path string) (string, error) {
 			d.i++
 		}
 	}
+}
+
+// str decodes a JSON string at the offset (after whitespace).
+func (d *decoder) str(path string) (string, error) {
+	start, end, simple, err := d.scanString(path)
+	if err != nil {
+		return "", err
+	}
+	return d.unquote(path, start, end, simple)
+}
+
+// unquote converts a scanned string. Escapes and non-ASCII go through
+// encoding/json, so that the result (escapes resolved, invalid UTF-8
+// replaced) is exactly what it would be.
+func (d *decoder) unquote(path string, start, end int, simple bool) (string, error) {
+	if simple {
+		return string(d.b[start:end]), nil
+	}
+	var s string
+	if err := json.Unmarshal(d.b[start-1:end+1], &s); err != nil {
+		return "", d.errorf(path, "malformed JSON string at offset %d: %v", start-1, err)
+	}
+	return s, nil
+}
+
+// key decodes an object key; a key equal to one of known is returned as
+// that string, without allocating.
+func (d *decoder) key(path string, known []string) (string, error) {
+	start, end, simple, err := d.scanString(path)
+	if err != nil {
+		return "", err
+	}
+	if simple {
+		for _, k := range known {
+			if string(d.b[start:end]) == k {
+				return k, nil
+			}
+		}
+	}
+	return d.unquote(path, start, end, simple)
 }
 
 // number scans a JSON number at the offset and returns its text.
