@@ -159,6 +159,7 @@ type Broker struct {
 
 	refusals protocol.Counters
 	pending  sync.Map // *mqtt.Client -> struct{}: passed OnConnect, awaiting OnConnectAuthenticate
+	attached sync.Map // *mqtt.Client -> chan struct{}: established, closed on OnDisconnect
 	subID    atomic.Int64
 
 	mu      sync.Mutex

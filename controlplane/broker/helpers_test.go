@@ -290,7 +290,7 @@ func freePort(t testing.TB) int {
 
 // startMosquitto runs /usr/sbin/mosquitto on a random loopback port with
 // the edgefleet ACL and a password file, and returns its address.
-func startMosquitto(t testing.TB, passwd string, acl string) string {
+func startMosquitto(t testing.TB, passwd string, acl string, extraConf ...string) string {
 	t.Helper()
 	bin := "/usr/sbin/mosquitto"
 	if _, err := os.Stat(bin); err != nil {
@@ -307,7 +307,7 @@ func startMosquitto(t testing.TB, passwd string, acl string) string {
 	}
 	port := freePort(t)
 	conf := fmt.Sprintf("listener %d 127.0.0.1\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n", port) +
-		MosquittoConf(pwFile, aclFile)
+		MosquittoConf(pwFile, aclFile) + strings.Join(extraConf, "")
 	if os.Getuid() == 0 {
 		conf += "user root\n" // otherwise it drops to "mosquitto", who cannot read the temp dir
 	}

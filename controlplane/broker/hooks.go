@@ -33,7 +33,23 @@ func (h *accessHook) Provides(b byte) bool {
 		mqtt.OnConnectAuthenticate,
 		mqtt.OnACLCheck,
 		mqtt.OnPublish,
+		mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect,
 	}, []byte{b})
+}
+
+// OnSessionEstablished registers the connection, so that a connection
+// replacing it can wait for it to end (retire).
+func (h *accessHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.b.attached.Store(cl, make(chan struct{}))
+}
+
+// OnDisconnect signals that the connection's last will, if any, has been
+// published. mochi calls it once for every established session.
+func (h *accessHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if ch, ok := h.b.attached.LoadAndDelete(cl); ok {
+		close(ch.(chan struct{}))
+	}
 }
 
 // connectError is a refused CONNECT: the CONNACK reason and the counter.
@@ -94,20 +110,31 @@ func (b *Broker) retire(clientID string) {
 	if !old.Closed() {
 		_ = b.srv.DisconnectClient(old, packets.ErrSessionTakenOver)
 	}
+	timeout := time.NewTimer(takeoverWait)
+	defer timeout.Stop()
+	if ch, ok := b.attached.Load(old); ok {
+		select {
+		case <-ch.(chan struct{}):
+		case <-timeout.C:
+			b.log.Warn("mqtt takeover: replaced connection did not end", "client", clientID)
+			return
+		}
+	}
 	if !sessionEnds(old) {
 		return // mochi hands a persistent session over; nothing deletes it
 	}
-	deadline := time.Now().Add(takeoverWait)
+	// The old goroutine deletes its entry right after OnDisconnect.
 	for {
 		cur, ok := b.srv.Clients.Get(clientID)
 		if !ok || cur != old {
 			return
 		}
-		if time.Now().After(deadline) {
-			b.log.Warn("mqtt takeover: replaced connection did not finish", "client", clientID)
+		select {
+		case <-timeout.C:
+			b.log.Warn("mqtt takeover: replaced connection did not clear its session", "client", clientID)
 			return
+		case <-time.After(time.Millisecond):
 		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

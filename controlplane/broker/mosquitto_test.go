@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/ goldens")
@@ -94,5 +97,51 @@ func TestStaticAuth(t *testing.T) {
 		if ok != c.ok || (ok && id != c.user) {
 			t.Errorf("AuthenticateDevice(%q, %q) = %q, %v", c.user, c.pass, id, ok)
 		}
+	}
+}
+
+// TestMosquittoCertificateIdentity checks what docs/protocol.md says about
+// certificate logins on mosquitto: with use_identity_as_username the
+// CommonName is the username, and the same ACL confines the device.
+func TestMosquittoCertificateIdentity(t *testing.T) {
+	ca := newPKI(t, "edgefleet test CA")
+	srvCert, srvKey := ca.issue(t, "server", "broker", true)
+	aCert, aKey := ca.issue(t, "dev-a", devA, false)
+	acl, err := MosquittoACL(svcUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcLine, err := MosquittoPasswd(svcUser, svcPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsPort := freePort(t)
+	addr := startMosquitto(t, svcLine+"\n", acl, fmt.Sprintf(
+		"listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\nuse_identity_as_username true\n",
+		tlsPort, ca.caFile(), srvCert, srvKey))
+	obs := newObserver(t, addr, svcUser, svcPass)
+	tlsArgs := func(tp, msg string) []string {
+		return []string{"-h", "127.0.0.1", "-p", fmt.Sprint(tlsPort), "-i", "ignored", "--cafile", ca.caFile(),
+			"--cert", aCert, "--key", aKey, "-t", tp, "-m", msg, "-q", "1", "-V", "5"}
+	}
+	waitFor(t, "mosquitto TLS listener", func() bool {
+		_, code := runCLI(t, "mosquitto_pub", tlsArgs(topic(devA, protocol.KindEvents), "probe")...)
+		return code == 0
+	})
+	if out, code := runCLI(t, "mosquitto_pub", tlsArgs(topic(devA, protocol.KindTelemetry), "by-cert")...); code != 0 {
+		t.Fatalf("certificate login: exit %d: %s", code, out)
+	}
+	obs.until(t, topic(devA, protocol.KindTelemetry), "by-cert")
+	out, _ := runCLI(t, "mosquitto_pub", tlsArgs(topic(devB, protocol.KindTelemetry), "as-b")...)
+	if !notAuthorized.MatchString(out) {
+		t.Fatalf("certificate device published to another device's topic: %s", out)
+	}
+}
+
+// TestDocsShowACL: docs/protocol.md shows MosquittoACL's output verbatim.
+func TestDocsShowACL(t *testing.T) {
+	doc := readFile(t, filepath.Join(testenv.Root(t), "docs", "protocol.md"))
+	if !strings.Contains(doc, "```\n"+readFile(t, filepath.Join("testdata", "mosquitto.acl"))+"```") {
+		t.Fatal("docs/protocol.md does not show testdata/mosquitto.acl verbatim")
 	}
 }

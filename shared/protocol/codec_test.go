@@ -28,7 +28,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for _, n := range []int{1, 10, 2000} {
+	for _, n := range []int{1, 10, 500, 2000} {
 		b := batch(n)
 		wire, err := c.EncodeTelemetry(b)
 		if err != nil {
