@@ -41,7 +41,7 @@ func BenchmarkInfer(b *testing.B) {
 		}
 	})
 
-	s := serve(b, Options{Backend: newTestBackend(silero)})
+	s := serve(b, Options{Backend: newRegistry(silero)})
 	body := requestBody(b, "", in)
 	b.Run("unix-socket", func(b *testing.B) {
 		b.ReportAllocs()

@@ -162,8 +162,8 @@ func TestRoutes(t *testing.T) {
 	nonFinite := &stubPredictor{manifest: stubManifest("nan"), infer: func(context.Context, modelInput) (*modelOutput, error) {
 		return &modelOutput{Tensors: []tensor.Tensor{{Name: "y", Datatype: tensor.FP32, Shape: []int64{2}, Data: []float32{1, float32(math.NaN())}}}}, nil
 	}}
-	backend := newTestBackend(silero, broken, nonFinite)
-	backend.setNotReady("loading", true)
+	backend := newRegistry(silero, broken, nonFinite)
+	backend.Loading("loading")
 	s := serve(t, Options{Backend: backend, MaxBodyBytes: 64 << 10, ServerVersion: "1.2.3"})
 
 	in := zeroState(sileroInputs())
@@ -184,7 +184,7 @@ func TestRoutes(t *testing.T) {
 		check                     func(t *testing.T, r response)
 	}{
 		{name: "live", method: "GET", path: "/v2/health/live", code: 200, want: `{"live":true}`},
-		{name: "ready", method: "GET", path: "/v2/health/ready", code: 200, want: `"ready":true`},
+		{name: "not ready while a model loads", method: "GET", path: "/v2/health/ready", code: 503, want: `{"live":false,"ready":false}`},
 		{name: "server metadata", method: "GET", path: "/v2", code: 200, check: func(t *testing.T, r response) {
 			var m struct {
 				Name       string   `json:"name"`
@@ -306,23 +306,36 @@ func TestRoutes(t *testing.T) {
 			}
 		})
 	}
-	if n := backend.inUse.Load(); n != 0 {
-		t.Errorf("%d models acquired and never released", n)
-	}
+	drained(t, backend, "silero-vad", "broken", "nan")
 }
 
-func TestServerNotReady(t *testing.T) {
-	backend := newTestBackend()
-	backend.ready.Store(false)
-	s := serve(t, Options{Backend: backend})
-	r := s.do(t, "GET", "/v2/health/ready", "", nil)
-	if r.code != 503 || string(r.body) != `{"live":false,"ready":false}`+"\n" {
-		t.Errorf("ready: %d %s", r.code, r.body)
+func TestServerReadiness(t *testing.T) {
+	reg := NewRegistry()
+	s := serve(t, Options{Backend: reg})
+	ready := func(want int) {
+		t.Helper()
+		r := s.do(t, "GET", "/v2/health/ready", "", nil)
+		body := fmt.Sprintf(`{"live":%[1]v,"ready":%[1]v}`+"\n", want == 200)
+		if r.code != want || string(r.body) != body {
+			t.Errorf("ready: %d %s, want %d %s", r.code, r.body, want, body)
+		}
+		// Liveness does not depend on readiness.
+		if r := s.do(t, "GET", "/v2/health/live", "", nil); r.code != 200 {
+			t.Errorf("live: %d %s", r.code, r.body)
+		}
 	}
-	// Liveness does not depend on readiness.
-	if r := s.do(t, "GET", "/v2/health/live", "", nil); r.code != 200 {
-		t.Errorf("live: %d %s", r.code, r.body)
+	ready(503) // nothing installed
+	reg.Loading("silero-vad")
+	ready(503)
+	if r := s.do(t, "GET", "/v2/models/silero-vad/ready", "", nil); r.code != 503 {
+		t.Errorf("model ready while loading: %d %s", r.code, r.body)
 	}
+	reg.Set(sileroPredictor(t, "5.0.0"))
+	ready(200)
+	reg.Loading("silero-vad") // a successor loading: the active one serves on
+	ready(200)
+	reg.Remove("silero-vad")
+	ready(503)
 }
 
 // TestConcurrentInfer serves the real model to many clients at once while
@@ -331,7 +344,7 @@ func TestServerNotReady(t *testing.T) {
 // it.
 func TestConcurrentInfer(t *testing.T) {
 	v1, v2 := sileroPredictor(t, "5.0.0"), sileroPredictor(t, "5.0.1")
-	backend := newTestBackend(v1)
+	backend := newRegistry(v1)
 	var observed atomic.Int64
 	s := serve(t, Options{Backend: backend, OnPrediction: func(Prediction) { observed.Add(1) }})
 
@@ -371,15 +384,22 @@ func TestConcurrentInfer(t *testing.T) {
 			}
 		}()
 	}
+	var waits []func(context.Context) error
 	for i := range 20 {
+		next := v1
 		if i%2 == 0 {
-			backend.set(v2)
-		} else {
-			backend.set(v1)
+			next = v2
 		}
+		_, wait := backend.Set(next)
+		waits = append(waits, wait)
 		time.Sleep(time.Millisecond)
 	}
 	wg.Wait()
+	for _, wait := range waits {
+		if err := wait(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}
 	close(errs)
 	for err := range errs {
 		t.Error(err)
@@ -392,9 +412,7 @@ func TestConcurrentInfer(t *testing.T) {
 	if n := observed.Load(); n != workers*perWorker {
 		t.Errorf("observer saw %d predictions, want %d", n, workers*perWorker)
 	}
-	if n := backend.inUse.Load(); n != 0 {
-		t.Errorf("%d models acquired and never released", n)
-	}
+	drained(t, backend, "silero-vad")
 }
 
 // TestShutdownDrains checks that Shutdown waits for a running inference
@@ -406,7 +424,7 @@ func TestShutdownDrains(t *testing.T) {
 		<-finish
 		return &modelOutput{Tensors: in.Tensors}, nil
 	}}
-	srv, err := New(Options{Backend: newTestBackend(slow), Logger: testLogger(t)})
+	srv, err := New(Options{Backend: newRegistry(slow), Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +477,7 @@ func TestShutdownDrains(t *testing.T) {
 }
 
 func TestServeStopsWithContext(t *testing.T) {
-	srv, err := New(Options{Backend: newTestBackend(), Logger: testLogger(t)})
+	srv, err := New(Options{Backend: newRegistry(), Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +505,7 @@ func TestServeStopsWithContext(t *testing.T) {
 func TestOnPrediction(t *testing.T) {
 	silero := sileroPredictor(t, "5.0.0")
 	got := make(chan Prediction, 10)
-	s := serve(t, Options{Backend: newTestBackend(silero), OnPrediction: func(p Prediction) { got <- p }})
+	s := serve(t, Options{Backend: newRegistry(silero), OnPrediction: func(p Prediction) { got <- p }})
 
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "", requestBody(t, "p1", zeroState(sileroInputs()), "output"))
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "", requestBody(t, "p2", sileroInputs()[:2]))
@@ -518,7 +536,7 @@ func TestOnPrediction(t *testing.T) {
 func TestOnPredictionNeverBlocks(t *testing.T) {
 	silero := sileroPredictor(t, "5.0.0")
 	release := make(chan struct{})
-	s := serve(t, Options{Backend: newTestBackend(silero), PredictionQueue: 2, OnPrediction: func(Prediction) { <-release }})
+	s := serve(t, Options{Backend: newRegistry(silero), PredictionQueue: 2, OnPrediction: func(Prediction) { <-release }})
 	defer close(release)
 	body := requestBody(t, "", zeroState(sileroInputs()))
 	for range 10 {
@@ -566,7 +584,7 @@ func grep(s, substr string) string {
 func TestMetrics(t *testing.T) {
 	silero := sileroPredictor(t, "5.0.0")
 	s := serve(t, Options{
-		Backend:     newTestBackend(silero),
+		Backend:     newRegistry(silero),
 		BufferStats: func() BufferStats { return BufferStats{Records: 12, Bytes: 3456, Dropped: 7} },
 	})
 	good := requestBody(t, "", zeroState(sileroInputs()))
@@ -614,8 +632,8 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		want string
 	}{
 		{Options{Logger: log}, "Backend is required"},
-		{Options{Backend: newTestBackend()}, "Logger is required"},
-		{Options{Backend: newTestBackend(), Logger: log, MaxBodyBytes: -1}, "MaxBodyBytes must be >= 0"},
+		{Options{Backend: newRegistry()}, "Logger is required"},
+		{Options{Backend: newRegistry(), Logger: log, MaxBodyBytes: -1}, "MaxBodyBytes must be >= 0"},
 	} {
 		if _, err := New(tt.opts); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("New: %v, want %q", err, tt.want)
@@ -623,10 +641,10 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	}
 	// Metrics go on the caller's registry; twice is a conflict.
 	reg := prometheus.NewRegistry()
-	if _, err := New(Options{Backend: newTestBackend(), Logger: log, Registry: reg}); err != nil {
+	if _, err := New(Options{Backend: newRegistry(), Logger: log, Registry: reg}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Options{Backend: newTestBackend(), Logger: log, Registry: reg}); err == nil {
+	if _, err := New(Options{Backend: newRegistry(), Logger: log, Registry: reg}); err == nil {
 		t.Error("a second server registered the same metrics on one registry")
 	}
 }
