@@ -535,11 +535,20 @@ func TestOnPrediction(t *testing.T) {
 // nothing: predictions beyond the queue are dropped and counted.
 func TestOnPredictionNeverBlocks(t *testing.T) {
 	silero := sileroPredictor(t, "5.0.0")
-	release := make(chan struct{})
-	s := serve(t, Options{Backend: newRegistry(silero), PredictionQueue: 2, OnPrediction: func(Prediction) { <-release }})
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	s := serve(t, Options{Backend: newRegistry(silero), PredictionQueue: 2, OnPrediction: func(Prediction) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+	}})
 	defer close(release)
 	body := requestBody(t, "", zeroState(sileroInputs()))
-	for range 10 {
+	for i := range 10 {
+		if i == 1 {
+			<-entered // the observer holds the first prediction
+		}
 		if r := s.do(t, "POST", "/v2/models/silero-vad/infer", "", body); r.code != 200 {
 			t.Fatalf("status %d: %s", r.code, r.body)
 		}
