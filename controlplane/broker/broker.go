@@ -143,7 +143,9 @@ type Config struct {
 	// PUBACK with reason 0x80, an MQTT 3.1.1 device is disconnected
 	// without a PUBACK, so either resends it later. This is how fleetd
 	// persists telemetry before the device deletes it from its outbox.
-	// It runs on the device's connection goroutine: keep it short.
+	// It runs on the device's connection goroutine (so concurrently for
+	// different devices): keep it short. Payload is shared with the
+	// broker: do not modify it, copy it to keep it.
 	Ingest func(DeviceMessage) error
 	// Logger receives the broker's logs; nil discards them.
 	Logger *slog.Logger
@@ -218,7 +220,7 @@ func New(cfg Config) (*Broker, error) {
 	b.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
-		Logger:       log.With("component", "mqtt"),
+		Logger:       slog.New(mochiLogHandler{log.Handler()}).With("component", "mqtt"),
 		// $SYS topics are published every minute, not every second.
 		SysTopicResendInterval: 60,
 	})
@@ -416,10 +418,11 @@ type Message struct {
 
 // Subscribe calls fn, in-process, for every message published on a topic
 // matching filter, and at once for the retained messages it matches. fn
-// runs on the publisher's goroutine after the broker acknowledged the
-// message to the publisher; keep it short and hand work off (use
-// Config.Ingest to process device messages before they are
-// acknowledged). The returned cancel removes the subscription.
+// runs on the publisher's goroutine (so concurrently for different
+// devices) after the broker acknowledged the message to the publisher;
+// keep it short and hand work off (use Config.Ingest to process device
+// messages before they are acknowledged). The returned cancel removes the
+// subscription.
 func (b *Broker) Subscribe(filter string, fn func(Message)) (cancel func(), err error) {
 	if err := b.ready(); err != nil {
 		return nil, err
@@ -493,4 +496,30 @@ func (b *Broker) refuse(reason string, cl *mqtt.Client, msg string, attrs ...any
 	b.refusals.Inc(reason)
 	attrs = append([]any{"reason", reason, "client", cl.ID, "remote", cl.Net.Remote, "username", string(cl.Properties.Username)}, attrs...)
 	b.log.Warn(msg, attrs...)
+}
+
+// mochiLogHandler passes mochi's logs on without the packets it attaches
+// to some of them ("pk", "packet", "will"): those dumps hold device
+// payloads, which do not belong in logs.
+type mochiLogHandler struct{ h slog.Handler }
+
+func (m mochiLogHandler) Enabled(ctx context.Context, l slog.Level) bool { return m.h.Enabled(ctx, l) }
+
+func (m mochiLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "pk" && a.Key != "packet" && a.Key != "will" {
+			out.AddAttrs(a)
+		}
+		return true
+	})
+	return m.h.Handle(ctx, out)
+}
+
+func (m mochiLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return mochiLogHandler{m.h.WithAttrs(as)}
+}
+
+func (m mochiLogHandler) WithGroup(name string) slog.Handler {
+	return mochiLogHandler{m.h.WithGroup(name)}
 }

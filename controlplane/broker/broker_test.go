@@ -463,3 +463,16 @@ func TestRapidReconnect(t *testing.T) {
 		prev = c
 	}
 }
+
+// TestLogsHoldNoPayloads: mochi attaches whole packets to some log lines;
+// the broker strips them, so device payloads stay out of the logs.
+func TestLogsHoldNoPayloads(t *testing.T) {
+	log, buf := testLogger(t)
+	b := newBroker(t, func(c *Config) { c.Logger = log })
+	c := mustDial(t, b.Addr(), devA, devA, devices[devA])
+	_ = c.publish(t, topic(devB, protocol.KindTelemetry), []byte("secret-payload"), false)
+	waitFor(t, "the refusal to be logged", func() bool { return strings.Contains(buf.String(), "error processing packet") })
+	if s := buf.String(); strings.Contains(s, "Payload:") || strings.Contains(s, "secret-payload") {
+		t.Fatalf("a payload reached the logs:\n%s", s)
+	}
+}
