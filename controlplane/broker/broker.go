@@ -229,6 +229,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			_ = b.srv.Close()
 			return nil, fmt.Errorf("broker: data dir: %w", err)
 		}
 		path := filepath.Join(cfg.DataDir, StoreFile)
