@@ -6,6 +6,8 @@
 #   cosign       sigstore's signing CLI: the bundle interop tests verify our
 #                signatures with it and verify its signatures with ours.
 #   staticcheck  the linter every package must be clean against.
+#   minio        S3-compatible object store: the controlplane/registry S3
+#                tests start a real server from it (the build takes minutes).
 #
 # Usage: scripts/tools.sh            install what is missing
 #        scripts/tools.sh --print    print the pinned tools, install nothing
@@ -18,6 +20,7 @@ bin=${EDGEFLEET_TOOLS:-$root/.cache/tools/bin}
 tools=(
   "cosign|github.com/sigstore/cosign/v2/cmd/cosign|v2.6.5"
   "staticcheck|honnef.co/go/tools/cmd/staticcheck|v0.8.2"
+  "minio|github.com/minio/minio|v0.0.0-20260212201848-7aac2a2c5b7c"
 )
 
 die() { echo "tools: $*" >&2; exit 1; }
