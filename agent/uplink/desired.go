@@ -1,0 +1,391 @@
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgefleet/edgefleet/shared/protocol"
+)
+
+// PhaseStarting is the install phase the reported state shows between the
+// guard accepting a desired state and Apply reporting its first phase.
+// Consumers treat phases they do not know as opaque (docs/protocol.md).
+const PhaseStarting protocol.InstallPhase = "starting"
+
+// Event reasons the uplink writes besides protocol's refusal reasons.
+const (
+	// ReasonSuperseded: the install was cancelled for a newer desired state.
+	ReasonSuperseded = "superseded"
+	// ReasonInterrupted: the agent stopped during this install maxAttempts
+	// times (crash or restart); the uplink gives up on it.
+	ReasonInterrupted = "interrupted"
+	// ReasonInstructed: a rollback carried out because fleetd asked for it.
+	ReasonInstructed = "instructed"
+	// ReasonUnsendable: an outbox record no message can carry was dropped.
+	ReasonUnsendable = "unsendable"
+)
+
+const (
+	// refusalQueue bounds the refusals waiting for the worker to append
+	// their events; beyond it they are still counted and logged.
+	refusalQueue = 64
+	// maxAttempts bounds how often an accepted desired state is started:
+	// once, plus resumes after the agent stopped in the middle of it.
+	maxAttempts = 3
+	// eventTimeout bounds one outbox Append of an event, detached from
+	// Run's context so that shutdown does not lose events.
+	eventTimeout = 10 * time.Second
+)
+
+var errSuperseded = errors.New("superseded by a newer desired state")
+
+// latest is the size-1 slot between the paho handler and the worker: a
+// newer desired state replaces one that has not started yet.
+type latest struct {
+	mu    sync.Mutex
+	d     *protocol.DesiredState
+	ready chan struct{} // cap 1: d was set
+}
+
+// put stores d unless the slot holds a higher seq. It returns what was
+// dropped (the replaced one, or d itself), if anything.
+func (l *latest) put(d *protocol.DesiredState) (dropped *protocol.DesiredState) {
+	l.mu.Lock()
+	if l.d != nil && l.d.Seq > d.Seq {
+		l.mu.Unlock()
+		return d
+	}
+	dropped, l.d = l.d, d
+	l.mu.Unlock()
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
+	return dropped
+}
+
+func (l *latest) take() *protocol.DesiredState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.d
+	l.d = nil
+	return d
+}
+
+// applying is the Apply in progress.
+type applying struct {
+	seq    uint64
+	cancel context.CancelCauseFunc
+}
+
+// refusal is a refused desired state whose event the worker appends.
+type refusal struct {
+	d   *protocol.DesiredState // nil if it did not decode
+	err error
+	at  time.Time
+}
+
+// onDesired is the paho handler of the desired topic. It never blocks:
+// decode, count and log a refusal, hand the rest to the worker.
+func (u *Uplink) onDesired(_ mqtt.Client, m mqtt.Message) {
+	p := m.Payload()
+	if len(p) == 0 {
+		// fleetd cleared the retained message: nothing to do.
+		u.log.Info("uplink: desired state cleared")
+		return
+	}
+	d, err := protocol.DecodeDesired(p)
+	if err != nil {
+		u.refuse(nil, err)
+		return
+	}
+	u.supersede(d)
+	if dropped := u.pending.put(d); dropped != nil {
+		u.stats.superseded.Add(1)
+		u.log.Info("uplink: desired state superseded before it ran", "seq", dropped.Seq)
+	}
+}
+
+// supersede cancels the Apply in progress if d is newer and would pass
+// the guard (so that neither a replay nor garbage can interrupt one).
+func (u *Uplink) supersede(d *protocol.DesiredState) {
+	u.mu.Lock()
+	a := u.applying
+	u.mu.Unlock()
+	if a.cancel == nil || d.Seq <= a.seq {
+		return
+	}
+	g := u.state.guard(u.cfg.DeviceID, u.cfg.MaxSkew)
+	if g.Check(d, time.Now()) != nil {
+		return
+	}
+	u.log.Info("uplink: cancelling the install in progress for a newer desired state", "seq", a.seq, "newer", d.Seq)
+	a.cancel(errSuperseded)
+}
+
+// refuse counts and logs a refused desired state and queues its event for
+// the worker without blocking.
+func (u *Uplink) refuse(d *protocol.DesiredState, err error) {
+	reason := protocol.ReasonOf(err)
+	u.stats.refused.Inc(reason)
+	args := []any{"reason", reason, "err", err}
+	if d != nil {
+		args = append(args, "seq", d.Seq)
+	}
+	u.log.Warn("uplink: desired state refused", args...)
+	select {
+	case u.refusals <- refusal{d: d, err: err, at: time.Now().UTC()}:
+	default:
+		u.log.Error("uplink: refusal queue full; desired.refused event not recorded (still counted)", "reason", reason)
+	}
+}
+
+// work is the worker goroutine: it appends refusal events and runs
+// desired states through the guard and Apply, one at a time.
+func (u *Uplink) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-u.refusals:
+			u.refusalEvent(r)
+		case <-u.pending.ready:
+			if d := u.pending.take(); d != nil {
+				u.handleDesired(ctx, d)
+			}
+		}
+	}
+}
+
+func (u *Uplink) refusalEvent(r refusal) {
+	e := protocol.Event{
+		Time:    r.at,
+		Type:    protocol.EventDesiredRefused,
+		Reason:  protocol.ReasonOf(r.err),
+		Message: truncate(r.err.Error(), 1024),
+	}
+	if r.d != nil {
+		e.Seq, e.RolloutID = r.d.Seq, r.d.RolloutID
+		e.Bundle = &protocol.BundleID{Name: r.d.Bundle.Name, Version: r.d.Bundle.Version}
+	}
+	u.appendEvent(e)
+}
+
+// handleDesired runs d through the guard and, if accepted, Apply.
+func (u *Uplink) handleDesired(ctx context.Context, d *protocol.DesiredState) {
+	st := u.state.get()
+	g := protocol.Guard{DeviceID: u.cfg.DeviceID, LastSeq: st.AcceptedSeq, MaxSkew: u.cfg.MaxSkew}
+	// The accepted seq again, while its Apply never finished: the agent
+	// stopped in the middle of it. Resume, if it is still valid.
+	resume := d.Seq == st.AcceptedSeq && st.DoneSeq < st.AcceptedSeq
+	if resume {
+		g.LastSeq = d.Seq - 1
+	}
+	if err := g.Check(d, time.Now()); err != nil {
+		if errors.Is(err, protocol.ErrDuplicate) {
+			u.stats.duplicates.Add(1)
+			u.log.Debug("uplink: desired state already applied", "seq", d.Seq)
+			return
+		}
+		u.refuse(d, err)
+		return
+	}
+	var err error
+	if resume {
+		if st.Attempts >= maxAttempts {
+			u.giveUp(d, st.Attempts)
+			return
+		}
+		err = u.state.resume()
+	} else {
+		err = u.state.accept(d.Seq)
+	}
+	if err != nil {
+		// Without the seq on disk a restart could accept an older
+		// instruction: do not act on this one.
+		u.refuse(d, fmt.Errorf("could not record the accepted seq: %w", err))
+		return
+	}
+	u.apply(ctx, d, resume)
+}
+
+// giveUp reports a desired state that the agent stopped in the middle of
+// too often, and marks it done.
+func (u *Uplink) giveUp(d *protocol.DesiredState, attempts int) {
+	err := fmt.Errorf("the agent stopped during this install %d times; not trying again", attempts)
+	u.log.Error("uplink: giving up on a desired state", "seq", d.Seq, "err", err)
+	u.stats.applyFailed.Add(1)
+	u.setInstall(d, protocol.PhaseFailed, nil, err)
+	u.appendEvent(u.resultEvent(d, nil, err, ReasonInterrupted))
+	u.markDone(d.Seq)
+}
+
+// apply calls the agent's Apply and reports what happened.
+func (u *Uplink) apply(ctx context.Context, d *protocol.DesiredState, resumed bool) {
+	from := u.agent.Reported().Active
+	u.log.Info("uplink: applying desired state", "seq", d.Seq, "action", d.Action, "bundle", d.Bundle.ID(), "resumed", resumed)
+	u.setInstall(d, PhaseStarting, nil, nil)
+	data, _ := json.Marshal(map[string]any{"action": d.Action, "resumed": resumed})
+	u.appendEvent(protocol.Event{
+		Type:      protocol.EventInstallStarted,
+		Seq:       d.Seq,
+		RolloutID: d.RolloutID,
+		Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
+		From:      from,
+		Data:      data,
+	})
+	u.kickReport()
+
+	actx, cancel := context.WithCancelCause(ctx)
+	u.mu.Lock()
+	u.applying = applying{seq: d.Seq, cancel: cancel}
+	u.mu.Unlock()
+	err := u.agent.Apply(actx, d, u.progress(d))
+	cause := context.Cause(actx)
+	cancel(nil)
+	u.mu.Lock()
+	u.applying = applying{}
+	u.mu.Unlock()
+
+	switch {
+	case err == nil:
+		u.stats.applied.Add(1)
+		u.log.Info("uplink: desired state applied", "seq", d.Seq, "bundle", d.Bundle.ID())
+		u.setInstall(d, protocol.PhaseSucceeded, nil, nil)
+		u.appendEvent(u.resultEvent(d, from, nil, ""))
+	case ctx.Err() != nil:
+		// Shutting down: DoneSeq stays behind, so the retained desired
+		// state resumes the install after the restart.
+		u.log.Info("uplink: install interrupted by shutdown; it resumes on restart", "seq", d.Seq, "err", err)
+		return
+	default:
+		reason := reasonOf(err)
+		if errors.Is(cause, errSuperseded) {
+			reason = ReasonSuperseded
+		}
+		u.stats.applyFailed.Add(1)
+		u.log.Warn("uplink: desired state failed", "seq", d.Seq, "bundle", d.Bundle.ID(), "reason", reason, "err", err)
+		u.setInstall(d, protocol.PhaseFailed, nil, err)
+		u.appendEvent(u.resultEvent(d, from, err, reason))
+	}
+	u.markDone(d.Seq)
+}
+
+func (u *Uplink) markDone(seq uint64) {
+	if err := u.state.done(seq); err != nil {
+		u.log.Error("uplink: could not record a finished install", "seq", seq, "err", err)
+	}
+	u.kickReport()
+}
+
+// resultEvent builds the install.succeeded/failed (rollback.succeeded/
+// failed for ActionRollback) event of d.
+func (u *Uplink) resultEvent(d *protocol.DesiredState, from *protocol.BundleID, err error, reason string) protocol.Event {
+	e := protocol.Event{
+		Seq:       d.Seq,
+		RolloutID: d.RolloutID,
+		Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
+		From:      from,
+		Reason:    reason,
+	}
+	rollback := d.Action == protocol.ActionRollback
+	switch {
+	case err == nil && rollback:
+		e.Type, e.Reason = protocol.EventRollbackSucceeded, ReasonInstructed
+	case err == nil:
+		e.Type = protocol.EventInstallSucceeded
+	case rollback:
+		e.Type = protocol.EventRollbackFailed
+	default:
+		e.Type = protocol.EventInstallFailed
+	}
+	if err != nil {
+		e.Message = truncate(err.Error(), 1024)
+	}
+	return e
+}
+
+// progress returns the ProgressFunc of d's Apply.
+func (u *Uplink) progress(d *protocol.DesiredState) ProgressFunc {
+	return func(phase protocol.InstallPhase, p *protocol.Progress) {
+		if !u.setInstall(d, phase, p, nil) {
+			u.kickReport()
+			return
+		}
+		data, _ := json.Marshal(map[string]any{"phase": phase})
+		e := protocol.Event{
+			Type:      protocol.EventInstallProgress,
+			Seq:       d.Seq,
+			RolloutID: d.RolloutID,
+			Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
+			Data:      data,
+		}
+		if p != nil {
+			cp := *p
+			e.Progress = &cp
+		}
+		u.appendEvent(e)
+		u.kickReport()
+	}
+}
+
+// setInstall updates the install status of the reported state and says
+// whether the phase changed.
+func (u *Uplink) setInstall(d *protocol.DesiredState, phase protocol.InstallPhase, p *protocol.Progress, err error) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	prev := u.install
+	if prev != nil && prev.Seq == d.Seq && prev.Phase == phase {
+		if p != nil {
+			cp := *p
+			prev.Progress = &cp
+		}
+		return false
+	}
+	in := &protocol.InstallStatus{
+		Seq:    d.Seq,
+		Bundle: protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
+		Phase:  phase,
+		Time:   time.Now().UTC(),
+	}
+	if p != nil {
+		cp := *p
+		in.Progress = &cp
+	}
+	if err != nil {
+		in.Error = truncate(err.Error(), 1024)
+	}
+	u.install = in
+	return true
+}
+
+// reasonOf returns the reason an Apply error carries (WithReason), or ""
+// if it carries none or one the protocol would refuse.
+func reasonOf(err error) string {
+	var r interface{ Reason() string }
+	if !errors.As(err, &r) {
+		return ""
+	}
+	probe := protocol.Event{V: protocol.Version, DeviceID: "d", ID: 1, Time: time.Unix(1, 0), Type: "x", Reason: r.Reason()}
+	if probe.Validate() != nil {
+		return ""
+	}
+	return r.Reason()
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,731 @@
+package uplink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgefleet/edgefleet/agent/outbox"
+	"github.com/edgefleet/edgefleet/shared/protocol"
+)
+
+const (
+	devID      = "dev-1"
+	devPass    = "device-secret-0001"
+	fleetdUser = "_fleetd"
+	viewerUser = "_viewer"
+	svcPass    = "service-secret-0123456789"
+	// waitLimit bounds every wait for something to happen; tests normally
+	// take milliseconds.
+	waitLimit = 20 * time.Second
+)
+
+// aclFile is the ACL of docs/protocol.md: devices only in their subtree.
+const aclFile = `pattern read ef/v1/dev/%u/desired
+pattern write ef/v1/dev/%u/reported
+pattern write ef/v1/dev/%u/events
+pattern write ef/v1/dev/%u/telemetry
+pattern write ef/v1/dev/%u/status
+
+user _fleetd
+topic readwrite ef/v1/#
+
+user _viewer
+topic read ef/v1/#
+`
+
+// eventually polls cond until it holds, failing the test after waitLimit.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// broker is a Debian mosquitto process on a loopback port, with the
+// edgefleet ACL and password file; it can be killed and restarted on the
+// same port.
+type broker struct {
+	t      testing.TB
+	conf   string
+	port   int
+	out    *syncBuffer
+	cmd    *exec.Cmd
+	exited chan error
+}
+
+// startBroker starts mosquitto with password authentication. listener, if
+// set, replaces the plain listener line (and its settings) of the config.
+func startBroker(t testing.TB) *broker {
+	t.Helper()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	for i, u := range []struct{ name, pass string }{{devID, devPass}, {"dev-2", devPass}, {fleetdUser, svcPass}, {viewerUser, svcPass}} {
+		args := []string{"-b", pw, u.name, u.pass}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command("mosquitto_passwd", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd (apt-get install mosquitto): %v\n%s", err, out)
+		}
+	}
+	port := freePort(t)
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\n", port, pw)
+	return runBroker(t, dir, port, conf)
+}
+
+// runBroker writes conf (plus the ACL and common settings) and starts
+// mosquitto on port.
+func runBroker(t testing.TB, dir string, port int, conf string) *broker {
+	t.Helper()
+	acl := filepath.Join(dir, "acl")
+	if err := os.WriteFile(acl, []byte(aclFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf += fmt.Sprintf("acl_file %s\nuse_username_as_clientid true\npersistence false\n", acl) +
+		"log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+	if os.Getuid() == 0 {
+		conf += "user root\n" // otherwise it drops to "mosquitto", who cannot read the temp dir
+	}
+	b := &broker{t: t, conf: filepath.Join(dir, "mosquitto.conf"), port: port, out: new(syncBuffer)}
+	if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	t.Cleanup(func() {
+		b.kill()
+		if t.Failed() {
+			t.Logf("mosquitto log:\n%s", b.out.String())
+		}
+	})
+	return b
+}
+
+func (b *broker) addr() string { return fmt.Sprintf("127.0.0.1:%d", b.port) }
+func (b *broker) url() string  { return "tcp://" + b.addr() }
+
+// start runs mosquitto and waits until it listens.
+func (b *broker) start() {
+	b.t.Helper()
+	const bin = "/usr/sbin/mosquitto"
+	if _, err := os.Stat(bin); err != nil {
+		b.t.Fatalf("%s not found (apt-get install mosquitto): %v", bin, err)
+	}
+	b.cmd = exec.Command(bin, "-c", b.conf)
+	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.exited = make(chan error, 1)
+	go func(cmd *exec.Cmd, exited chan error) { exited <- cmd.Wait() }(b.cmd, b.exited)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		select {
+		case err := <-b.exited:
+			b.t.Fatalf("mosquitto exited: %v\n%s", err, b.out.String())
+		default:
+		}
+		if c, err := net.Dial("tcp", b.addr()); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("mosquitto not listening on %s:\n%s", b.addr(), b.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// kill ends mosquitto with SIGKILL (no clean shutdown) and waits for it.
+func (b *broker) kill() {
+	if b.cmd == nil {
+		return
+	}
+	_ = b.cmd.Process.Kill()
+	<-b.exited
+	b.cmd = nil
+}
+
+// proxy is a TCP proxy between the uplink and the broker that the test
+// can sever (abruptly, RST), close to new connections, or pause in the
+// client-to-broker direction.
+type proxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	shut   bool          // refuse new connections (accept and close)
+	resume chan struct{} // non-nil while paused; closed to resume
+}
+
+func newProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.pause(false)
+		p.sever()
+	})
+	return p
+}
+
+func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		shut := p.shut
+		p.mu.Unlock()
+		if shut {
+			c.Close()
+			continue
+		}
+		b, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[b] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		go p.pipe(b, c, true)
+		go p.pipe(c, b, false)
+	}
+}
+
+// pipe copies src to dst until either fails, then closes both.
+func (p *proxy) pipe(dst, src net.Conn, pausable bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if pausable {
+				p.mu.Lock()
+				wait := p.resume
+				p.mu.Unlock()
+				if wait != nil {
+					<-wait
+				}
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	src.Close()
+	dst.Close()
+	p.mu.Lock()
+	delete(p.conns, src)
+	delete(p.conns, dst)
+	p.mu.Unlock()
+}
+
+// sever resets every proxied connection, as a network cut the peers
+// notice at once.
+func (p *proxy) sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// refuse makes the proxy accept and immediately close new connections.
+func (p *proxy) refuse(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.shut = on
+}
+
+// pause holds the bytes from the uplink to the broker (the broker gets no
+// publish and sends no PUBACK) until pause(false).
+func (p *proxy) pause(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case on && p.resume == nil:
+		p.resume = make(chan struct{})
+	case !on && p.resume != nil:
+		close(p.resume)
+		p.resume = nil
+	}
+}
+
+// fleetd is a paho client acting as the control plane: it publishes
+// desired states and records everything the device publishes.
+type fleetd struct {
+	t      testing.TB
+	client mqtt.Client
+	codec  *protocol.Codec
+
+	mu   sync.Mutex
+	msgs []mqttMsg
+}
+
+type mqttMsg struct {
+	kind     protocol.Kind
+	payload  []byte
+	retained bool
+}
+
+// newFleetd connects as user (a service user) and subscribes to the
+// device's subtree at QoS 0, so that the broker writes every message out
+// at once rather than holding it behind a QoS 1 in-flight window.
+func newFleetd(t testing.TB, brokerURL, user string) *fleetd {
+	t.Helper()
+	codec, err := protocol.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fleetd{t: t, codec: codec}
+	opts := mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID(user).
+		SetUsername(user).SetPassword(svcPass).SetCleanSession(true).
+		SetAutoReconnect(false).SetProtocolVersion(4).SetOrderMatters(true)
+	f.client = mqtt.NewClient(opts)
+	if tok := f.client.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatalf("fleetd connect: %v", tok.Error())
+	}
+	filter := protocol.DevicePrefix + devID + "/#"
+	tok := f.client.Subscribe(filter, 0, func(_ mqtt.Client, m mqtt.Message) {
+		_, kind, err := protocol.ParseTopic(m.Topic())
+		if err != nil {
+			t.Errorf("fleetd: %v", err)
+			return
+		}
+		f.mu.Lock()
+		f.msgs = append(f.msgs, mqttMsg{kind: kind, payload: append([]byte(nil), m.Payload()...), retained: m.Retained()})
+		f.mu.Unlock()
+	})
+	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatalf("fleetd subscribe: %v", tok.Error())
+	}
+	t.Cleanup(func() {
+		f.client.Disconnect(0)
+		codec.Close()
+	})
+	return f
+}
+
+func (f *fleetd) messages(kind protocol.Kind) []mqttMsg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []mqttMsg
+	for _, m := range f.msgs {
+		if m.kind == kind {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// publishDesired publishes payload as the device's retained desired state.
+func (f *fleetd) publishDesired(payload []byte) {
+	f.t.Helper()
+	topic, _ := protocol.Topic(devID, protocol.KindDesired)
+	tok := f.client.Publish(topic, 1, true, payload)
+	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		f.t.Fatalf("fleetd publish desired: %v", tok.Error())
+	}
+}
+
+func (f *fleetd) statuses() []protocol.Status {
+	var out []protocol.Status
+	for _, m := range f.messages(protocol.KindStatus) {
+		s, err := protocol.DecodeStatus(m.payload)
+		if err != nil {
+			f.t.Fatalf("fleetd: status: %v", err)
+		}
+		out = append(out, *s)
+	}
+	return out
+}
+
+func (f *fleetd) lastStatus() (protocol.Status, bool) {
+	s := f.statuses()
+	if len(s) == 0 {
+		return protocol.Status{}, false
+	}
+	return s[len(s)-1], true
+}
+
+func (f *fleetd) reported() []protocol.ReportedState {
+	var out []protocol.ReportedState
+	for _, m := range f.messages(protocol.KindReported) {
+		r, err := protocol.DecodeReported(m.payload)
+		if err != nil {
+			f.t.Fatalf("fleetd: reported: %v", err)
+		}
+		out = append(out, *r)
+	}
+	return out
+}
+
+func (f *fleetd) lastReported() (protocol.ReportedState, bool) {
+	r := f.reported()
+	if len(r) == 0 {
+		return protocol.ReportedState{}, false
+	}
+	return r[len(r)-1], true
+}
+
+func (f *fleetd) events() []protocol.Event {
+	var out []protocol.Event
+	for _, m := range f.messages(protocol.KindEvents) {
+		e, err := protocol.DecodeEvent(m.payload)
+		if err != nil {
+			f.t.Fatalf("fleetd: event: %v", err)
+		}
+		out = append(out, *e)
+	}
+	return out
+}
+
+func (f *fleetd) eventsOf(typ protocol.EventType) []protocol.Event {
+	var out []protocol.Event
+	for _, e := range f.events() {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// batches decodes every telemetry batch and says how many were compressed.
+func (f *fleetd) batches() (out []protocol.TelemetryBatch, compressed int) {
+	for _, m := range f.messages(protocol.KindTelemetry) {
+		if protocol.IsCompressed(m.payload) {
+			compressed++
+		}
+		b, err := f.codec.DecodeTelemetry(m.payload)
+		if err != nil {
+			f.t.Fatalf("fleetd: telemetry: %v", err)
+		}
+		out = append(out, *b)
+	}
+	return out, compressed
+}
+
+// recordIDs lists the outbox ids of everything received (events and
+// telemetry records), in arrival order, duplicates included.
+func (f *fleetd) recordIDs() []uint64 {
+	f.mu.Lock()
+	msgs := append([]mqttMsg(nil), f.msgs...)
+	f.mu.Unlock()
+	var ids []uint64
+	for _, m := range msgs {
+		switch m.kind {
+		case protocol.KindEvents:
+			e, err := protocol.DecodeEvent(m.payload)
+			if err != nil {
+				f.t.Fatalf("fleetd: event: %v", err)
+			}
+			ids = append(ids, e.ID)
+		case protocol.KindTelemetry:
+			b, err := f.codec.DecodeTelemetry(m.payload)
+			if err != nil {
+				f.t.Fatalf("fleetd: telemetry: %v", err)
+			}
+			for _, r := range b.Records {
+				ids = append(ids, r.ID)
+			}
+		}
+	}
+	return ids
+}
+
+// testAgent records Apply calls. An Apply blocks while its seq is in
+// block (until the channel is closed or its context ends), and fails with
+// fail if set.
+type testAgent struct {
+	mu      sync.Mutex
+	applied []uint64
+	active  *protocol.BundleID
+	block   map[uint64]chan struct{}
+	fail    error
+	started chan uint64
+}
+
+func newTestAgent() *testAgent {
+	return &testAgent{block: make(map[uint64]chan struct{}), started: make(chan uint64, 16)}
+}
+
+func (a *testAgent) Apply(ctx context.Context, d *protocol.DesiredState, progress ProgressFunc) error {
+	a.mu.Lock()
+	a.applied = append(a.applied, d.Seq)
+	block, fail := a.block[d.Seq], a.fail
+	a.mu.Unlock()
+	select {
+	case a.started <- d.Seq:
+	default:
+	}
+	progress(protocol.PhaseDownloading, &protocol.Progress{Done: 0, Total: d.Bundle.Size})
+	progress(protocol.PhaseDownloading, &protocol.Progress{Done: d.Bundle.Size, Total: d.Bundle.Size})
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return fmt.Errorf("download: %w", context.Cause(ctx))
+		}
+	}
+	progress(protocol.PhaseVerifying, nil)
+	progress(protocol.PhaseActivating, nil)
+	if fail != nil {
+		return fail
+	}
+	a.mu.Lock()
+	a.active = &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version}
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *testAgent) Reported() protocol.ReportedState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := protocol.ReportedState{AgentVersion: "0.3.1", Labels: map[string]string{"site": "lab"}, Provider: "cpu"}
+	if a.active != nil {
+		cp := *a.active
+		r.Active = &cp
+	}
+	return r
+}
+
+func (a *testAgent) appliedSeqs() []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]uint64(nil), a.applied...)
+}
+
+func (a *testAgent) setBlock(seq uint64) chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch := make(chan struct{})
+	a.block[seq] = ch
+	return ch
+}
+
+// rig is an uplink under test with its outbox, agent and state dir; it
+// can be stopped and started again on the same state.
+type rig struct {
+	t     testing.TB
+	cfg   Config
+	agent *testAgent
+	ob    *outbox.Outbox
+	log   *syncBuffer
+
+	u      *Uplink
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// testConfig is a Config with short timeouts for tests.
+func testConfig(t testing.TB, brokers ...string) Config {
+	return Config{
+		DeviceID:       devID,
+		Brokers:        brokers,
+		Username:       devID,
+		Password:       devPass,
+		StateDir:       filepath.Join(t.TempDir(), "state"),
+		KeepAlive:      5 * time.Second,
+		ConnectTimeout: 2 * time.Second,
+		PublishTimeout: 2 * time.Second,
+		MinBackoff:     20 * time.Millisecond,
+		MaxBackoff:     200 * time.Millisecond,
+		ReportDebounce: 20 * time.Millisecond,
+	}
+}
+
+// newRig opens an outbox and an uplink (not running yet).
+func newRig(t testing.TB, cfg Config) *rig {
+	t.Helper()
+	r := &rig{t: t, cfg: cfg, agent: newTestAgent(), log: new(syncBuffer)}
+	ob, err := outbox.Open(filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ob = ob
+	t.Cleanup(func() {
+		r.stop()
+		ob.Close()
+		if t.Failed() {
+			t.Logf("uplink log:\n%s", r.log.String())
+		}
+	})
+	return r
+}
+
+// start creates a new Uplink on the rig's state and runs it.
+func (r *rig) start() *Uplink {
+	r.t.Helper()
+	logger := slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	u, err := New(r.cfg, r.agent, r.ob, logger)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.u, r.cancel, r.done = u, cancel, make(chan error, 1)
+	go func() { r.done <- u.Run(ctx) }()
+	return u
+}
+
+// stop ends Run through its context and checks that it returned nil.
+func (r *rig) stop() {
+	r.t.Helper()
+	if r.u == nil {
+		return
+	}
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			r.t.Errorf("Run: %v", err)
+		}
+	case <-time.After(waitLimit):
+		r.t.Fatal("Run did not return after its context ended")
+	}
+	if err := r.u.Close(); err != nil {
+		r.t.Errorf("Close: %v", err)
+	}
+	r.u = nil
+}
+
+func (r *rig) waitConnected() {
+	r.t.Helper()
+	eventually(r.t, "the uplink to connect", r.u.Connected)
+}
+
+// appendRecords appends n prediction records and returns their ids.
+func (r *rig) appendRecords(n int) []uint64 {
+	r.t.Helper()
+	ids := make([]uint64, n)
+	for i := range ids {
+		id, err := r.ob.Append(context.Background(), protocol.RecordPrediction, predictionPayload(i))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		ids[i] = id
+	}
+	return ids
+}
+
+func predictionPayload(i int) []byte {
+	return fmt.Appendf(nil, `{"model":"silero-vad@1.4.0","latencyMs":%d.%d,"outputs":{"output":[0.0690874]},"n":%d}`, i%7, i%10, i)
+}
+
+// desired returns a valid desired state for the test device.
+func desired(seq uint64, action protocol.Action, version string) *protocol.DesiredState {
+	now := time.Now().UTC().Truncate(time.Second)
+	return &protocol.DesiredState{
+		V:         protocol.Version,
+		DeviceID:  devID,
+		Seq:       seq,
+		IssuedAt:  now.Add(-time.Minute),
+		ExpiresAt: now.Add(24 * time.Hour),
+		Action:    action,
+		Bundle: protocol.BundleRef{
+			Name:    "silero-vad",
+			Version: version,
+			URL:     "https://fleetd.example.com/v1/bundles/silero-vad-" + version + ".bundle",
+			SigURL:  "https://fleetd.example.com/v1/bundles/silero-vad-" + version + ".bundle.sig",
+			SHA256:  strings.Repeat("ab", 32),
+			Size:    2359296,
+		},
+		RolloutID: "ro-1",
+	}
+}
+
+func encode(t testing.TB, m protocol.Message) []byte {
+	t.Helper()
+	b, err := protocol.Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// dedup returns ids without repeats, in order of first arrival.
+func dedup(ids []uint64) []uint64 {
+	seen := make(map[uint64]bool, len(ids))
+	var out []uint64
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func equalIDs(a, b []uint64) error {
+	if len(a) != len(b) {
+		return fmt.Errorf("%d ids, want %d", len(a), len(b))
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return fmt.Errorf("id #%d is %d, want %d", i, a[i], b[i])
+		}
+	}
+	return nil
+}
+
+var errApply = errors.New("smoke vector \"two-sines\": output[0] = 0.91, want 0.069 ± 0.001")

@@ -1,0 +1,213 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/agent/outbox"
+	"github.com/edgefleet/edgefleet/shared/protocol"
+)
+
+func TestConnectPublishesOnlineAndReported(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	u := r.start()
+	r.waitConnected()
+
+	eventually(t, "status online", func() bool {
+		s, ok := f.lastStatus()
+		return ok && s.State == protocol.StateOnline
+	})
+	online, _ := f.lastStatus()
+	if online.Session == 0 || online.AgentVersion != "0.3.1" || online.Session != u.Stats().Session {
+		t.Errorf("online status %+v, uplink session %d", online, u.Stats().Session)
+	}
+	eventually(t, "reported state", func() bool { return len(f.reported()) > 0 })
+	rep, _ := f.lastReported()
+	if rep.DeviceID != devID || rep.AgentVersion != "0.3.1" || rep.Labels["site"] != "lab" || rep.AppliedSeq != 0 || rep.Provider != "cpu" {
+		t.Errorf("reported %+v", rep)
+	}
+
+	// Both are retained: a subscriber that comes later gets them at once.
+	late := newFleetd(t, b.url(), viewerUser)
+	eventually(t, "retained status and reported", func() bool {
+		return len(late.messages(protocol.KindStatus)) > 0 && len(late.messages(protocol.KindReported)) > 0
+	})
+	for _, k := range []protocol.Kind{protocol.KindStatus, protocol.KindReported} {
+		if m := late.messages(k)[0]; !m.retained {
+			t.Errorf("%s was not retained", k)
+		}
+	}
+
+	// ReportChanged publishes the agent's new state.
+	r.agent.mu.Lock()
+	r.agent.active = &protocol.BundleID{Name: "silero-vad", Version: "1.3.2"}
+	r.agent.mu.Unlock()
+	u.ReportChanged()
+	eventually(t, "the changed reported state", func() bool {
+		rep, _ := f.lastReported()
+		return rep.Active != nil && rep.Active.Version == "1.3.2"
+	})
+
+	// A clean shutdown publishes offline itself, for the same session.
+	r.stop()
+	eventually(t, "status offline", func() bool {
+		s, _ := f.lastStatus()
+		return s.State == protocol.StateOffline
+	})
+	off, _ := f.lastStatus()
+	if off.Session != online.Session || off.Reason != reasonShutdown {
+		t.Errorf("offline status %+v, want session %d reason %q", off, online.Session, reasonShutdown)
+	}
+	if u.Connected() {
+		t.Error("Connected after Run returned")
+	}
+	if err := u.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := u.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestLastWillOnSeveredConnection(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	p := newProxy(t, b.addr())
+	r := newRig(t, testConfig(t, p.url()))
+	u := r.start()
+	r.waitConnected()
+	eventually(t, "status online", func() bool {
+		s, ok := f.lastStatus()
+		return ok && s.State == protocol.StateOnline
+	})
+	first, _ := f.lastStatus()
+
+	p.sever()
+	eventually(t, "the last will (offline)", func() bool {
+		s, _ := f.lastStatus()
+		return s.State == protocol.StateOffline
+	})
+	will, _ := f.lastStatus()
+	if will.Session != first.Session || will.Reason != reasonConnectionLost {
+		t.Errorf("will %+v, want session %d reason %q", will, first.Session, reasonConnectionLost)
+	}
+
+	// The uplink reconnects by itself, with a higher session.
+	eventually(t, "online again", func() bool {
+		s, _ := f.lastStatus()
+		return s.State == protocol.StateOnline
+	})
+	again, _ := f.lastStatus()
+	if again.Session <= first.Session {
+		t.Errorf("session after reconnect %d, want > %d", again.Session, first.Session)
+	}
+	st := u.Stats()
+	if st.ConnectionsLost != 1 || st.Connects != 2 {
+		t.Errorf("stats %+v, want 1 connection lost and 2 connects", st)
+	}
+}
+
+func TestReconnectBacksOffWhileBrokerIsDown(t *testing.T) {
+	b := startBroker(t)
+	p := newProxy(t, b.addr())
+	p.refuse(true)
+	r := newRig(t, testConfig(t, p.url()))
+	u := r.start()
+	eventually(t, "a few failed attempts", func() bool { return u.Stats().ConnectFailures >= 3 })
+	if u.Connected() {
+		t.Fatal("connected through a refusing proxy")
+	}
+	p.refuse(false)
+	r.waitConnected()
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	ob, err := outbox.Open(filepath.Join(dir, "ob.db"), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	good := func() Config {
+		return Config{DeviceID: devID, Brokers: []string{"tcp://127.0.0.1:1883"}, StateDir: filepath.Join(dir, "state")}
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"device id", func(c *Config) { c.DeviceID = "a/b" }, "DeviceID"},
+		{"no broker", func(c *Config) { c.Brokers = nil }, "at least one broker"},
+		{"scheme", func(c *Config) { c.Brokers = []string{"http://x:1"} }, "scheme"},
+		{"no host", func(c *Config) { c.Brokers = []string{"tcp://"} }, "no host"},
+		{"credentials in url", func(c *Config) { c.Brokers = []string{"tcp://u:p@x:1"} }, "credentials"},
+		{"state dir", func(c *Config) { c.StateDir = "" }, "StateDir"},
+		{"negative", func(c *Config) { c.PublishTimeout = -time.Second }, "PublishTimeout"},
+		{"keepalive", func(c *Config) { c.KeepAlive = time.Millisecond }, "KeepAlive"},
+		{"backoff", func(c *Config) { c.MinBackoff, c.MaxBackoff = time.Minute, time.Second }, "MaxBackoff"},
+		{"batch", func(c *Config) { c.BatchRecords = protocol.MaxRecords + 1 }, "BatchRecords"},
+		{"epoch", func(c *Config) { c.Epoch = "no spaces" }, "Epoch"},
+		{"cert without key", func(c *Config) { c.Brokers = []string{"ssl://x:8883"}; c.TLS.CertFile = "c.pem" }, "CertFile and KeyFile"},
+		{"tls without tls broker", func(c *Config) { c.TLS.CAFile = caFile }, "no broker URL uses TLS"},
+		{"bad ca", func(c *Config) { c.Brokers = []string{"ssl://x:8883"}; c.TLS.CAFile = caFile }, "no PEM certificate"},
+		{"missing ca", func(c *Config) { c.Brokers = []string{"ssl://x:8883"}; c.TLS.CAFile = caFile + ".missing" }, "no such file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := good()
+			c.mod(&cfg)
+			_, err := New(cfg, newTestAgent(), ob, nil)
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("New: %v, want ErrConfig naming %q", err, c.want)
+			}
+		})
+	}
+	if _, err := New(good(), nil, ob, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("nil agent: %v", err)
+	}
+	if _, err := New(good(), badAgent{}, ob, nil); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "agentVersion") {
+		t.Errorf("agent without a version: %v, want ErrConfig naming agentVersion", err)
+	}
+	u, err := New(good(), newTestAgent(), ob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Close without Run is fine, and idempotent.
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type badAgent struct{}
+
+func (badAgent) Apply(context.Context, *protocol.DesiredState, ProgressFunc) error { return nil }
+func (badAgent) Reported() protocol.ReportedState                                  { return protocol.ReportedState{} }
+
+func TestBackoffJitter(t *testing.T) {
+	b := backoff{min: 100 * time.Millisecond, max: time.Second}
+	want := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i, w := range want {
+		w *= time.Millisecond
+		d := b.next()
+		if d < w/2 || d > w {
+			t.Errorf("attempt %d: %s, want within [%s, %s]", i, d, w/2, w)
+		}
+	}
+	b.reset()
+	if d := b.next(); d > 100*time.Millisecond {
+		t.Errorf("after reset: %s", d)
+	}
+}
