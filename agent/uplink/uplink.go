@@ -343,11 +343,11 @@ type Uplink struct {
 	runCancel context.CancelCauseFunc
 	runDone   chan struct{}
 
-	pending    latest             // desired states for the worker, latest wins
-	refusals   chan refusal       // refusals for the worker to report
-	reportKick chan struct{}      // cap 1: the reported state may have changed
-	reportMu   sync.Mutex         // serializes reported-state publishes
-	lastReport []byte             // last published reported state, Time zeroed
+	pending    latest        // desired states for the worker, latest wins
+	refusals   chan refusal  // refusals for the worker to report
+	reportKick chan struct{} // cap 1: the reported state may have changed
+	reportMu   sync.Mutex    // serializes reported-state publishes
+	lastReport []byte        // last published reported state, Time zeroed
 	closeOnce  sync.Once
 }
 

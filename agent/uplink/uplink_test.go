@@ -108,8 +108,8 @@ func TestLastWillOnSeveredConnection(t *testing.T) {
 	if again.Session <= first.Session {
 		t.Errorf("session after reconnect %d, want > %d", again.Session, first.Session)
 	}
-	st := u.Stats()
-	if st.ConnectionsLost != 1 || st.Connects != 2 {
+	eventually(t, "the second connection", func() bool { return u.Stats().Connects == 2 })
+	if st := u.Stats(); st.ConnectionsLost != 1 {
 		t.Errorf("stats %+v, want 1 connection lost and 2 connects", st)
 	}
 }

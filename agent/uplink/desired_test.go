@@ -1,0 +1,298 @@
+package uplink
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/shared/protocol"
+)
+
+func eventTypes(evs []protocol.Event) []protocol.EventType {
+	out := make([]protocol.EventType, len(evs))
+	for i, e := range evs {
+		out[i] = e.Type
+	}
+	return out
+}
+
+func TestDesiredApplied(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	// Published before the device connects: the retained message is what
+	// it finds on subscribe.
+	f.publishDesired(encode(t, desired(5, protocol.ActionInstall, "1.4.0")))
+
+	r := newRig(t, testConfig(t, b.url()))
+	u := r.start()
+	eventually(t, "install.succeeded", func() bool { return len(f.eventsOf(protocol.EventInstallSucceeded)) == 1 })
+
+	want := []protocol.EventType{
+		protocol.EventInstallStarted,
+		protocol.EventInstallProgress, // downloading (once, not per progress call)
+		protocol.EventInstallProgress, // verifying
+		protocol.EventInstallProgress, // activating
+		protocol.EventInstallSucceeded,
+	}
+	evs := f.events()
+	if got := eventTypes(evs); !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	for i, e := range evs {
+		if e.Seq != 5 || e.RolloutID != "ro-1" || e.Bundle == nil || e.Bundle.Version != "1.4.0" || e.DeviceID != devID {
+			t.Errorf("event %d: %+v", i, e)
+		}
+		if i > 0 && e.ID <= evs[i-1].ID {
+			t.Errorf("event ids not increasing: %d after %d", e.ID, evs[i-1].ID)
+		}
+	}
+	var phase struct{ Phase string }
+	if err := json.Unmarshal(evs[1].Data, &phase); err != nil || phase.Phase != string(protocol.PhaseDownloading) || evs[1].Progress == nil {
+		t.Errorf("first progress event: %s %+v (%v)", evs[1].Data, evs[1].Progress, err)
+	}
+	eventually(t, "reported appliedSeq 5, succeeded", func() bool {
+		rep, _ := f.lastReported()
+		return rep.AppliedSeq == 5 && rep.Install != nil && rep.Install.Phase == protocol.PhaseSucceeded &&
+			rep.Active != nil && rep.Active.Version == "1.4.0"
+	})
+
+	// A rollback order, while connected.
+	f.publishDesired(encode(t, desired(6, protocol.ActionRollback, "1.3.2")))
+	eventually(t, "rollback.succeeded", func() bool { return len(f.eventsOf(protocol.EventRollbackSucceeded)) == 1 })
+	rb := f.eventsOf(protocol.EventRollbackSucceeded)[0]
+	if rb.Reason != ReasonInstructed || rb.From == nil || rb.From.Version != "1.4.0" || rb.Bundle.Version != "1.3.2" {
+		t.Errorf("rollback event %+v", rb)
+	}
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{5, 6}) {
+		t.Errorf("Apply calls %v, want [5 6]", got)
+	}
+	if st := u.Stats(); st.Applied != 2 || st.AcceptedSeq != 6 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// After a restart the retained seq 6 comes again: a duplicate, not
+	// applied again, no event.
+	r.stop()
+	nEvents := len(f.events())
+	u = r.start()
+	eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{5, 6}) {
+		t.Errorf("Apply calls after restart %v, want [5 6]", got)
+	}
+	if n := len(f.events()); n != nEvents {
+		t.Errorf("%d new events for a duplicate", n-nEvents)
+	}
+}
+
+func TestDesiredFailed(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	r.agent.fail = WithReason("smoke-failed", errApply)
+	u := r.start()
+	r.waitConnected()
+	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
+	eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+	e := f.eventsOf(protocol.EventInstallFailed)[0]
+	if e.Reason != "smoke-failed" || e.Message != errApply.Error() || e.Seq != 3 {
+		t.Errorf("install.failed %+v", e)
+	}
+	eventually(t, "reported failed", func() bool {
+		rep, _ := f.lastReported()
+		return rep.AppliedSeq == 3 && rep.Install != nil && rep.Install.Phase == protocol.PhaseFailed && rep.Install.Error == errApply.Error()
+	})
+	if st := u.Stats(); st.ApplyFailed != 1 || st.Applied != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	// A failed install is not retried by the device: fleetd decides.
+	r.stop()
+	u = r.start()
+	eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("Apply calls %v, want [3]", got)
+	}
+}
+
+func TestDesiredRefused(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	u := r.start()
+	r.waitConnected()
+	f.publishDesired(encode(t, desired(10, protocol.ActionInstall, "1.4.0")))
+	eventually(t, "seq 10 applied", func() bool { return u.Stats().Applied == 1 })
+
+	expired := desired(11, protocol.ActionInstall, "1.5.0")
+	expired.IssuedAt, expired.ExpiresAt = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
+	future := desired(12, protocol.ActionInstall, "1.5.0")
+	future.IssuedAt = time.Now().Add(time.Hour)
+	wrongDev := desired(13, protocol.ActionInstall, "1.5.0")
+	wrongDev.DeviceID = "dev-2"
+	invalid := desired(14, protocol.ActionInstall, "1.5.0")
+	invalid.Bundle.SHA256 = ""
+	invalidJSON, _ := json.Marshal(invalid) // Encode would refuse it
+
+	cases := []struct {
+		name    string
+		payload []byte
+		reason  string
+		seq     uint64
+	}{
+		{"replay", encode(t, desired(7, protocol.ActionInstall, "1.2.0")), protocol.ReasonReplay, 7},
+		{"expired", encode(t, expired), protocol.ReasonExpired, 11},
+		{"not yet valid", encode(t, future), protocol.ReasonNotYetValid, 12},
+		{"wrong device", encode(t, wrongDev), protocol.ReasonWrongDevice, 13},
+		{"malformed", []byte(`{"v":1,"seq":"15"`), protocol.ReasonMalformed, 0},
+		{"version", []byte(`{"v":2,"seq":16}`), protocol.ReasonVersion, 0},
+		{"invalid", invalidJSON, protocol.ReasonInvalid, 0},
+	}
+	for i, c := range cases {
+		f.publishDesired(c.payload)
+		eventually(t, c.name+" refused", func() bool { return len(f.eventsOf(protocol.EventDesiredRefused)) == i+1 })
+		e := f.eventsOf(protocol.EventDesiredRefused)[i]
+		if e.Reason != c.reason || e.Seq != c.seq || e.Message == "" {
+			t.Errorf("%s: event %+v, want reason %q seq %d", c.name, e, c.reason, c.seq)
+		}
+		if got := u.Stats().Refused[c.reason]; got != 1 {
+			t.Errorf("%s: counter %q = %d, want 1", c.name, c.reason, got)
+		}
+	}
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{10}) {
+		t.Fatalf("Apply calls %v, want [10]", got)
+	}
+
+	// After a restart the accepted seq is still 10: older ones are still
+	// refused, newer ones applied.
+	f.publishDesired(encode(t, desired(9, protocol.ActionInstall, "1.3.0")))
+	eventually(t, "seq 9 refused", func() bool { return u.Stats().Refused[protocol.ReasonReplay] == 2 })
+	r.stop()
+	u = r.start()
+	eventually(t, "the retained seq 9 refused after the restart", func() bool { return u.Stats().Refused[protocol.ReasonReplay] == 1 })
+	f.publishDesired(encode(t, desired(8, protocol.ActionInstall, "1.3.0")))
+	eventually(t, "seq 8 refused after the restart", func() bool {
+		evs := f.eventsOf(protocol.EventDesiredRefused)
+		e := evs[len(evs)-1]
+		return e.Seq == 8 && e.Reason == protocol.ReasonReplay
+	})
+	if got := u.Stats().Refused[protocol.ReasonReplay]; got != 2 {
+		t.Errorf("replay counter after the restart %d, want 2", got)
+	}
+	f.publishDesired(encode(t, desired(20, protocol.ActionInstall, "1.6.0")))
+	eventually(t, "seq 20 applied", func() bool { return u.Stats().Applied == 1 })
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{10, 20}) {
+		t.Fatalf("Apply calls %v, want [10 20]", got)
+	}
+}
+
+func TestInterruptedApplyResumes(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	r.agent.setBlock(4)
+	r.start()
+	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.4.0")))
+	eventually(t, "Apply started", func() bool { return len(r.agent.appliedSeqs()) == 1 })
+
+	// Shutdown in the middle of the install: no result is reported, and
+	// the state says it did not finish.
+	r.stop()
+	if n := len(f.eventsOf(protocol.EventInstallFailed)); n != 0 {
+		t.Errorf("%d install.failed events for an interrupted install", n)
+	}
+	st, err := openState(r.cfg.StateDir, devID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.get(); s.AcceptedSeq != 4 || s.DoneSeq != 0 || s.Attempts != 1 {
+		t.Fatalf("state after the interruption %+v", s)
+	}
+
+	// On restart the retained seq 4 resumes the install.
+	r.agent.mu.Lock()
+	delete(r.agent.block, 4)
+	r.agent.mu.Unlock()
+	u := r.start()
+	eventually(t, "the resumed install to succeed", func() bool { return u.Stats().Applied == 1 })
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{4, 4}) {
+		t.Errorf("Apply calls %v, want [4 4]", got)
+	}
+	started := f.eventsOf(protocol.EventInstallStarted)
+	var data struct{ Resumed bool }
+	if len(started) != 2 || json.Unmarshal(started[1].Data, &data) != nil || !data.Resumed {
+		t.Errorf("install.started events %+v", started)
+	}
+}
+
+func TestInterruptedApplyGivesUp(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	r.agent.setBlock(4)
+	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.4.0")))
+	for i := 1; i <= maxAttempts; i++ {
+		r.start()
+		eventually(t, fmt.Sprintf("Apply #%d", i), func() bool { return len(r.agent.appliedSeqs()) == i })
+		r.stop()
+	}
+	u := r.start()
+	eventually(t, "install.failed (interrupted)", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+	if e := f.eventsOf(protocol.EventInstallFailed)[0]; e.Reason != ReasonInterrupted || e.Seq != 4 {
+		t.Errorf("event %+v", e)
+	}
+	if n := len(r.agent.appliedSeqs()); n != maxAttempts {
+		t.Errorf("%d Apply calls, want %d", n, maxAttempts)
+	}
+	if st := u.Stats(); st.ApplyFailed != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestNewerDesiredSupersedesInstall(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	r.agent.setBlock(3)
+	u := r.start()
+	r.waitConnected()
+	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
+	eventually(t, "Apply of seq 3", func() bool { return len(r.agent.appliedSeqs()) == 1 })
+
+	// A replay cannot interrupt it; a newer valid one does.
+	f.publishDesired(encode(t, desired(2, protocol.ActionInstall, "1.2.0")))
+	f.publishDesired(encode(t, desired(4, protocol.ActionRollback, "1.3.2")))
+	eventually(t, "the rollback", func() bool { return len(f.eventsOf(protocol.EventRollbackSucceeded)) == 1 })
+	failed := f.eventsOf(protocol.EventInstallFailed)
+	if len(failed) != 1 || failed[0].Seq != 3 || failed[0].Reason != ReasonSuperseded {
+		t.Fatalf("install.failed events %+v, want one for seq 3, superseded", failed)
+	}
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3, 4}) {
+		t.Errorf("Apply calls %v, want [3 4]", got)
+	}
+	st := u.Stats()
+	if st.Applied != 1 || st.ApplyFailed != 1 || st.AcceptedSeq != 4 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestLatestSlot(t *testing.T) {
+	l := latest{ready: make(chan struct{}, 1)}
+	d := func(seq uint64) *protocol.DesiredState { return &protocol.DesiredState{Seq: seq} }
+	if dropped := l.put(d(5)); dropped != nil {
+		t.Fatalf("dropped %v from an empty slot", dropped)
+	}
+	if dropped := l.put(d(7)); dropped == nil || dropped.Seq != 5 {
+		t.Fatalf("put 7 dropped %v, want 5", dropped)
+	}
+	if dropped := l.put(d(6)); dropped == nil || dropped.Seq != 6 {
+		t.Fatalf("put 6 over 7 dropped %v, want 6 itself", dropped)
+	}
+	<-l.ready
+	if got := l.take(); got.Seq != 7 {
+		t.Fatalf("take %d, want 7", got.Seq)
+	}
+	if got := l.take(); got != nil {
+		t.Fatalf("second take %v", got)
+	}
+}

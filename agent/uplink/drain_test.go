@@ -1,0 +1,237 @@
+package uplink
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/shared/protocol"
+)
+
+func TestDrainInOrder(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	cfg := testConfig(t, b.url())
+	cfg.BatchRecords = 100
+	r := newRig(t, cfg)
+
+	// A backlog from before the connection: predictions with an event
+	// every 100 records, and a few records of other kinds.
+	var want []uint64
+	for i := range 1000 {
+		if i%100 == 50 {
+			id, err := AppendEvent(context.Background(), r.ob, protocol.Event{Type: protocol.EventProviderFallback, Message: "cuda unavailable"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, id)
+			continue
+		}
+		kind := protocol.RecordPrediction
+		if i%100 == 99 {
+			kind = protocol.RecordMetrics
+		}
+		id, err := r.ob.Append(context.Background(), kind, predictionPayload(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	u := r.start()
+	eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
+	eventually(t, "fleetd to receive every record", func() bool { return len(dedup(f.recordIDs())) == len(want) })
+
+	// In order, each once (nothing failed, so no duplicates either).
+	if err := equalIDs(f.recordIDs(), want); err != nil {
+		t.Fatalf("received ids: %v", err)
+	}
+	batches, compressed := f.batches()
+	if compressed == 0 {
+		t.Errorf("none of %d batches was compressed", len(batches))
+	}
+	for _, bt := range batches {
+		if len(bt.Records) > cfg.BatchRecords || bt.DeviceID != devID {
+			t.Errorf("batch of %d records for %q", len(bt.Records), bt.DeviceID)
+		}
+		for _, rec := range bt.Records {
+			if rec.Kind != protocol.RecordPrediction && rec.Kind != protocol.RecordMetrics {
+				t.Errorf("record %d of kind %q", rec.ID, rec.Kind)
+			}
+		}
+	}
+	evs := f.eventsOf(protocol.EventProviderFallback)
+	if len(evs) != 10 || evs[0].Message != "cuda unavailable" || evs[0].DeviceID != devID {
+		t.Errorf("%d provider.fallback events, first %+v", len(evs), evs[0])
+	}
+	st := u.Stats()
+	if st.Records != 1000 || st.Events != 10 || st.Batches != uint64(len(batches)) || st.PublishFailures != 0 {
+		t.Errorf("stats %+v (%d batches received)", st, len(batches))
+	}
+	if s := r.ob.Stats(); s.Acked != 1000 {
+		t.Errorf("outbox stats %+v", s)
+	}
+
+	// Records appended while connected are sent right away.
+	more := r.appendRecords(3)
+	eventually(t, "the new records", func() bool { return len(dedup(f.recordIDs())) == len(want)+3 })
+	if got := f.recordIDs()[len(want):]; !slices.Equal(got, more) {
+		t.Errorf("new records %v, want %v", got, more)
+	}
+}
+
+func TestAckOnlyAfterPuback(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	p := newProxy(t, b.addr())
+	cfg := testConfig(t, p.url())
+	cfg.PublishTimeout = 300 * time.Millisecond
+	r := newRig(t, cfg)
+	u := r.start()
+	r.waitConnected()
+	eventually(t, "the connect-time publishes", func() bool { return len(f.reported()) == 1 })
+
+	// The broker never sees the publish, so no PUBACK: the records stay.
+	p.pause(true)
+	ids := r.appendRecords(5)
+	eventually(t, "a publish to time out", func() bool { return u.Stats().PublishFailures >= 2 })
+	if n := r.ob.Stats().Records; n != 5 {
+		t.Fatalf("outbox holds %d records without a PUBACK, want 5", n)
+	}
+	if got := f.recordIDs(); len(got) != 0 {
+		t.Fatalf("fleetd received %v through a paused link", got)
+	}
+
+	p.pause(false)
+	eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
+	eventually(t, "fleetd to receive the records", func() bool { return len(dedup(f.recordIDs())) == 5 })
+	if got := dedup(f.recordIDs()); !slices.Equal(got, ids) {
+		t.Errorf("received %v, want %v", got, ids)
+	}
+}
+
+// TestBrokerKilledMidDrain kills mosquitto while the uplink drains a
+// growing outbox, restarts it on the same port and checks that fleetd gets
+// every record at least once and the outbox ends empty.
+func TestBrokerKilledMidDrain(t *testing.T) {
+	b := startBroker(t)
+	f1 := newFleetd(t, b.url(), fleetdUser)
+	// The proxy only lets the test hold the uplink back until the
+	// restarted broker has fleetd subscribed again (mosquitto here keeps
+	// no sessions across restarts).
+	p := newProxy(t, b.addr())
+	cfg := testConfig(t, p.url())
+	cfg.BatchRecords = 50
+	r := newRig(t, cfg)
+
+	const total = 1500
+	var (
+		mu       sync.Mutex
+		appended []uint64
+	)
+	appendedN := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(appended)
+	}
+	appenderDone := make(chan struct{})
+	resume := make(chan struct{})
+	go func() {
+		defer close(appenderDone)
+		for i := range total {
+			if i == total/2 {
+				<-resume // the second half is appended while the broker is down
+			}
+			id, err := r.ob.Append(context.Background(), protocol.RecordPrediction, predictionPayload(i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			appended = append(appended, id)
+			mu.Unlock()
+		}
+	}()
+	u := r.start()
+	eventually(t, "the drain to get going", func() bool { return len(f1.recordIDs()) >= 200 })
+
+	p.refuse(true)
+	b.kill()
+	eventually(t, "the uplink to notice", func() bool { return !u.Connected() })
+	close(resume)
+	eventually(t, "records to pile up offline", func() bool { return appendedN() >= total/2+300 })
+	if n := r.ob.Stats().Records; n < 300 {
+		t.Fatalf("outbox holds %d records while the broker is down", n)
+	}
+
+	b.start()
+	f2 := newFleetd(t, b.url(), fleetdUser)
+	p.refuse(false)
+	<-appenderDone
+	eventually(t, "the backlog to drain", func() bool { return r.ob.Stats().Records == 0 })
+	// All acked records reached the broker; wait for fleetd to have them.
+	eventually(t, "fleetd to receive every record", func() bool {
+		return len(dedup(append(f1.recordIDs(), f2.recordIDs()...))) >= total
+	})
+
+	got := dedup(append(f1.recordIDs(), f2.recordIDs()...))
+	slices.Sort(got)
+	if err := equalIDs(got, appended); err != nil {
+		t.Fatalf("received ids (deduplicated): %v", err)
+	}
+	// Each connection's stream is in order apart from resends.
+	for i, ids := range [][]uint64{dedup(f1.recordIDs()), dedup(f2.recordIDs())} {
+		if !slices.IsSorted(ids) {
+			t.Errorf("fleetd %d: ids out of order", i+1)
+		}
+	}
+	if st := u.Stats(); st.ConnectionsLost < 1 || st.Records < total {
+		t.Errorf("stats %+v", st)
+	}
+	if s := r.ob.Stats(); s.Dropped != 0 || s.Acked != total {
+		t.Errorf("outbox stats %+v", s)
+	}
+}
+
+func TestUnsendableRecordsDropped(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	good1 := r.appendRecords(2)
+	bad := []struct{ kind, payload string }{
+		{protocol.RecordPrediction, "not json"},
+		{"Bad Kind", `{"x":1}`},
+		{RecordEvent, `{"type":"Not A Type"}`},
+		{RecordEvent, `[1,2]`},
+		{protocol.RecordDrift, strings.Repeat(`"`, 1) + strings.Repeat("\x00", 10) + `"`},
+	}
+	for _, c := range bad {
+		if _, err := r.ob.Append(context.Background(), c.kind, []byte(c.payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good2 := r.appendRecords(2)
+	u := r.start()
+	eventually(t, "the good records", func() bool { return len(dedup(f.recordIDs())) >= 4+len(bad) })
+	eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
+
+	ids := dedup(f.recordIDs())
+	want := append(append([]uint64(nil), good1...), good2...)
+	if got := ids[:4]; !slices.Equal(got, want) {
+		t.Errorf("received %v, want the good records %v first", got, want)
+	}
+	drops := f.eventsOf(protocol.EventBufferDropped)
+	if len(drops) != len(bad) {
+		t.Fatalf("%d buffer.dropped events, want %d", len(drops), len(bad))
+	}
+	for _, e := range drops {
+		if e.Reason != ReasonUnsendable || e.Progress == nil || e.Progress.Done != 1 {
+			t.Errorf("event %+v", e)
+		}
+	}
+	if st := u.Stats(); st.Unsendable != uint64(len(bad)) {
+		t.Errorf("Unsendable %d, want %d", st.Unsendable, len(bad))
+	}
+}
