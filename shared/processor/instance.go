@@ -17,6 +17,10 @@ import (
 	"github.com/edgefleet/edgefleet/shared/tensor"
 )
 
+// initTimeout bounds a module's initialization when the per-call timeout
+// is shorter: initialization runs once, at load.
+const initTimeout = 10 * time.Second
+
 // instance is one module instance. It is used by one goroutine at a time.
 type instance struct {
 	mod     api.Module
@@ -24,7 +28,10 @@ type instance struct {
 	stderr  *boundedBuffer
 	alloc   api.Function
 	process api.Function
-	stack   [2]uint64
+	// interrupt is the instrumented interrupt global (nil when the
+	// runtime closes modules on context done instead).
+	interrupt api.MutableGlobal
+	stack     [2]uint64
 
 	inPtr, inCap uint32 // the ef_alloc buffer, reused while inputs fit
 	enc          []byte // scratch for the encoded input
@@ -52,28 +59,32 @@ func (p *Processor) instantiate(ctx context.Context) (*instance, error) {
 		WithStderr(inst.stderr).
 		WithStartFunctions()
 	ictx := experimental.WithMemoryAllocator(ctx, inst.mem)
-	tctx, cancel := context.WithTimeout(ictx, p.cfg.Timeout)
-	defer cancel()
-	mod, err := p.rt.InstantiateModule(tctx, p.cm, mc)
+	mod, err := p.rt.InstantiateModule(ictx, p.cm, mc)
 	if err != nil {
 		return nil, fmt.Errorf("%w %s: instantiating: %w", ErrModule, p.name, err)
 	}
 	inst.mod = mod
-	if init := mod.ExportedFunction("_initialize"); init != nil {
-		if _, err := init.Call(tctx); err != nil {
-			err = inst.classify(err)
+	if p.interruptible {
+		g, ok := mod.ExportedGlobal(interruptExport).(api.MutableGlobal)
+		if !ok {
 			inst.close()
-			return nil, fmt.Errorf("%w %s: _initialize: %w", ErrModule, p.name, err)
+			return nil, fmt.Errorf("%w %s: the interrupt global is missing", ErrModule, p.name)
+		}
+		inst.interrupt = g
+	}
+	if init := mod.ExportedFunction("_initialize"); init != nil {
+		if err := inst.callBounded(ctx, "_initialize", init, nil); err != nil {
+			inst.close()
+			return nil, fmt.Errorf("%w %s: %w", ErrModule, p.name, err)
 		}
 	}
 	if v := mod.ExportedFunction("ef_abi_version"); v != nil {
-		res, err := v.Call(tctx)
-		if err != nil {
-			err = inst.classify(err)
+		var stack [1]uint64
+		if err := inst.callBounded(ctx, "ef_abi_version", v, stack[:]); err != nil {
 			inst.close()
-			return nil, fmt.Errorf("%w %s: ef_abi_version: %w", ErrModule, p.name, err)
+			return nil, fmt.Errorf("%w %s: %w", ErrModule, p.name, err)
 		}
-		if got := uint32(res[0]); got != ABIVersion {
+		if got := api.DecodeU32(stack[0]); got != ABIVersion {
 			inst.close()
 			return nil, fmt.Errorf("%w %s: ABI version %d, this host implements version %d", ErrModule, p.name, got, ABIVersion)
 		}
@@ -101,25 +112,28 @@ func (inst *instance) call(ctx context.Context, in []tensor.Tensor) ([]tensor.Te
 	if uint64(len(inst.enc)) > uint64(inst.mem.limit) {
 		return nil, fmt.Errorf("%w: input of %d bytes exceeds the memory limit of %d", ErrMemory, len(inst.enc), inst.mem.limit)
 	}
-	tctx, cancel := context.WithTimeout(ctx, inst.timeout)
-	defer cancel()
-	inst.stderr.Reset()
-
 	n := uint32(len(inst.enc))
-	if n > inst.inCap {
-		inst.stack[0] = api.EncodeU32(n)
-		if err := inst.alloc.CallWithStack(tctx, inst.stack[:]); err != nil {
-			return nil, inst.fail("ef_alloc", err)
+	err = inst.bounded(ctx, inst.timeout, func(ctx context.Context) error {
+		if n > inst.inCap {
+			inst.stack[0] = api.EncodeU32(n)
+			if err := inst.alloc.CallWithStack(ctx, inst.stack[:]); err != nil {
+				return fmt.Errorf("ef_alloc: %w", err)
+			}
+			inst.inPtr, inst.inCap = api.DecodeU32(inst.stack[0]), n
 		}
-		inst.inPtr, inst.inCap = api.DecodeU32(inst.stack[0]), n
-	}
-	if !inst.mod.Memory().Write(inst.inPtr, inst.enc) {
-		inst.broken = fmt.Errorf("%w: ef_alloc(%d) returned %d, outside the module's memory", ErrModule, n, inst.inPtr)
-		return nil, inst.broken
-	}
-	inst.stack[0], inst.stack[1] = api.EncodeU32(inst.inPtr), api.EncodeU32(n)
-	if err := inst.process.CallWithStack(tctx, inst.stack[:]); err != nil {
-		return nil, inst.fail("ef_process", err)
+		if !inst.mod.Memory().Write(inst.inPtr, inst.enc) {
+			inst.inCap = 0
+			return fmt.Errorf("%w: ef_alloc(%d) returned %d, outside the module's memory", ErrModule, n, inst.inPtr)
+		}
+		inst.stack[0], inst.stack[1] = api.EncodeU32(inst.inPtr), api.EncodeU32(n)
+		if err := inst.process.CallWithStack(ctx, inst.stack[:]); err != nil {
+			return fmt.Errorf("ef_process: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		inst.broken = err
+		return nil, err
 	}
 	res := inst.stack[0]
 	ptr, size := uint32(res>>32), uint32(res)
@@ -141,18 +155,62 @@ func (inst *instance) call(ctx context.Context, in []tensor.Tensor) ([]tensor.Te
 	return out, nil
 }
 
-// fail classifies a failed call and marks the instance broken.
-func (inst *instance) fail(fn string, err error) error {
-	err = fmt.Errorf("%s: %w", fn, inst.classify(err))
-	inst.broken = err
-	return err
+// callBounded calls fn with the instance's time bound.
+func (inst *instance) callBounded(ctx context.Context, name string, fn api.Function, stack []uint64) error {
+	return inst.bounded(ctx, max(inst.timeout, initTimeout), func(ctx context.Context) error {
+		if err := fn.CallWithStack(ctx, stack); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// bounded runs calls into the module under the per-call timeout and the
+// caller's context. It interrupts the module through the instrumented
+// global when either ends (or, for modules that could not be
+// instrumented, lets wazero close the module). A failure is classified
+// (see classify).
+func (inst *instance) bounded(ctx context.Context, timeout time.Duration, calls func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	inst.stderr.Reset()
+	interrupted := false
+	var err error
+	if inst.interrupt == nil {
+		err = calls(ctx)
+	} else {
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			inst.interrupt.Set(1)
+			close(fired)
+		})
+		err = calls(ctx)
+		if !stop() {
+			<-fired
+			interrupted = true
+			if err == nil {
+				// The calls finished before the interrupt took effect.
+				inst.interrupt.Set(0)
+			}
+		}
+	}
+	if err == nil || errors.Is(err, ErrModule) {
+		return err
+	}
+	return inst.classify(ctx, err, timeout, interrupted)
 }
 
 // classify maps a wazero call error to the package's sentinels. The
 // message keeps the first line of the runtime's error and the first
 // paragraph of what the module wrote to stderr (a Go panic message, for
 // one); the full text goes to the log when the instance is discarded.
-func (inst *instance) classify(err error) error {
+func (inst *instance) classify(ctx context.Context, err error, timeout time.Duration, interrupted bool) error {
+	if interrupted {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("%w (limit %v): %w", ErrTimeout, timeout, context.DeadlineExceeded)
+		}
+		return fmt.Errorf("call abandoned: %w", context.Cause(ctx))
+	}
 	stderr := inst.stderr.String()
 	inst.detail = err.Error()
 	if stderr != "" {
@@ -169,9 +227,9 @@ func (inst *instance) classify(err error) error {
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
 		case sys.ExitCodeDeadlineExceeded:
-			return fmt.Errorf("%w (limit %v): %w", ErrTimeout, inst.timeout, context.DeadlineExceeded)
+			return fmt.Errorf("%w (limit %v): %w", ErrTimeout, timeout, context.DeadlineExceeded)
 		case sys.ExitCodeContextCanceled:
-			return fmt.Errorf("call abandoned: %w", context.Canceled)
+			return fmt.Errorf("call abandoned: %w", context.Cause(ctx))
 		}
 		return fmt.Errorf("%w: module exited with code %d: %s", ErrTrap, exit.ExitCode(), brief)
 	}

@@ -111,6 +111,9 @@ type Processor struct {
 	rt    wazero.Runtime
 	cache wazero.CompilationCache
 	cm    wazero.CompiledModule
+	// interruptible: the module was instrumented with the interrupt
+	// global; otherwise the runtime closes modules on context done.
+	interruptible bool
 
 	slots chan struct{}  // one token per live instance
 	idle  chan *instance // instances ready for a call
@@ -137,11 +140,6 @@ func New(ctx context.Context, name string, wasm []byte, cfg Config, log *slog.Lo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	rc := wazero.NewRuntimeConfig()
-	if cfg.Interpreter {
-		rc = wazero.NewRuntimeConfigInterpreter()
-	}
-	rc = rc.WithCloseOnContextDone(true)
 	p := &Processor{
 		name:  name,
 		cfg:   cfg,
@@ -155,24 +153,33 @@ func New(ctx context.Context, name string, wasm []byte, cfg Config, log *slog.Lo
 			return nil, fmt.Errorf("processor %s: compilation cache %s: %w", name, cfg.CacheDir, err)
 		}
 		p.cache = cache
-		rc = rc.WithCompilationCache(cache)
 	}
-	p.rt = wazero.NewRuntimeWithConfig(ctx, rc)
 	fail := func(err error) (*Processor, error) {
-		p.rt.Close(ctx)
+		if p.rt != nil {
+			p.rt.Close(ctx)
+		}
 		if p.cache != nil {
 			p.cache.Close(ctx)
 		}
 		return nil, err
 	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, p.rt); err != nil {
-		return fail(fmt.Errorf("processor %s: wasi: %w", name, err))
+	// Prefer the instrumented module (see interrupt.go); fall back to
+	// wazero's own termination checks if the rewriter cannot parse the
+	// module or wazero refuses what it produced.
+	instrumented, ierr := instrument(wasm)
+	if ierr == nil {
+		if err := p.compile(ctx, instrumented, false); err == nil {
+			p.interruptible = true
+		} else {
+			ierr = err
+		}
 	}
-	cm, err := p.rt.CompileModule(ctx, wasm)
-	if err != nil {
-		return fail(fmt.Errorf("%w %s: compiling: %w", ErrModule, name, err))
+	if !p.interruptible {
+		if err := p.compile(ctx, wasm, true); err != nil {
+			return fail(fmt.Errorf("%w %s: compiling: %w", ErrModule, name, err))
+		}
+		p.log.Warn("processor: interrupt instrumentation unavailable; using wazero's slower termination checks", "err", ierr)
 	}
-	p.cm = cm
 	if err := p.checkModule(); err != nil {
 		return fail(fmt.Errorf("%w %s: %w", ErrModule, name, err))
 	}
@@ -185,6 +192,33 @@ func New(ctx context.Context, name string, wasm []byte, cfg Config, log *slog.Lo
 	}
 	p.idle <- inst
 	return p, nil
+}
+
+// compile makes the runtime (with WASI) and compiles wasm in it,
+// replacing any previous attempt.
+func (p *Processor) compile(ctx context.Context, wasm []byte, closeOnDone bool) error {
+	if p.rt != nil {
+		p.rt.Close(ctx)
+		p.rt, p.cm = nil, nil
+	}
+	rc := wazero.NewRuntimeConfig()
+	if p.cfg.Interpreter {
+		rc = wazero.NewRuntimeConfigInterpreter()
+	}
+	rc = rc.WithCloseOnContextDone(closeOnDone)
+	if p.cache != nil {
+		rc = rc.WithCompilationCache(p.cache)
+	}
+	p.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, p.rt); err != nil {
+		return fmt.Errorf("wasi: %w", err)
+	}
+	cm, err := p.rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return err
+	}
+	p.cm = cm
+	return nil
 }
 
 // checkModule checks the compiled module's exports and imports against
@@ -208,6 +242,7 @@ func (p *Processor) checkModule() error {
 		return fmt.Errorf("%w: the module's initial memory is %d bytes, the limit %d", ErrMemory, min, p.cfg.MemoryLimit)
 	}
 	fns := p.cm.ExportedFunctions()
+
 	if _, ok := fns["_start"]; ok {
 		return errors.New("the module is a WASI command (exports _start); build it as a reactor (Go: -buildmode=c-shared)")
 	}

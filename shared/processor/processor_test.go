@@ -363,3 +363,27 @@ func TestInvalidInput(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestGuestCollectsGarbage calls a Go module many times. An export
+// returns to the host without scheduling the module's other goroutines;
+// without the guest package yielding after each call, the module's
+// garbage collector stalls after a few hundred thousand calls and its
+// heap grows until the memory limit.
+func TestGuestCollectsGarbage(t *testing.T) {
+	p := newProc(t, "gotest", goModule(t), Config{PoolSize: 1})
+	in := []tensor.Tensor{RawTensor(make([]byte, 1024))}
+	calls := 400_000
+	if raceEnabled {
+		calls /= 4 // too slow under the race detector to reach the stall; still a soak
+	}
+	for i := range calls {
+		if _, err := p.Process(context.Background(), in); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	inst := <-p.idle
+	defer func() { p.idle <- inst }()
+	if got := len(inst.mem.buf); got > 16<<20 {
+		t.Errorf("after %d calls the module's memory is %d MiB", calls, got>>20)
+	}
+}

@@ -6,6 +6,7 @@ package guest
 
 import (
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"github.com/edgefleet/edgefleet/shared/tensor"
@@ -64,10 +65,14 @@ func process(ptr, n uint32) uint64 {
 		return fail("decoding input: " + err.Error())
 	}
 	out, err := handler(in)
+	// Let the runtime's goroutines (the GC's mark workers above all) run:
+	// an export returns to the host without scheduling them, and a
+	// module that never yields never finishes a GC cycle.
+	runtime.Gosched()
 	if err != nil {
 		return fail(err.Error())
 	}
-	output, err = tensor.AppendBinary(output[:0], out)
+	output, err = appendTensors(output[:0], out)
 	if err != nil {
 		return fail("encoding output: " + err.Error())
 	}
