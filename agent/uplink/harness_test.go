@@ -332,7 +332,7 @@ type mqttMsg struct {
 // newFleetd connects as user (a service user) and subscribes to the
 // device's subtree at QoS 0, so that the broker writes every message out
 // at once rather than holding it behind a QoS 1 in-flight window.
-func newFleetd(t testing.TB, brokerURL, user string) *fleetd {
+func newFleetd(t testing.TB, brokerURL, user string, extra ...func(*mqtt.ClientOptions)) *fleetd {
 	t.Helper()
 	codec, err := protocol.NewCodec()
 	if err != nil {
@@ -342,6 +342,9 @@ func newFleetd(t testing.TB, brokerURL, user string) *fleetd {
 	opts := mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID(user).
 		SetUsername(user).SetPassword(svcPass).SetCleanSession(true).
 		SetAutoReconnect(false).SetProtocolVersion(4).SetOrderMatters(true)
+	for _, fn := range extra {
+		fn(opts)
+	}
 	f.client = mqtt.NewClient(opts)
 	if tok := f.client.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
 		t.Fatalf("fleetd connect: %v", tok.Error())
