@@ -301,7 +301,14 @@ func readSig(sigPath string) ([]byte, error) {
 
 // inspect reads, checks and digests a bundle file the registry owns (a
 // private copy), returning its Entry.
+// With a trust root, the signature is checked before anything is
+// decompressed.
 func inspect(ctx context.Context, path string, sig []byte, trust *bundle.TrustRoot, lim bundle.Limits) (Entry, error) {
+	if trust != nil {
+		if err := trust.VerifySignature(path, sig); err != nil {
+			return Entry{}, fmt.Errorf("registry: %w", err)
+		}
+	}
 	m, err := bundle.ReadManifest(ctx, path, lim)
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -310,19 +317,13 @@ func inspect(ctx context.Context, path string, sig []byte, trust *bundle.TrustRo
 	if err != nil {
 		return Entry{}, err
 	}
-	e := Entry{
+	return Entry{
 		Name: m.Name, Version: m.Version,
 		Size: size, SHA256: sum,
 		Sig:      strings.TrimSpace(string(sig)),
+		Verified: trust != nil,
 		Manifest: summarize(m),
-	}
-	if trust != nil {
-		if err := trust.VerifySignature(path, sig); err != nil {
-			return Entry{}, fmt.Errorf("registry: %s: %w", m.ID(), err)
-		}
-		e.Verified = true
-	}
-	return e, nil
+	}, nil
 }
 
 func digestFile(path string) (int64, string, error) {

@@ -261,8 +261,7 @@ func isPreconditionFailed(err error) bool {
 }
 
 func isNoSuchKey(err error) bool {
-	r := minio.ToErrorResponse(err)
-	return r.Code == "NoSuchKey" || r.StatusCode == http.StatusNotFound
+	return minio.ToErrorResponse(err).Code == "NoSuchKey"
 }
 
 // Get implements Registry.
