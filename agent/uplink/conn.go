@@ -37,9 +37,11 @@ var (
 // docs/protocol.md), and each connection gets its own last will with its
 // own session number.
 type conn struct {
-	client    mqtt.Client
-	session   uint64
-	connected time.Time
+	client  mqtt.Client
+	session uint64
+	// since is the Status.Time of the connection (online, will and
+	// offline alike); connected is when the CONNACK arrived.
+	since, connected time.Time
 
 	lostOnce sync.Once
 	lost     chan struct{} // closed when paho reports the connection lost
@@ -149,7 +151,7 @@ func (u *Uplink) connect(ctx context.Context) (*conn, error) {
 		return nil, err
 	}
 
-	c := &conn{session: session, lost: make(chan struct{})}
+	c := &conn{session: session, since: now, lost: make(chan struct{})}
 	opts := mqtt.NewClientOptions().
 		SetClientID(u.cfg.DeviceID).
 		SetUsername(u.cfg.Username).
@@ -212,7 +214,11 @@ func (u *Uplink) connect(ctx context.Context) (*conn, error) {
 		return nil
 	}
 	if err := setup(); err != nil {
-		u.goOffline(c, reasonSetupFailed)
+		reason := reasonSetupFailed
+		if ctx.Err() != nil {
+			reason = reasonShutdown
+		}
+		u.goOffline(c, reason)
 		return nil, err
 	}
 	return c, nil
@@ -228,7 +234,7 @@ func (u *Uplink) shutdown(c *conn) {
 // goOffline publishes the offline status of c (best effort, bounded by
 // PublishTimeout) and disconnects.
 func (u *Uplink) goOffline(c *conn, reason string) {
-	payload, err := u.status(protocol.StateOffline, c.session, c.connected, u.agent.Reported().AgentVersion, reason)
+	payload, err := u.status(protocol.StateOffline, c.session, c.since, u.agent.Reported().AgentVersion, reason)
 	if err == nil {
 		err = u.publish(context.Background(), c, u.topics.status, true, payload)
 	}

@@ -152,7 +152,15 @@ func (u *Uplink) work(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			// Refusals already counted still get their events.
+			for {
+				select {
+				case r := <-u.refusals:
+					u.refusalEvent(r)
+				default:
+					return
+				}
+			}
 		case r := <-u.refusals:
 			u.refusalEvent(r)
 		case <-u.pending.ready:

@@ -74,8 +74,9 @@ func parseState(b []byte, deviceID string) (state, error) {
 type stateStore struct {
 	path string
 
-	mu sync.Mutex // serializes changes and their writes
-	st state
+	writeMu sync.Mutex // serializes changes and their file writes
+	mu      sync.Mutex // guards st; never held across I/O, so readers never wait for an fsync
+	st      state
 }
 
 // openState reads dir/StateFile (creating dir if needed); a missing file
@@ -115,15 +116,21 @@ func (s *stateStore) get() state {
 // update applies fn to a copy of the state and writes it; the change
 // takes effect only once the write succeeded.
 func (s *stateStore) update(fn func(*state)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := s.st
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	next := s.get()
 	fn(&next)
 	if err := s.write(next); err != nil {
 		return err
 	}
-	s.st = next
+	s.set(next)
 	return nil
+}
+
+func (s *stateStore) set(st state) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st = st
 }
 
 // accept records seq as accepted (first attempt), before it is applied.
@@ -153,12 +160,12 @@ func (s *stateStore) done(seq uint64) error {
 // still increases across restarts if a write of the counter failed. It is
 // persisted; a failed write is returned along with the (usable) number.
 func (s *stateStore) nextSession(now time.Time) (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := s.st
-	next.Session = max(s.st.Session+1, uint64(max(now.UnixMilli(), 0)))
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	next := s.get()
+	next.Session = max(next.Session+1, uint64(max(now.UnixMilli(), 0)))
 	err := s.write(next)
-	s.st.Session = next.Session // in memory even if the write failed
+	s.set(next) // in memory even if the write failed
 	return next.Session, err
 }
 

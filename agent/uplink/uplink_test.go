@@ -211,3 +211,36 @@ func TestBackoffJitter(t *testing.T) {
 		t.Errorf("after reset: %s", d)
 	}
 }
+
+func TestRunFailsWhenOutboxClosed(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	ob, err := outbox.Open(filepath.Join(t.TempDir(), "ob.db"), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := New(testConfig(t, b.url()), newTestAgent(), ob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	done := make(chan error, 1)
+	go func() { done <- u.Run(context.Background()) }()
+	eventually(t, "the uplink to connect", u.Connected)
+	if err := u.Run(context.Background()); !errors.Is(err, ErrRunning) {
+		t.Errorf("second Run: %v, want ErrRunning", err)
+	}
+	ob.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, outbox.ErrClosed) {
+			t.Fatalf("Run: %v, want outbox.ErrClosed", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("Run did not return after its outbox was closed")
+	}
+	eventually(t, "status offline", func() bool {
+		s, _ := f.lastStatus()
+		return s.State == protocol.StateOffline
+	})
+}
