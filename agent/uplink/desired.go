@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -196,18 +197,22 @@ func (u *Uplink) handleDesired(ctx context.Context, d *protocol.DesiredState) {
 		g.LastSeq = d.Seq - 1
 	}
 	if err := g.Check(d, time.Now()); err != nil {
-		if errors.Is(err, protocol.ErrDuplicate) {
+		switch {
+		case errors.Is(err, protocol.ErrDuplicate):
 			u.stats.duplicates.Add(1)
 			u.log.Debug("uplink: desired state already applied", "seq", d.Seq)
-			return
+		case resume:
+			// Accepted once, but it expired before it could be finished.
+			u.finishUnapplied(d, err, protocol.ReasonOf(err))
+		default:
+			u.refuse(d, err)
 		}
-		u.refuse(d, err)
 		return
 	}
 	var err error
 	if resume {
 		if st.Attempts >= maxAttempts {
-			u.giveUp(d, st.Attempts)
+			u.finishUnapplied(d, fmt.Errorf("the agent stopped during this install %d times; not trying again", st.Attempts), ReasonInterrupted)
 			return
 		}
 		err = u.state.resume()
@@ -223,14 +228,14 @@ func (u *Uplink) handleDesired(ctx context.Context, d *protocol.DesiredState) {
 	u.apply(ctx, d, resume)
 }
 
-// giveUp reports a desired state that the agent stopped in the middle of
-// too often, and marks it done.
-func (u *Uplink) giveUp(d *protocol.DesiredState, attempts int) {
-	err := fmt.Errorf("the agent stopped during this install %d times; not trying again", attempts)
-	u.log.Error("uplink: giving up on a desired state", "seq", d.Seq, "err", err)
+// finishUnapplied gives up on an accepted desired state whose Apply was
+// interrupted and cannot be resumed: it reports the install failed and
+// marks it done.
+func (u *Uplink) finishUnapplied(d *protocol.DesiredState, err error, reason string) {
+	u.log.Error("uplink: giving up on an interrupted install", "seq", d.Seq, "reason", reason, "err", err)
 	u.stats.applyFailed.Add(1)
 	u.setInstall(d, protocol.PhaseFailed, nil, err)
-	u.appendEvent(u.resultEvent(d, nil, err, ReasonInterrupted))
+	u.appendEvent(u.resultEvent(d, nil, err, reason))
 	u.markDone(d.Seq)
 }
 
@@ -254,7 +259,9 @@ func (u *Uplink) apply(ctx context.Context, d *protocol.DesiredState, resumed bo
 	u.mu.Lock()
 	u.applying = applying{seq: d.Seq, cancel: cancel}
 	u.mu.Unlock()
-	err := u.agent.Apply(actx, d, u.progress(d))
+	var finished atomic.Bool
+	err := u.agent.Apply(actx, d, u.progress(d, &finished))
+	finished.Store(true)
 	cause := context.Cause(actx)
 	cancel(nil)
 	u.mu.Lock()
@@ -319,9 +326,13 @@ func (u *Uplink) resultEvent(d *protocol.DesiredState, from *protocol.BundleID, 
 	return e
 }
 
-// progress returns the ProgressFunc of d's Apply.
-func (u *Uplink) progress(d *protocol.DesiredState) ProgressFunc {
+// progress returns the ProgressFunc of d's Apply; it ignores calls made
+// after Apply returned (finished).
+func (u *Uplink) progress(d *protocol.DesiredState, finished *atomic.Bool) ProgressFunc {
 	return func(phase protocol.InstallPhase, p *protocol.Progress) {
+		if finished.Load() {
+			return
+		}
 		if !u.setInstall(d, phase, p, nil) {
 			u.kickReport()
 			return

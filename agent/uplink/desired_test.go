@@ -296,3 +296,34 @@ func TestLatestSlot(t *testing.T) {
 		t.Fatalf("second take %v", got)
 	}
 }
+
+func TestInterruptedApplyExpired(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	r.agent.setBlock(4)
+	d := desired(4, protocol.ActionInstall, "1.4.0")
+	d.ExpiresAt = time.Now().Add(time.Second)
+	f.publishDesired(encode(t, d))
+	r.start()
+	eventually(t, "Apply started", func() bool { return len(r.agent.appliedSeqs()) == 1 })
+	r.stop()
+	time.Sleep(time.Until(d.ExpiresAt))
+
+	// The retained seq 4 comes back expired: not resumed, reported failed.
+	r.start()
+	eventually(t, "install.failed (expired)", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+	if e := f.eventsOf(protocol.EventInstallFailed)[0]; e.Reason != protocol.ReasonExpired || e.Seq != 4 {
+		t.Errorf("event %+v", e)
+	}
+	if n := len(r.agent.appliedSeqs()); n != 1 {
+		t.Errorf("%d Apply calls, want 1", n)
+	}
+	// Done now: the next redelivery is a plain duplicate.
+	r.stop()
+	u := r.start()
+	eventually(t, "the duplicate", func() bool { return u.Stats().Duplicates == 1 })
+	if n := len(f.eventsOf(protocol.EventInstallFailed)); n != 1 {
+		t.Errorf("%d install.failed events, want 1", n)
+	}
+}
