@@ -398,3 +398,56 @@ func TestClose(t *testing.T) {
 		t.Fatalf("Run after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestOutputShapeCache checks that outputs are preallocated after a first
+// run, and that a wrong guess (output shapes that depend on more than the
+// input shapes) costs a retry, not a failure.
+func TestOutputShapeCache(t *testing.T) {
+	s := newSilero(t, Options{})
+	ctx := context.Background()
+	for range 2 {
+		out, err := s.Run(ctx, sileroInputs(twoSine()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out[0].Data.([]float32)[0]; math.Abs(float64(got)-sileroTwoSine) > sileroTol {
+			t.Fatalf("output = %v", got)
+		}
+	}
+	if len(s.shapes.m) != 1 {
+		t.Fatalf("shape cache holds %d entries, want 1", len(s.shapes.m))
+	}
+	// Poison the entry: the next run guesses wrong shapes.
+	for k := range s.shapes.m {
+		s.shapes.m[k] = [][]int64{{3, 1}, {2, 3, 128}}
+	}
+	out, err := s.Run(ctx, sileroInputs(twoSine()))
+	if err != nil {
+		t.Fatalf("Run after a wrong guess: %v", err)
+	}
+	if !equalShape(out[0].Shape, []int64{1, 1}) || !equalShape(out[1].Shape, []int64{2, 1, 128}) {
+		t.Fatalf("output shapes %v %v", out[0].Shape, out[1].Shape)
+	}
+	for k, v := range s.shapes.m {
+		if v != nil {
+			t.Fatalf("entry %q still cached after a wrong guess", k)
+		}
+	}
+	// A batch of two is a new entry.
+	two := append(twoSine(), twoSine()...)
+	in := []tensor.Tensor{
+		{Name: "input", Datatype: tensor.FP32, Shape: []int64{2, 512}, Data: two},
+		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, 2, 128}, Data: make([]float32, 512)},
+		{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}, Data: []int64{16000}},
+	}
+	for range 2 {
+		out, err := s.Run(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := out[0].Data.([]float32)
+		if !equalShape(out[0].Shape, []int64{2, 1}) || math.Abs(float64(got[1])-sileroTwoSine) > sileroTol {
+			t.Fatalf("batch output %v %v", out[0].Shape, got)
+		}
+	}
+}

@@ -196,6 +196,8 @@ type Session struct {
 	provider  string
 	fallbacks []ProviderError
 
+	shapes shapeCache
+
 	mu     sync.RWMutex // held shared by Run, exclusively by Close
 	closed bool
 }
@@ -314,27 +316,40 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Ten
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	values, err := s.inputValues(inputs)
+	values, shapes, err := s.inputValues(inputs)
 	defer destroyAll(values)
 	if err != nil {
 		return nil, err
 	}
-	outs := make([]ort.Value, len(s.outputs))
-	defer destroyAll(outs)
-	for i, spec := range s.outputs {
-		if len(spec.Shape) == 0 {
-			if outs[i], err = newScalarOutput(spec.Datatype); err != nil {
-				return nil, err
-			}
-		}
-	}
-
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	if err := s.run(ctx, values, outs); err != nil {
+	// Outputs: preallocated in Go memory when an earlier run with the same
+	// input shapes told us their shapes (ONNX Runtime then writes into
+	// them: no copy), else allocated by ONNX Runtime and copied out.
+	var keyBuf [128]byte
+	key := shapeKey(keyBuf[:0], shapes)
+	outs := make([]ort.Value, len(s.outputs))
+	defer func() { destroyAll(outs) }()
+	outShapes, known := s.shapes.lookup(key)
+	err = s.prepareOutputs(outs, outShapes)
+	if err != nil {
+		return nil, err
+	}
+	err = s.run(ctx, values, outs)
+	if err != nil && known && ctx.Err() == nil {
+		// The output shapes depend on more than the input shapes; run
+		// again with outputs ONNX Runtime sizes, and stop guessing.
+		s.shapes.forget(key)
+		destroyAll(outs)
+		clear(outs)
+		if err = s.prepareOutputs(outs, nil); err == nil {
+			err = s.run(ctx, values, outs)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	result := make([]tensor.Tensor, len(outs))
@@ -343,7 +358,29 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Ten
 			return nil, err
 		}
 	}
+	if !known {
+		s.shapes.learn(key, result)
+	}
 	return result, nil
+}
+
+// prepareOutputs fills outs with preallocated values where the shapes
+// are known: rank-0 outputs always (onnxruntime_go cannot allocate
+// them), every output when shapes is not nil.
+func (s *Session) prepareOutputs(outs []ort.Value, shapes [][]int64) error {
+	for i, spec := range s.outputs {
+		var err error
+		switch {
+		case len(spec.Shape) == 0:
+			outs[i], err = newScalarOutput(spec.Datatype)
+		case shapes != nil:
+			outs[i], err = newEmptyValue(spec.Datatype, shapes[i])
+		}
+		if err != nil {
+			return fmt.Errorf("%w: output %q: %w", ErrRun, spec.Name, err)
+		}
+	}
+	return nil
 }
 
 func (s *Session) run(ctx context.Context, values, outs []ort.Value) error {
@@ -377,37 +414,39 @@ func (s *Session) run(ctx context.Context, values, outs []ort.Value) error {
 }
 
 // inputValues orders inputs as the model declares them and wraps each in
-// an ONNX Runtime value. On error, the values made so far are returned
-// for the caller to destroy.
-func (s *Session) inputValues(inputs []tensor.Tensor) ([]ort.Value, error) {
-	values := make([]ort.Value, len(s.inputs))
+// an ONNX Runtime value; shapes are the inputs' shapes in the same order.
+// On error, the values made so far are returned for the caller to
+// destroy.
+func (s *Session) inputValues(inputs []tensor.Tensor) (values []ort.Value, shapes [][]int64, err error) {
+	values = make([]ort.Value, len(s.inputs))
+	shapes = make([][]int64, len(s.inputs))
 	for _, t := range inputs {
 		i := s.inputIndex(t.Name)
 		if i < 0 {
-			return values, fmt.Errorf("%w: tensor %q: %w: the model has no such input (inputs: %s)", ErrInput, t.Name, tensor.ErrName, strings.Join(names(s.inputs), ", "))
+			return values, nil, fmt.Errorf("%w: tensor %q: %w: the model has no such input (inputs: %s)", ErrInput, t.Name, tensor.ErrName, strings.Join(names(s.inputs), ", "))
 		}
 		if values[i] != nil {
-			return values, fmt.Errorf("%w: tensor %q: %w: given twice", ErrInput, t.Name, tensor.ErrName)
+			return values, nil, fmt.Errorf("%w: tensor %q: %w: given twice", ErrInput, t.Name, tensor.ErrName)
 		}
 		spec := s.inputs[i]
 		if len(spec.Shape) == 0 && len(t.Shape) == 1 && t.Shape[0] == 1 {
 			spec.Shape = []int64{1} // ONNX Runtime takes [1] for a scalar
 		}
 		if err := spec.Matches(t, true); err != nil {
-			return values, fmt.Errorf("%w: %w", ErrInput, err)
+			return values, nil, fmt.Errorf("%w: %w", ErrInput, err)
 		}
 		v, err := toValue(t)
 		if err != nil {
-			return values, fmt.Errorf("%w: %w", ErrInput, err)
+			return values, nil, fmt.Errorf("%w: %w", ErrInput, err)
 		}
-		values[i] = v
+		values[i], shapes[i] = v, t.Shape
 	}
 	for i, v := range values {
 		if v == nil {
-			return values, fmt.Errorf("%w: tensor %q: %w: missing model input", ErrInput, s.inputs[i].Name, tensor.ErrName)
+			return values, nil, fmt.Errorf("%w: tensor %q: %w: missing model input", ErrInput, s.inputs[i].Name, tensor.ErrName)
 		}
 	}
-	return values, nil
+	return values, shapes, nil
 }
 
 func (s *Session) inputIndex(name string) int {

@@ -1,0 +1,460 @@
+package model
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/onnx"
+	"github.com/edgefleet/edgefleet/shared/processor"
+	"github.com/edgefleet/edgefleet/shared/tensor"
+	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/testbed/bundles/silero-vad/pre/frame"
+)
+
+// The Silero VAD v5 output for the two-sine frame with zero state (see
+// shared/DESIGN.md).
+const sileroTwoSine = 0.0690874
+
+// cacheDir is a WASM compilation cache shared by the tests of one run.
+var cacheDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "model-wasm-cache-")
+	if err != nil {
+		panic(err)
+	}
+	cacheDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func twoSine() []float32 {
+	x := make([]float32, frame.Samples)
+	for i := range x {
+		fi := float64(i)
+		x[i] = float32(0.5*math.Sin(2*math.Pi*220*fi/16000) + 0.1*math.Sin(2*math.Pi*1375*fi/16000))
+	}
+	return x
+}
+
+// pcm quantizes samples to 16-bit little-endian PCM.
+func pcm(x []float32) []byte {
+	b := make([]byte, 2*len(x))
+	for i, v := range x {
+		s := math.Round(float64(v) * 32768)
+		binary.LittleEndian.PutUint16(b[2*i:], uint16(int16(max(-32768, min(32767, s)))))
+	}
+	return b
+}
+
+// dequantized is what the pre-processor makes of pcm(x).
+func dequantized(x []float32) []float32 {
+	b := pcm(x)
+	out := make([]float32, len(x))
+	for i := range out {
+		out[i] = float32(int16(binary.LittleEndian.Uint16(b[2*i:]))) / 32768
+	}
+	return out
+}
+
+func sileroTensors(frameData []float32) []tensor.Tensor {
+	return []tensor.Tensor{
+		{Name: "input", Datatype: tensor.FP32, Shape: []int64{1, 512}, Data: frameData},
+		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, 1, 128}, Data: make([]float32, 256)},
+		{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}, Data: []int64{16000}},
+	}
+}
+
+func scalarOutput(v float32) tensor.Tensor {
+	return tensor.Tensor{Name: "output", Datatype: tensor.FP32, Shape: []int64{1, 1}, Data: []float32{v}}
+}
+
+// bundleDir lays out an unpacked Silero bundle in a temporary directory:
+// the real model (linked) and the pre-processor built from source.
+func bundleDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Symlink(testenv.SileroModel(t), filepath.Join(dir, "model.onnx")); err != nil {
+		t.Fatal(err)
+	}
+	wasm, err := os.ReadFile(testenv.BuildWASM(t, "testbed/bundles/silero-vad/pre"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pre.wasm"), wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// sileroManifest describes bundleDir's files, with one tensor and one raw
+// smoke vector.
+func sileroManifest() *bundle.Manifest {
+	return &bundle.Manifest{
+		SchemaVersion: bundle.SchemaVersion,
+		Name:          "silero-vad",
+		Version:       "5.0.0",
+		Runtime: bundle.Runtime{
+			Model: "model.onnx",
+			Inputs: []tensor.Spec{
+				{Name: "input", Datatype: tensor.FP32, Shape: []int64{-1, 512}},
+				{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
+				{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}},
+			},
+			Outputs: []tensor.Spec{
+				{Name: "output", Datatype: tensor.FP32, Shape: []int64{-1, 1}},
+				{Name: "stateN", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
+			},
+			Pre:                &bundle.Processor{Module: "pre.wasm"},
+			ExecutionProviders: []string{"cuda", "cpu"},
+		},
+		Smoke: []bundle.SmokeVector{
+			{
+				Name:      "two-sine tensors",
+				Inputs:    sileroTensors(twoSine()),
+				Expected:  []tensor.Tensor{scalarOutput(sileroTwoSine)},
+				Tolerance: bundle.Tolerance{Abs: 1e-5},
+			},
+			{
+				Name:      "two-sine pcm",
+				Raw:       pcm(twoSine()),
+				Expected:  []tensor.Tensor{scalarOutput(sileroTwoSine)},
+				Tolerance: bundle.Tolerance{Abs: 1e-3},
+			},
+		},
+	}
+}
+
+func testOptions() Options {
+	return Options{WASM: processor.Config{CacheDir: cacheDir}}
+}
+
+func load(t testing.TB, dir string, m *bundle.Manifest) *Model {
+	t.Helper()
+	opts := testOptions()
+	opts.ORTLibrary = testenv.ORTLibrary(t)
+	md, err := Load(context.Background(), dir, m, opts)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	t.Cleanup(func() { md.Close() })
+	return md
+}
+
+func checkOptions(t testing.TB) Options {
+	opts := testOptions()
+	opts.ORTLibrary = testenv.ORTLibrary(t)
+	return opts
+}
+
+func TestCheckPasses(t *testing.T) {
+	dir := bundleDir(t)
+	if err := Check(context.Background(), dir, sileroManifest(), checkOptions(t)); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+}
+
+func TestCheckManifestErrors(t *testing.T) {
+	dir := bundleDir(t)
+	tests := []struct {
+		name   string
+		mutate func(m *bundle.Manifest)
+		want   error
+		msg    string
+	}{
+		{"input name", func(m *bundle.Manifest) { m.Runtime.Inputs[0].Name = "audio" }, ErrManifest, `input "input"`},
+		{"input dtype", func(m *bundle.Manifest) { m.Runtime.Inputs[2].Datatype = tensor.Int32 }, ErrManifest, `input "sr" is declared INT32, the model takes INT64`},
+		{"input rank", func(m *bundle.Manifest) { m.Runtime.Inputs[0].Shape = []int64{512} }, ErrManifest, `input "input" is declared with shape [512] (rank 1)`},
+		{"dynamic where fixed", func(m *bundle.Manifest) { m.Runtime.Inputs[1].Shape = []int64{-1, -1, 128} }, ErrManifest, `input "state": dimension 0 is declared dynamic, the model fixes it to 2`},
+		{"wrong fixed dim", func(m *bundle.Manifest) { m.Runtime.Inputs[1].Shape = []int64{2, -1, 64} }, ErrManifest, `input "state": dimension 2 is declared 64, the model's is 128`},
+		{"zero dim", func(m *bundle.Manifest) { m.Runtime.Inputs[0].Shape = []int64{0, 512} }, ErrManifest, `dimension 0 is declared 0`},
+		{"missing input", func(m *bundle.Manifest) { m.Runtime.Inputs = m.Runtime.Inputs[:2] }, ErrManifest, `input "sr" (INT64 []) is not declared`},
+		{"extra input", func(m *bundle.Manifest) {
+			m.Runtime.Inputs = append(m.Runtime.Inputs, tensor.Spec{Name: "gain", Datatype: tensor.FP32, Shape: []int64{1}})
+		}, ErrManifest, `input "gain" is declared but the model has no such input`},
+		{"output dtype", func(m *bundle.Manifest) { m.Runtime.Outputs[0].Datatype = tensor.FP64 }, ErrManifest, `output "output" is declared FP64`},
+		{"output rank", func(m *bundle.Manifest) { m.Runtime.Outputs[0].Shape = []int64{1} }, ErrManifest, `output "output"`},
+		{"output scalar lie", func(m *bundle.Manifest) { m.Runtime.Outputs[0].Shape = []int64{-1, 2} }, ErrManifest, `output "output": dimension 1 is declared 2, the model's is 1`},
+		{"duplicate", func(m *bundle.Manifest) { m.Runtime.Outputs[1] = m.Runtime.Outputs[0] }, ErrManifest, `output "output" is declared twice`},
+		{"model path", func(m *bundle.Manifest) { m.Runtime.Model = "../model.onnx" }, ErrManifest, "leaves the bundle directory"},
+		{"model missing", func(m *bundle.Manifest) { m.Runtime.Model = "nope.onnx" }, ErrRuntime, "nope.onnx"},
+		{"pre missing", func(m *bundle.Manifest) { m.Runtime.Pre.Module = "nope.wasm" }, ErrProcessor, "nope.wasm"},
+		{"provider", func(m *bundle.Manifest) { m.Runtime.ExecutionProviders = []string{"warp-drive"} }, onnx.ErrProvider, "warp-drive"},
+		{"smoke value", func(m *bundle.Manifest) { m.Smoke[0].Expected[0].Data = []float32{0.5} }, ErrSmoke, `vector "two-sine tensors": tensor "output": element 0 is 0.069`},
+		{"smoke raw value", func(m *bundle.Manifest) { m.Smoke[1].Expected[0].Data = []float32{0.9} }, ErrSmoke, `vector "two-sine pcm"`},
+		{"smoke shape", func(m *bundle.Manifest) {
+			m.Smoke[0].Expected[0].Shape = []int64{1}
+			m.Smoke[0].Expected[0].Data = []float32{0.07}
+		}, ErrSmoke, "shape mismatch"},
+		{"smoke output name", func(m *bundle.Manifest) { m.Smoke[0].Expected[0].Name = "prob" }, ErrSmoke, `expected output "prob" not produced`},
+		{"smoke bad input", func(m *bundle.Manifest) { m.Smoke[0].Inputs[2].Data = []int64{16000, 8000} }, ErrSmoke, `tensor "sr"`},
+		{"smoke raw length", func(m *bundle.Manifest) { m.Smoke[1].Raw = m.Smoke[1].Raw[:100] }, ErrInput, "100 bytes of PCM, want exactly 1024"},
+		{"smoke both", func(m *bundle.Manifest) { m.Smoke[0].Raw = []byte{1, 2} }, ErrInput, "not both"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := sileroManifest()
+			tt.mutate(m)
+			err := Check(context.Background(), dir, m, checkOptions(t))
+			t.Log(err)
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("Check error = %v\nwant %v mentioning %q", err, tt.want, tt.msg)
+			}
+		})
+	}
+}
+
+func TestInferRawMatchesTensors(t *testing.T) {
+	md := load(t, bundleDir(t), sileroManifest())
+	ctx := context.Background()
+	raw, err := md.Infer(ctx, Input{Raw: pcm(twoSine())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quantized, err := md.Infer(ctx, Input{Tensors: sileroTensors(dequantized(twoSine()))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact, err := md.Infer(ctx, Input{Tensors: sileroTensors(twoSine())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := raw.Tensors[0].Data.([]float32)[0]
+	if q := quantized.Tensors[0].Data.([]float32)[0]; got != q {
+		t.Errorf("raw path %v != tensor path on the same quantized samples %v", got, q)
+	}
+	if e := exact.Tensors[0].Data.([]float32)[0]; math.Abs(float64(got-e)) > 1e-3 || math.Abs(float64(e)-sileroTwoSine) > 1e-5 {
+		t.Errorf("raw path %v, tensor path %v, want both ≈ %v", got, e, sileroTwoSine)
+	}
+	if len(raw.Features) != 1 || raw.Features[0].Name != frame.FeaturesName {
+		t.Fatalf("features = %+v, want one %q tensor", raw.Features, frame.FeaturesName)
+	}
+	if want := []int64{1, int64(len(frame.Features))}; raw.Features[0].Shape[0] != want[0] || raw.Features[0].Shape[1] != want[1] {
+		t.Errorf("features shape = %v, want %v", raw.Features[0].Shape, want)
+	}
+	if len(exact.Features) != 0 {
+		t.Errorf("tensor request returned features %v", exact.Features)
+	}
+	if md.Provider() != "cpu" {
+		t.Errorf("Provider() = %q", md.Provider())
+	}
+	t.Logf("raw %v, exact %v, features %v = %v", got, exact.Tensors[0].Data, frame.Features, raw.Features[0].Data)
+}
+
+// TestPreMatchesNative checks that the WASM pre-processor computes what
+// the native transform does.
+func TestPreMatchesNative(t *testing.T) {
+	md := load(t, bundleDir(t), sileroManifest())
+	for _, in := range [][]byte{pcm(twoSine()), make([]byte, frame.Bytes), pcm(dequantized(twoSine()))[:frame.Bytes]} {
+		got, err := md.pre.ProcessRaw(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := frame.Transform(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("WASM gives %d tensors, native %d", len(got), len(want))
+		}
+		for i := range want {
+			if err := tensor.Close(got[i], want[i], 1e-6, 1e-6); err != nil || got[i].Name != want[i].Name {
+				t.Errorf("tensor %d (%s): %v", i, want[i].Name, err)
+			}
+		}
+	}
+}
+
+func TestInferErrors(t *testing.T) {
+	md := load(t, bundleDir(t), sileroManifest())
+	good := func() []tensor.Tensor { return sileroTensors(twoSine()) }
+	nan := good()
+	nan[0].Data.([]float32)[7] = float32(math.NaN())
+	tests := []struct {
+		name string
+		in   Input
+		want []error
+		msg  string
+	}{
+		{"shape", Input{Tensors: func() []tensor.Tensor { in := good(); in[0].Shape = []int64{2, 256}; return in }()}, []error{ErrInput, tensor.ErrShape}, `tensor "input"`},
+		{"rank", Input{Tensors: func() []tensor.Tensor { in := good(); in[2].Shape = []int64{}; return in }()}, []error{ErrInput, tensor.ErrShape}, `tensor "sr"`},
+		{"dtype", Input{Tensors: func() []tensor.Tensor {
+			in := good()
+			in[1] = tensor.Tensor{Name: "state", Datatype: tensor.FP64, Shape: []int64{2, 1, 128}, Data: make([]float64, 256)}
+			return in
+		}()}, []error{ErrInput, tensor.ErrDatatype}, `tensor "state"`},
+		{"nan", Input{Tensors: nan}, []error{ErrInput, tensor.ErrNotFinite}, "element 7"},
+		{"missing", Input{Tensors: good()[:2]}, []error{ErrInput, tensor.ErrName}, `"sr"`},
+		{"extra", Input{Tensors: append(good(), tensor.Tensor{Name: "x", Datatype: tensor.FP32, Shape: []int64{1}, Data: []float32{1}})}, []error{ErrInput, tensor.ErrName}, `"x"`},
+		{"twice", Input{Tensors: append(good(), good()[0])}, []error{ErrInput, tensor.ErrName}, "twice"},
+		{"data", Input{Tensors: func() []tensor.Tensor { in := good(); in[0].Data = []float32{1}; return in }()}, []error{ErrInput, tensor.ErrShape}, `tensor "input"`},
+		{"both", Input{Tensors: good(), Raw: pcm(twoSine())}, []error{ErrInput}, "not both"},
+		{"nothing", Input{}, []error{ErrInput}, "no input"},
+		{"raw length", Input{Raw: make([]byte, 1000)}, []error{ErrInput, processor.ErrRejected}, "1000 bytes of PCM"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := md.Infer(context.Background(), tt.in)
+			for _, want := range tt.want {
+				if !errors.Is(err, want) {
+					t.Errorf("Infer error = %v, want %v", err, want)
+				}
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("Infer error = %v, want it to mention %q", err, tt.msg)
+			}
+		})
+	}
+	// The model keeps serving.
+	if _, err := md.Infer(context.Background(), Input{Raw: pcm(twoSine())}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAllowNonFinite(t *testing.T) {
+	m := sileroManifest()
+	m.Runtime.AllowNonFinite = true
+	md := load(t, bundleDir(t), m)
+	in := sileroTensors(twoSine())
+	in[0].Data.([]float32)[3] = float32(math.Inf(1))
+	if _, err := md.Infer(context.Background(), Input{Tensors: in}); err != nil {
+		t.Fatalf("Infer with Inf allowed: %v", err)
+	}
+}
+
+func TestNoPreProcessor(t *testing.T) {
+	m := sileroManifest()
+	m.Runtime.Pre = nil
+	m.Smoke = m.Smoke[:1]
+	md := load(t, bundleDir(t), m)
+	if _, err := md.Infer(context.Background(), Input{Raw: pcm(twoSine())}); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "no pre-processor") {
+		t.Fatalf("raw input without a pre-processor: %v", err)
+	}
+	if err := md.Smoke(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// watModule compiles one of shared/processor's wat test modules.
+func watModule(t testing.TB, name string) []byte {
+	t.Helper()
+	bin, err := exec.LookPath("wat2wasm")
+	if err != nil {
+		t.Fatalf("wat2wasm not found (apt-get install wabt): %v", err)
+	}
+	out := filepath.Join(t.TempDir(), name+".wasm")
+	src := filepath.Join(testenv.Root(t), "shared", "processor", "testdata", name+".wat")
+	if b, err := exec.Command(bin, src, "-o", out).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm %s: %v\n%s", name, err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPostProcessor(t *testing.T) {
+	dir := bundleDir(t)
+	for name, wasm := range map[string][]byte{"echo.wasm": watModule(t, "echo"), "trap.wasm": watModule(t, "trap")} {
+		if err := os.WriteFile(filepath.Join(dir, name), wasm, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := sileroManifest()
+	m.Runtime.Post = &bundle.Processor{Module: "echo.wasm"}
+	if err := Check(context.Background(), dir, m, checkOptions(t)); err != nil {
+		t.Fatalf("Check with an echo post-processor: %v", err)
+	}
+	m.Runtime.Post.Module = "trap.wasm"
+	md := load(t, dir, m)
+	_, err := md.Infer(context.Background(), Input{Raw: pcm(twoSine())})
+	if !errors.Is(err, ErrProcessor) || !errors.Is(err, processor.ErrTrap) || !strings.Contains(err.Error(), "post-processor") {
+		t.Fatalf("trapping post-processor: %v", err)
+	}
+}
+
+func TestProviders(t *testing.T) {
+	dir := bundleDir(t)
+	m := sileroManifest()
+	m.Runtime.ExecutionProviders = []string{"tensorrt", "cuda"}
+	if md := load(t, dir, m); md.Provider() != "cpu" {
+		t.Errorf("manifest [tensorrt cuda]: Provider() = %q, want cpu", md.Provider())
+	}
+	// A device override replaces the manifest's list, unknown names and all.
+	m.Runtime.ExecutionProviders = []string{"warp-drive"}
+	opts := checkOptions(t)
+	opts.Providers = []string{"", "cuda", "cpu"}
+	md, err := Load(context.Background(), dir, m, opts)
+	if err != nil {
+		t.Fatalf("Load with device override: %v", err)
+	}
+	defer md.Close()
+	if md.Provider() != "cpu" {
+		t.Errorf("Provider() = %q", md.Provider())
+	}
+}
+
+func TestConcurrentInfer(t *testing.T) {
+	md := load(t, bundleDir(t), sileroManifest())
+	ctx := context.Background()
+	want, err := md.Infer(ctx, Input{Raw: pcm(twoSine())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOut := want.Tensors[0].Data.([]float32)[0]
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range 15 {
+				in := Input{Raw: pcm(twoSine())}
+				if (g+n)%2 == 0 {
+					in = Input{Tensors: sileroTensors(dequantized(twoSine()))}
+				}
+				out, err := md.Infer(ctx, in)
+				if err != nil {
+					errc <- err
+					return
+				}
+				if got := out.Tensors[0].Data.([]float32)[0]; got != wantOut {
+					errc <- errors.New("concurrent result differs")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+}
+
+func TestClose(t *testing.T) {
+	md := load(t, bundleDir(t), sileroManifest())
+	if err := md.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := md.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := md.Infer(context.Background(), Input{Raw: pcm(twoSine())}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Infer after Close = %v, want ErrClosed", err)
+	}
+	if md.Manifest().Name != "silero-vad" {
+		t.Error("Manifest()")
+	}
+}
