@@ -149,7 +149,10 @@ func New(opts Options) *Fetcher {
 	}
 	hc := opts.HTTPClient
 	if hc == nil {
-		hc = cleanhttp.DefaultPooledClient()
+		t := cleanhttp.DefaultPooledTransport()
+		// A server that accepts but never answers counts as a stall too.
+		t.ResponseHeaderTimeout = opts.StallTimeout
+		hc = &http.Client{Transport: t}
 	}
 	c := &retryablehttp.Client{
 		HTTPClient:   hc,
