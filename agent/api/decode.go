@@ -54,9 +54,9 @@ const maxDepth = 64
 // DecodeInferRequest decodes an inference request body. It is a one-pass
 // decoder specialised for the request's shape: tensor data is parsed
 // straight into typed slices, without the intermediate tokens and
-// json.Number values a generic decoder allocates (about 10 times faster,
-// with 1% of the allocations, for a Silero VAD request; see
-// BenchmarkDecodeInferRequest). Whatever it accepts, encoding/json with the
+// json.Number values a generic decoder allocates (for a Silero VAD request
+// about 20 times faster than encoding/json with the shared/tensor codec,
+// with under 1% of its allocations; see BenchmarkDecodeInferRequest). Whatever it accepts, encoding/json with the
 // shared/tensor types accepts with the same values (FuzzDecodeInferRequest
 // checks this); it is stricter in a few places: duplicate keys, keys that
 // differ from a known key only in case, parameter values that are not a
@@ -64,11 +64,7 @@ const maxDepth = 64
 // allows extensions.
 func DecodeInferRequest(body []byte) (*InferRequest, error) {
 	d := decoder{b: body}
-	req, err := d.request()
-	if err != nil {
-		return nil, err
-	}
-	return req, nil
+	return d.request()
 }
 
 type decoder struct {

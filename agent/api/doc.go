@@ -78,7 +78,7 @@
 // # Speed
 //
 // Request bodies are read into pooled buffers and decoded in one pass
-// straight into typed tensors (DecodeInferRequest, about 10 times faster
+// straight into typed tensors (DecodeInferRequest, about 20 times faster
 // than encoding/json with the shared/tensor codec); responses are encoded
 // into the same pooled buffer. BenchmarkInfer compares the real Silero
 // model called in process with the same request over the unix socket.
