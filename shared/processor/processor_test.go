@@ -79,6 +79,11 @@ func sample() []tensor.Tensor {
 		{Name: "x", Datatype: tensor.FP32, Shape: []int64{2, 2}, Data: []float32{1, -2, 3.5, 0}},
 		{Name: "n", Datatype: tensor.Int64, Shape: []int64{}, Data: []int64{16000}},
 		{Name: "b", Datatype: tensor.Bool, Shape: []int64{3}, Data: []bool{true, false, true}},
+		{Name: "i8", Datatype: tensor.Int8, Shape: []int64{2}, Data: []int8{-128, 127}},
+		{Name: "i16", Datatype: tensor.Int16, Shape: []int64{2}, Data: []int16{-32768, 12345}},
+		{Name: "i32", Datatype: tensor.Int32, Shape: []int64{1, 2}, Data: []int32{-1, 1 << 30}},
+		{Name: "f64", Datatype: tensor.FP64, Shape: []int64{2}, Data: []float64{-0.5, 1e300}},
+		{Name: "empty", Datatype: tensor.FP32, Shape: []int64{0, 3}, Data: []float32{}},
 	}
 }
 
