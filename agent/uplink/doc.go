@@ -11,7 +11,9 @@
 //     (AppendEvent, Uplink.Event), published one per message on the
 //     events topic; every other record kind is batched into a
 //     TelemetryBatch (zstd-compressed when that is smaller) on the
-//     telemetry topic. Record ids are the outbox ids.
+//     telemetry topic. Record ids are the outbox ids. A telemetry record's
+//     kind must be a protocol token ([a-z0-9][a-z0-9._-]*) and its payload
+//     a JSON value.
 //   - Status and reported state are retained state, not history: they
 //     are published directly, never queued. Status online goes out right
 //     after every CONNACK, with the connection's session number; the last

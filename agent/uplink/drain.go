@@ -30,7 +30,7 @@ func (u *Uplink) drain(ctx context.Context) error {
 		if c == nil {
 			return nil
 		}
-		recs, err := u.ob.Peek(u.cfg.BatchRecords)
+		recs, err := u.ob.Peek(u.peekCount())
 		if err != nil {
 			if errors.Is(err, outbox.ErrClosed) {
 				return fmt.Errorf("uplink: drain: %w", err)
@@ -74,6 +74,19 @@ func (u *Uplink) drain(ctx context.Context) error {
 			recs = recs[n:]
 		}
 	}
+}
+
+// peekCount is how many records to read at once: BatchRecords, fewer when
+// the records are large on average, so that a backlog of big records is
+// not read into memory BatchRecords at a time.
+func (u *Uplink) peekCount() int {
+	n := u.cfg.BatchRecords
+	if s := u.ob.Stats(); s.Records > 0 {
+		if avg := s.Bytes / int64(s.Records); avg > 0 {
+			n = int(min(int64(n), max(1, 2*int64(u.cfg.BatchBytes)/avg)))
+		}
+	}
+	return n
 }
 
 // sendNext publishes the message that carries the oldest of recs (an

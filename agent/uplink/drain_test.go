@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -233,5 +234,63 @@ func TestUnsendableRecordsDropped(t *testing.T) {
 	}
 	if st := u.Stats(); st.Unsendable != uint64(len(bad)) {
 		t.Errorf("Unsendable %d, want %d", st.Unsendable, len(bad))
+	}
+}
+
+// TestLargeRecords: records near the wire limit travel alone, compressible
+// ones above it travel compressed, incompressible ones above it are
+// dropped as unsendable.
+func TestLargeRecords(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	r := newRig(t, testConfig(t, b.url()))
+	random := func(n int) []byte {
+		buf := make([]byte, n)
+		for i := range buf {
+			buf[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rand.IntN(36)]
+		}
+		return []byte(`"` + string(buf) + `"`)
+	}
+	payloads := [][]byte{
+		random(100 << 10), random(100 << 10), random(100 << 10), // each fits, two do not fit together
+		[]byte(`"` + strings.Repeat("a", 900<<10) + `"`), // 900 KiB, compresses well
+		random(300 << 10), // over the limit even alone
+		predictionPayload(1),
+	}
+	var ids []uint64
+	for _, p := range payloads {
+		id, err := r.ob.Append(context.Background(), protocol.RecordDrift, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	u := r.start()
+	eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
+	telemetryIDs := func() []uint64 {
+		var out []uint64
+		batches, _ := f.batches()
+		for _, b := range batches {
+			for _, rec := range b.Records {
+				out = append(out, rec.ID)
+			}
+		}
+		return dedup(out)
+	}
+	eventually(t, "fleetd to receive the sendable records", func() bool { return len(telemetryIDs()) == 5 })
+	want := append(append([]uint64(nil), ids[:4]...), ids[5])
+	if got := telemetryIDs(); !slices.Equal(got, want) {
+		t.Errorf("received %v, want %v", got, want)
+	}
+	if drops := f.eventsOf(protocol.EventBufferDropped); len(drops) != 1 {
+		t.Errorf("%d buffer.dropped events, want 1", len(drops))
+	}
+	for _, m := range f.messages(protocol.KindTelemetry) {
+		if len(m.payload) > protocol.MaxPayloadSize {
+			t.Errorf("a %d-byte payload went out", len(m.payload))
+		}
+	}
+	if st := u.Stats(); st.Unsendable != 1 {
+		t.Errorf("Unsendable %d, want 1", st.Unsendable)
 	}
 }
