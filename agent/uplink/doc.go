@@ -36,7 +36,10 @@
 //     logged, counted (Stats.Unsendable) and reported with a
 //     buffer.dropped event. The outbox's own byte bound drops oldest
 //     records when it is full; those are counted in the reported
-//     buffer.dropped.
+//     buffer.dropped. A PUBACK is only as good as the broker behind it:
+//     the embedded broker acknowledges after fleetd stored the message,
+//     while mosquitto over MQTT 3.1.1 also acknowledges a publish its ACL
+//     refuses, and drops it (see docs/protocol.md).
 //   - fleetd to device: the desired state is retained, so the device gets
 //     the latest one on every subscribe. The paho handler only decodes it
 //     and hands it to a worker through a size-1 slot (a newer one replaces
@@ -55,7 +58,8 @@
 //
 // # Connections
 //
-// Every connection uses a fresh paho client with auto-reconnect off; the
+// Every connection uses a fresh paho client with auto-reconnect off (a
+// persistent session by default, Config.CleanSession to opt out); the
 // uplink reconnects itself with exponential backoff and jitter
 // (Config.MinBackoff to MaxBackoff), re-subscribes and republishes status
 // and reported state each time. This gives each connection its own last
