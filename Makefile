@@ -21,14 +21,14 @@ all: build
 deps:
 	scripts/deps.sh
 
-## tools: install pinned Go tools (cosign, staticcheck) into .cache/tools/bin
+## tools: install pinned Go tools (cosign, staticcheck, minio) into .cache/tools/bin
 tools:
 	scripts/tools.sh
 
 ## wasm: build the example WASM pre-processors with the Go toolchain
 wasm: $(SILERO_PRE)
 
-$(SILERO_PRE): $(wildcard testbed/bundles/silero-vad/pre/*.go) shared/tensor/binary.go
+$(SILERO_PRE): $(wildcard testbed/bundles/silero-vad/pre/*.go testbed/bundles/silero-vad/pre/frame/*.go shared/processor/guest/*.go shared/tensor/*.go)
 	GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 $(GO) build -buildmode=c-shared -trimpath -o $@ ./testbed/bundles/silero-vad/pre
 
 ## build: the binaries, into bin/
