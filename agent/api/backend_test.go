@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/model"
 )
 
 // newRegistry returns a Registry serving ps.
@@ -40,10 +41,10 @@ func drained(t testing.TB, r *Registry, names ...string) {
 // non-finite output. Every other test runs the real Silero model.
 type stubPredictor struct {
 	manifest *bundle.Manifest
-	infer    func(ctx context.Context, in modelInput) (*modelOutput, error)
+	infer    func(ctx context.Context, in model.Input) (*model.Output, error)
 }
 
-func (p *stubPredictor) Infer(ctx context.Context, in modelInput) (*modelOutput, error) {
+func (p *stubPredictor) Infer(ctx context.Context, in model.Input) (*model.Output, error) {
 	return p.infer(ctx, in)
 }
 func (p *stubPredictor) Manifest() *bundle.Manifest { return p.manifest }

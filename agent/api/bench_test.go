@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"testing"
+
+	"github.com/edgefleet/edgefleet/shared/model"
 )
 
 // BenchmarkInfer compares, for the real Silero VAD input, the model called
@@ -21,7 +23,7 @@ func BenchmarkInfer(b *testing.B) {
 	b.Run("in-process", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := silero.Infer(ctx, modelInput{Tensors: in}); err != nil {
+			if _, err := silero.Infer(ctx, model.Input{Tensors: in}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -35,7 +37,7 @@ func BenchmarkInfer(b *testing.B) {
 		defer cancel()
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := silero.Infer(ctx, modelInput{Tensors: in}); err != nil {
+			if _, err := silero.Infer(ctx, model.Input{Tensors: in}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -70,7 +72,7 @@ func BenchmarkInfer(b *testing.B) {
 func BenchmarkCodec(b *testing.B) {
 	silero := sileroPredictor(b, "5.0.0")
 	body := requestBody(b, "", sileroInputs())
-	out, err := silero.Infer(context.Background(), modelInput{Tensors: sileroInputs()})
+	out, err := silero.Infer(context.Background(), model.Input{Tensors: sileroInputs()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,17 +6,31 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgefleet/edgefleet/shared/model"
+	"github.com/edgefleet/edgefleet/shared/processor"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
-func stubVersion(name, version string) *stubPredictor {
-	m := stubManifest(name)
-	m.Version = version
-	return &stubPredictor{manifest: m}
+// silero loads the real Silero bundle under another name and version.
+func silero(t testing.TB, name, version string) *model.Model {
+	t.Helper()
+	man := sileroManifest(version)
+	man.Name = name
+	m, err := model.Load(context.Background(), sileroBundle(t), man, model.Options{
+		ORTLibrary: testenv.ORTLibrary(t),
+		WASM:       processor.Config{CacheDir: wasmCache},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }
 
 func TestRegistrySwapDrains(t *testing.T) {
 	reg := NewRegistry()
-	v1, v2 := stubVersion("m", "1.0.0"), stubVersion("m", "2.0.0")
+	v1, v2 := silero(t, "m", "1.0.0"), silero(t, "m", "2.0.0")
 	if old, wait := reg.Set(v1); old != nil || wait != nil {
 		t.Fatal("first Set replaced something")
 	}
@@ -33,6 +47,10 @@ func TestRegistrySwapDrains(t *testing.T) {
 		t.Errorf("after Set, Model gives %s", p.Manifest().Version)
 	} else {
 		rel()
+	}
+	// The old model still answers the request that holds it.
+	if _, err := p.Infer(context.Background(), model.Input{Tensors: sileroInputs()}); err != nil {
+		t.Errorf("draining model: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -61,11 +79,11 @@ func TestRegistryStates(t *testing.T) {
 	if _, _, err := reg.Model("a"); !errors.Is(err, ErrNotReady) {
 		t.Errorf("loading model: %v", err)
 	}
-	reg.Set(stubVersion("b", "1.0.0"))
+	reg.Set(silero(t, "b", "1.0.0"))
 	if reg.Ready() {
 		t.Error("ready while a loads for the first time")
 	}
-	reg.Set(stubVersion("a", "1.0.0"))
+	reg.Set(silero(t, "a", "1.0.0"))
 	if !reg.Ready() {
 		t.Error("not ready with a and b active")
 	}

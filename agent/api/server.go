@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/version"
 )
@@ -45,7 +46,7 @@ const BundleHeader = "X-Edgefleet-Bundle"
 type Predictor interface {
 	// Infer runs the model; errors wrapping model.ErrInput are the
 	// caller's fault. It must not keep in.Raw after it returns.
-	Infer(ctx context.Context, in modelInput) (*modelOutput, error)
+	Infer(ctx context.Context, in model.Input) (*model.Output, error)
 	// Manifest describes the bundle: name, version, inputs, outputs.
 	Manifest() *bundle.Manifest
 	// Provider is the execution provider in use, e.g. "cpu".
@@ -101,7 +102,7 @@ type Prediction struct {
 	// Output is the model's output (all of it, Features included,
 	// whatever the request selected), nil if Err is not. The server does
 	// not touch it after handing it over.
-	Output *modelOutput
+	Output *model.Output
 }
 
 // BufferStats is the state of the agent's outbox, reported as metrics.
@@ -576,7 +577,7 @@ func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, versio
 	if err != nil {
 		return s.fail(w, r, res.bundle[0], err), err
 	}
-	var in modelInput
+	var in model.Input
 	var req *InferRequest
 	if isRaw(r) {
 		if len(body) == 0 {
@@ -705,11 +706,13 @@ func statusOf(err error) int {
 	switch {
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrRequest), errors.Is(err, errModelInput):
+	case errors.Is(err, ErrRequest), errors.Is(err, model.ErrInput):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrModelNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrNotReady):
+	case errors.Is(err, ErrNotReady), errors.Is(err, model.ErrClosed):
+		// A closed model is one a Backend retired too early: the next
+		// request finds its successor.
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed

@@ -22,7 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/tensor"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -156,20 +158,29 @@ func stubManifest(name string) *bundle.Manifest {
 
 func TestRoutes(t *testing.T) {
 	silero := sileroPredictor(t, "5.0.0")
-	broken := &stubPredictor{manifest: stubManifest("broken"), infer: func(context.Context, modelInput) (*modelOutput, error) {
+	noPre := sileroManifest("1.0.0")
+	noPre.Name, noPre.Runtime.Pre = "silero-tensors", nil
+	tensorsOnly, err := model.Load(context.Background(), sileroBundle(t), noPre, model.Options{ORTLibrary: testenv.ORTLibrary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tensorsOnly.Close()
+	broken := &stubPredictor{manifest: stubManifest("broken"), infer: func(context.Context, model.Input) (*model.Output, error) {
 		return nil, errors.New("onnxruntime: CUDA failure 700 at /src/internal/secret.cc:42")
 	}}
-	nonFinite := &stubPredictor{manifest: stubManifest("nan"), infer: func(context.Context, modelInput) (*modelOutput, error) {
-		return &modelOutput{Tensors: []tensor.Tensor{{Name: "y", Datatype: tensor.FP32, Shape: []int64{2}, Data: []float32{1, float32(math.NaN())}}}}, nil
+	nonFinite := &stubPredictor{manifest: stubManifest("nan"), infer: func(context.Context, model.Input) (*model.Output, error) {
+		return &model.Output{Tensors: []tensor.Tensor{{Name: "y", Datatype: tensor.FP32, Shape: []int64{2}, Data: []float32{1, float32(math.NaN())}}}}, nil
 	}}
-	backend := newRegistry(silero, broken, nonFinite)
+	backend := newRegistry(silero, tensorsOnly, broken, nonFinite)
 	backend.Loading("loading")
 	s := serve(t, Options{Backend: backend, MaxBodyBytes: 64 << 10, ServerVersion: "1.2.3"})
 
 	in := zeroState(sileroInputs())
 	good := requestBody(t, "req-7", in)
 	wrongShape := append([]tensor.Tensor(nil), in...)
-	wrongShape[0] = tensor.Tensor{Name: "input", Datatype: tensor.FP32, Shape: []int64{512}, Data: make([]float32, 512)}
+	wrongShape[0] = tensor.Tensor{Name: "input", Datatype: tensor.FP32, Shape: []int64{1, 511}, Data: make([]float32, 511)}
+	wrongRank := append([]tensor.Tensor(nil), in...)
+	wrongRank[0] = tensor.Tensor{Name: "input", Datatype: tensor.FP32, Shape: []int64{512}, Data: make([]float32, 512)}
 	wrongType := append([]tensor.Tensor(nil), in...)
 	wrongType[2] = tensor.Tensor{Name: "sr", Datatype: tensor.FP32, Shape: []int64{1}, Data: []float32{16000}}
 	unknownInput := append(append([]tensor.Tensor(nil), in...), tensor.Tensor{Name: "extra", Datatype: tensor.FP32, Shape: []int64{1}, Data: []float32{1}})
@@ -211,7 +222,7 @@ func TestRoutes(t *testing.T) {
 			want := silero.Manifest().Runtime
 			if m.Name != "silero-vad" || len(m.Versions) != 1 || m.Versions[0] != "5.0.0" || m.Platform != Platform ||
 				fmt.Sprint(m.Inputs) != fmt.Sprint(want.Inputs) || fmt.Sprint(m.Outputs) != fmt.Sprint(want.Outputs) ||
-				m.Properties["execution_provider"] != "cpu" {
+				m.Properties["execution_provider"] != "cpu" || m.Properties["raw_input"] != "application/octet-stream" || m.Properties["bundle"] != "silero-vad@5.0.0" {
 				t.Errorf("metadata %s", r.body)
 			}
 		}},
@@ -253,14 +264,29 @@ func TestRoutes(t *testing.T) {
 		}},
 		{name: "infer unknown output", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: requestBody(t, "", in, "prob"), code: 400, bundle: "silero-vad@5.0.0", want: `has no output \"prob\" (outputs: output, stateN)`},
 		{name: "infer malformed", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: []byte(`{"inputs": [`), code: 400, want: "malformed JSON"},
-		{name: "infer wrong shape", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: requestBody(t, "", wrongShape), code: 400, bundle: "silero-vad@5.0.0", want: `tensor \"input\": shape mismatch`},
+		{name: "infer wrong shape", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: requestBody(t, "", wrongShape), code: 400, bundle: "silero-vad@5.0.0", want: `tensor \"input\": shape mismatch: got shape [1 511], model expects [-1 512] (dimension 1)`},
+		{name: "infer wrong rank", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: requestBody(t, "", wrongRank), code: 400, want: `tensor \"input\": shape mismatch: got shape [512] (rank 1), model expects [-1 512] (rank 2)`},
 		{name: "infer wrong datatype", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: requestBody(t, "", wrongType), code: 400, want: `tensor \"sr\": datatype mismatch: got FP32, model expects INT64`},
 		{name: "infer missing input", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: requestBody(t, "", in[:2]), code: 400, want: `tensor \"sr\"`},
 		{name: "infer unknown input", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: requestBody(t, "", unknownInput), code: 400, want: `tensor \"extra\"`},
 		{name: "infer non-finite", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: bytes.Replace(good, []byte(`"data":[0,`), []byte(`"data":[NaN,`), 1), code: 400, want: "malformed JSON"},
 		{name: "infer no inputs", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: []byte(`{"id":"x"}`), code: 400, want: "no inputs"},
 		{name: "infer empty body", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, code: 400, want: "unexpected end of body"},
-		{name: "infer raw without pre-processor", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: []byte{1, 2, 3, 4}, code: 400, want: "no pre-processor"},
+		{name: "infer raw", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: pcm(sileroFrame()), code: 200, bundle: "silero-vad@5.0.0", check: func(t *testing.T, r response) {
+			var resp inferResponse
+			if err := strictDecode(r.body, &resp); err != nil {
+				t.Fatalf("%s: %v", r.body, err)
+			}
+			// 16-bit quantization moves the answer a little.
+			if v := resp.Outputs[0].Data.([]float32)[0]; math.Abs(float64(v)-sileroTwoSine) > 1e-3 || resp.ModelVersion != "5.0.0" || resp.ID != "" {
+				t.Errorf("raw response %s, want output ≈ %g", r.body, sileroTwoSine)
+			}
+		}},
+		{name: "infer raw content type parameters", method: "POST", path: "/v2/models/silero-vad/versions/5.0.0/infer", ctype: "Application/Octet-Stream; foo=bar", body: pcm(sileroFrame()), code: 200, want: `"name":"output"`},
+		{name: "infer raw wrong length", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: []byte{1, 2, 3, 4}, code: 400, want: "4 bytes of PCM, want exactly 1024"},
+		{name: "infer raw without pre-processor", method: "POST", path: "/v2/models/silero-tensors/infer", ctype: "application/octet-stream", body: pcm(sileroFrame()), code: 400, want: "no pre-processor for raw input"},
+		{name: "infer pcm sent as JSON", method: "POST", path: "/v2/models/silero-vad/infer", body: pcm(sileroFrame()), code: 400, want: "use Content-Type: application/octet-stream"},
+		{name: "infer tensors without pre-processor", method: "POST", path: "/v2/models/silero-tensors/infer", ctype: ctJSON, body: good, code: 200, want: `"model_name":"silero-tensors"`},
 		{name: "infer raw empty", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", code: 400, want: "empty body"},
 		{name: "infer too large", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: bytes.Repeat([]byte(" "), 65<<10), code: 413, want: "limit is 65536 bytes"},
 		{name: "infer unknown model", method: "POST", path: "/v2/models/nope/infer", ctype: ctJSON, body: good, code: 404, want: `no model named \"nope\"`},
@@ -306,7 +332,7 @@ func TestRoutes(t *testing.T) {
 			}
 		})
 	}
-	drained(t, backend, "silero-vad", "broken", "nan")
+	drained(t, backend, "silero-vad", "silero-tensors", "broken", "nan")
 }
 
 func TestServerReadiness(t *testing.T) {
@@ -419,10 +445,10 @@ func TestConcurrentInfer(t *testing.T) {
 // and that its answer still reaches the client.
 func TestShutdownDrains(t *testing.T) {
 	started, finish := make(chan struct{}), make(chan struct{})
-	slow := &stubPredictor{manifest: stubManifest("slow"), infer: func(ctx context.Context, in modelInput) (*modelOutput, error) {
+	slow := &stubPredictor{manifest: stubManifest("slow"), infer: func(ctx context.Context, in model.Input) (*model.Output, error) {
 		close(started)
 		<-finish
-		return &modelOutput{Tensors: in.Tensors}, nil
+		return &model.Output{Tensors: in.Tensors}, nil
 	}}
 	srv, err := New(Options{Backend: newRegistry(slow), Logger: testLogger(t)})
 	if err != nil {
@@ -509,6 +535,7 @@ func TestOnPrediction(t *testing.T) {
 
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "", requestBody(t, "p1", zeroState(sileroInputs()), "output"))
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "", requestBody(t, "p2", sileroInputs()[:2]))
+	s.do(t, "POST", "/v2/models/silero-vad/infer", "application/octet-stream", pcm(sileroFrame()))
 	s.do(t, "POST", "/v2/models/nope/infer", "", nil) // never reaches a model: not a prediction
 
 	p := <-got
@@ -521,8 +548,13 @@ func TestOnPrediction(t *testing.T) {
 		t.Errorf("output %+v", p.Output)
 	}
 	p = <-got
-	if p.RequestID != "p2" || p.Code != 400 || !errors.Is(p.Err, errModelInput) || p.Output != nil {
+	if p.RequestID != "p2" || p.Code != 400 || !errors.Is(p.Err, model.ErrInput) || p.Output != nil {
 		t.Errorf("failed prediction %+v", p)
+	}
+	// A raw request: the pre-processor's drift features come along.
+	p = <-got
+	if !p.Raw || p.Code != 200 || p.Output == nil || len(p.Output.Features) == 0 || p.Output.Features[0].Len() == 0 {
+		t.Errorf("raw prediction %+v", p)
 	}
 	select {
 	case p := <-got:
