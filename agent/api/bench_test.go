@@ -67,6 +67,44 @@ func BenchmarkInfer(b *testing.B) {
 	})
 }
 
+// BenchmarkInferRaw is BenchmarkInfer for the raw path: one PCM frame
+// through the WASM pre-processor, in process and as an
+// application/octet-stream POST (no JSON to decode).
+func BenchmarkInferRaw(b *testing.B) {
+	silero := sileroPredictor(b, "5.0.0")
+	frame := pcm(sileroFrame())
+	ctx := context.Background()
+	var inProcess float64
+	b.Run("in-process", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := silero.Infer(ctx, model.Input{Raw: frame}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		inProcess = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	})
+	s := serve(b, Options{Backend: newRegistry(silero)})
+	b.Run("unix-socket", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf bytes.Buffer
+		for b.Loop() {
+			resp, err := s.client.Post("http://edge-agent/v2/models/silero-vad/infer", "application/octet-stream", bytes.NewReader(frame))
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf.Reset()
+			io.Copy(&buf, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d: %s", resp.StatusCode, buf.Bytes())
+			}
+		}
+		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+		b.ReportMetric((ns-inProcess)/1e3, "added-µs")
+	})
+}
+
 // BenchmarkCodec is the server's JSON work for one Silero request: decode
 // the request, encode the response.
 func BenchmarkCodec(b *testing.B) {
