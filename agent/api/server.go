@@ -53,6 +53,9 @@ type Predictor interface {
 	Provider() string
 }
 
+// A *model.Model is a Predictor.
+var _ Predictor = (*model.Model)(nil)
+
 // Backend gives the server the models it serves. The agent's slot manager
 // implements it; it must be safe for concurrent use.
 type Backend interface {
@@ -151,6 +154,7 @@ type Server struct {
 	mux     *http.ServeMux
 	srv     *http.Server
 	metrics *metrics
+	buffers sync.Pool // *[]byte: request bodies, then responses
 
 	onPrediction func(Prediction)
 	predictions  chan Prediction
@@ -329,6 +333,7 @@ func (s *Server) routes() {
 	s.mux = mux
 }
 
+// Header values shared by every response; never modified.
 var (
 	jsonType = []string{"application/json"}
 	nosniff  = []string{"nosniff"}
@@ -488,21 +493,26 @@ func (s *Server) modelReady(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// bufferPool holds request and response buffers (*[]byte). Buffers that
-// grew past maxPooled are left to the garbage collector, so one large
-// request does not pin its memory.
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
-
+// maxPooled bounds the buffers kept for reuse: one that grew past it is
+// left to the garbage collector, so one large request does not pin its
+// memory.
 const maxPooled = 1 << 20
 
-func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
+// getBuffer returns a buffer for a request body and then its response.
+func (s *Server) getBuffer() *[]byte {
+	if b, ok := s.buffers.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, 16<<10)
+	return &b
+}
 
-func putBuffer(b *[]byte) {
+func (s *Server) putBuffer(b *[]byte) {
 	if cap(*b) > maxPooled {
 		return
 	}
 	*b = (*b)[:0]
-	bufferPool.Put(b)
+	s.buffers.Put(b)
 }
 
 // readBody reads the request body into *buf, within the size cap.
@@ -571,8 +581,8 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 // found by lookup, filling pred. It returns the status answered and the
 // error, if any.
 func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, version string, res *resolved, pred *Prediction) (int, error) {
-	buf := getBuffer()
-	defer putBuffer(buf)
+	buf := s.getBuffer()
+	defer s.putBuffer(buf)
 	body, err := s.readBody(w, r, buf)
 	if err != nil {
 		return s.fail(w, r, res.bundle[0], err), err
