@@ -689,3 +689,23 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		t.Error("a second server registered the same metrics on one registry")
 	}
 }
+
+// TestBodyTooLargeStreamed checks the cap on a body without a
+// Content-Length (chunked), which only reading can find too large.
+func TestBodyTooLargeStreamed(t *testing.T) {
+	s := serve(t, Options{Backend: newRegistry(sileroPredictor(t, "5.0.0")), MaxBodyBytes: 1 << 10})
+	body := io.MultiReader(strings.NewReader(`{"inputs":[`), strings.NewReader(strings.Repeat(" ", 2<<10)))
+	req, err := http.NewRequest("POST", "http://x/v2/models/silero-vad/infer", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if req.ContentLength != 0 || resp.StatusCode != 413 || !strings.Contains(string(b), "limit is 1024 bytes") {
+		t.Errorf("chunked oversized body: %d %s (request length %d)", resp.StatusCode, b, req.ContentLength)
+	}
+}
