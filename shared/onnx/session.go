@@ -196,7 +196,8 @@ type Session struct {
 	provider  string
 	fallbacks []ProviderError
 
-	shapes shapeCache
+	shapes     shapeCache
+	runOptions runOptionsPool
 
 	mu     sync.RWMutex // held shared by Run, exclusively by Close
 	closed bool
@@ -390,7 +391,7 @@ func (s *Session) run(ctx context.Context, values, outs []ort.Value) error {
 		}
 		return nil
 	}
-	ro, err := ort.NewRunOptions()
+	ro, err := s.runOptions.get()
 	if err != nil {
 		return fmt.Errorf("%w: run options: %w", ErrRun, err)
 	}
@@ -400,10 +401,13 @@ func (s *Session) run(ctx context.Context, values, outs []ort.Value) error {
 		_ = ro.Terminate()
 	})
 	err = s.sess.RunWithOptions(values, outs, ro)
-	if !stop() {
+	if stop() {
+		s.runOptions.put(ro)
+	} else {
+		// Terminate ran (or is running): the options are spent.
 		<-terminated
+		ro.Destroy()
 	}
-	ro.Destroy()
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return fmt.Errorf("%w: %w", ErrRun, cerr)
@@ -475,8 +479,55 @@ func (s *Session) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.runOptions.close()
 	if err := s.sess.Destroy(); err != nil {
 		return fmt.Errorf("onnx: closing session for %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// runOptionsPool keeps ONNX Runtime run options for reuse: creating them
+// on every cancellable Run cost about 25 µs per call. Options whose run
+// was terminated are destroyed, never returned to the pool.
+type runOptionsPool struct {
+	mu   sync.Mutex
+	free []*ort.RunOptions
+}
+
+// maxPooledRunOptions bounds the pool to about the number of concurrent
+// runs worth keeping warm on a small device.
+const maxPooledRunOptions = 16
+
+func (p *runOptionsPool) get() (*ort.RunOptions, error) {
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		ro := p.free[n-1]
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return ro, nil
+	}
+	p.mu.Unlock()
+	return ort.NewRunOptions()
+}
+
+func (p *runOptionsPool) put(ro *ort.RunOptions) {
+	p.mu.Lock()
+	if len(p.free) < maxPooledRunOptions {
+		p.free = append(p.free, ro)
+		ro = nil
+	}
+	p.mu.Unlock()
+	if ro != nil {
+		ro.Destroy()
+	}
+}
+
+func (p *runOptionsPool) close() {
+	p.mu.Lock()
+	free := p.free
+	p.free = nil
+	p.mu.Unlock()
+	for _, ro := range free {
+		ro.Destroy()
+	}
 }
