@@ -1,0 +1,439 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/agent/config"
+	"github.com/edgefleet/edgefleet/agent/outbox"
+	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/model"
+	"github.com/edgefleet/edgefleet/shared/testenv"
+)
+
+// sileroOutput is Silero VAD v5's output for the two-sine frame with a
+// zero state (shared/DESIGN.md §10).
+const sileroOutput = 0.0690874
+
+// fixture holds what every test of the package shares: one publisher key
+// pair and the bundles built with it (building and checking a Silero
+// bundle takes a while).
+var fixture struct {
+	once    sync.Once
+	dir     string
+	err     error
+	mu      sync.Mutex
+	bundles map[string]built
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fixture.dir != "" {
+		os.RemoveAll(fixture.dir)
+	}
+	os.Exit(code)
+}
+
+// keys is the publisher's key pair.
+type keys struct {
+	dir, priv, pub string
+}
+
+func testKeys(t testing.TB) keys {
+	t.Helper()
+	fixture.once.Do(func() {
+		fixture.dir, fixture.err = os.MkdirTemp("", "agent-test-")
+		if fixture.err == nil {
+			fixture.err = bundle.GenerateKey(filepath.Join(fixture.dir, "keys"), bundle.ECDSAP256)
+		}
+		fixture.bundles = map[string]built{}
+	})
+	if fixture.err != nil {
+		t.Fatal(fixture.err)
+	}
+	d := filepath.Join(fixture.dir, "keys")
+	return keys{dir: d, priv: filepath.Join(d, bundle.PrivateKeyFile), pub: filepath.Join(d, bundle.PublicKeyFile)}
+}
+
+// built is a signed bundle on disk.
+type built struct {
+	path, sig string
+	m         *bundle.Manifest
+}
+
+// spec says how to build a test Silero bundle.
+type spec struct {
+	version string
+	// want is the output the smoke vectors expect; 0 means the real one.
+	// A wrong value makes a bundle whose smoke test fails on the device
+	// (built without model.Check, as a broken pipeline would).
+	want float64
+	// minAgent is the bundle's minAgentVersion.
+	minAgent string
+}
+
+// sileroBundle builds (once per process) and signs a Silero VAD bundle
+// with the WASM pre-processor and both smoke vectors of
+// testbed/bundles/silero-vad, checked with model.Check.
+func sileroBundle(t testing.TB, s spec) built {
+	t.Helper()
+	k := testKeys(t)
+	key := fmt.Sprintf("%s/%g/%s", s.version, s.want, s.minAgent)
+	fixture.mu.Lock()
+	defer fixture.mu.Unlock()
+	if b, ok := fixture.bundles[key]; ok {
+		return b
+	}
+	check := s.want == 0
+	if check {
+		s.want = sileroOutput
+	}
+	root := testenv.Root(t)
+	smoke := filepath.Join(root, "testbed", "bundles", "silero-vad", "smoke")
+	dir, err := os.MkdirTemp(fixture.dir, "spec-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	minAgent := ""
+	if s.minAgent != "" {
+		minAgent = "minAgentVersion: " + s.minAgent
+	}
+	yaml := fmt.Sprintf(`name: silero-vad
+version: %s
+%s
+model: %s
+pre: %s
+inputs:
+  - {name: input, datatype: FP32, shape: [-1, 512]}
+  - {name: state, datatype: FP32, shape: [2, -1, 128]}
+  - {name: sr, datatype: INT64, shape: [1]}
+outputs:
+  - {name: output, datatype: FP32, shape: [-1, 1]}
+  - {name: stateN, datatype: FP32, shape: [2, -1, 128]}
+executionProviders: [cpu]
+smoke:
+  - name: two-sine-tensors
+    inputsFile: %s
+    expected: [{name: output, datatype: FP32, shape: [1, 1], data: [[%g]]}]
+    tolerance: {abs: 1e-4}
+  - name: two-sine-pcm
+    rawFile: %s
+    expected: [{name: output, datatype: FP32, shape: [1, 1], data: [[%g]]}]
+    tolerance: {abs: 1e-4}
+`, s.version, minAgent, testenv.SileroModel(t), testenv.BuildWASM(t, "testbed/bundles/silero-vad/pre"),
+		filepath.Join(smoke, "two-sine.inputs.json"), s.want, filepath.Join(smoke, "two-sine.pcm"), s.want)
+	if err := os.WriteFile(filepath.Join(dir, bundle.SpecName), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := bundle.BuildOptions{}
+	if check {
+		lib := testenv.ORTLibrary(t)
+		opts.Check = func(ctx context.Context, dir string, m *bundle.Manifest) error {
+			return model.Check(ctx, dir, m, model.Options{ORTLibrary: lib})
+		}
+	}
+	out := filepath.Join(dir, fmt.Sprintf("silero-vad-%s.bundle", s.version))
+	m, err := bundle.Build(context.Background(), dir, out, opts)
+	if err != nil {
+		t.Fatalf("bundle.Build: %v", err)
+	}
+	signer, err := bundle.LoadSigner(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := bundle.SignFile(out, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bundle.WriteSignature(out+".sig", sig); err != nil {
+		t.Fatal(err)
+	}
+	b := built{path: out, sig: out + ".sig", m: m}
+	fixture.bundles[key] = b
+	return b
+}
+
+// tampered copies b with one byte of its body changed and the original
+// signature beside it.
+func tampered(t testing.TB, b built) built {
+	t.Helper()
+	data, err := os.ReadFile(b.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x40
+	dir := t.TempDir()
+	out := filepath.Join(dir, filepath.Base(b.path))
+	if err := os.WriteFile(out, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := os.ReadFile(b.sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out+".sig", sig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return built{path: out, sig: out + ".sig", m: b.m}
+}
+
+// shortDir is a temporary directory with a path short enough for unix
+// sockets (t.TempDir's can exceed 107 bytes).
+func shortDir(t testing.TB) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "ea")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// testSetup is one agent's files: its configuration, data directory and
+// socket.
+type testSetup struct {
+	dir, cfgPath, dataDir, socket string
+}
+
+// newSetup writes a configuration for an agent under fresh directories.
+// extra is YAML appended to it.
+func newSetup(t testing.TB, extra string) testSetup {
+	t.Helper()
+	k := testKeys(t)
+	run := shortDir(t)
+	s := testSetup{dir: t.TempDir(), socket: filepath.Join(run, "api.sock")}
+	s.dataDir = filepath.Join(s.dir, "data")
+	s.cfgPath = filepath.Join(s.dir, "config.yaml")
+	y := fmt.Sprintf(`deviceID: test-device
+labels: {site: lab}
+dataDir: %s
+logLevel: debug
+trust:
+  publicKeys: [%s]
+api:
+  socket: %s
+buffer:
+  predictionSampleRate: 1
+runtime:
+  ortLibrary: %s
+%s`, s.dataDir, k.pub, s.socket, testenv.ORTLibrary(t), extra)
+	if err := os.WriteFile(s.cfgPath, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s testSetup) config(t testing.TB) *config.Config {
+	t.Helper()
+	c, err := config.Load(s.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// running is an agent run in process.
+type running struct {
+	*Agent
+	client   *Client
+	errc     chan error
+	stopOnce sync.Once
+}
+
+// startAgent runs an agent for s until the test ends and waits until it
+// is ready.
+func startAgent(t testing.TB, s testSetup, opts ...Option) *running {
+	t.Helper()
+	a, err := New(s.config(t), testLogger(t), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{Agent: a, client: NewClient(s.socket), errc: make(chan error, 1)}
+	go func() { r.errc <- a.Run(context.Background()) }()
+	t.Cleanup(func() { r.stop(t) })
+	deadline := time.Now().Add(30 * time.Second)
+	for !a.ready.Load() {
+		select {
+		case err := <-r.errc:
+			r.errc <- err
+			t.Fatalf("agent stopped while starting: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("agent not ready after 30s")
+		}
+	}
+	return r
+}
+
+// stop shuts the agent down and checks that Run returned nil.
+func (r *running) stop(t testing.TB) {
+	t.Helper()
+	r.stopOnce.Do(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := <-r.errc; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		r.client.Close()
+	})
+}
+
+// inference is the part of an Open Inference Protocol response the tests
+// look at.
+type inference struct {
+	ModelName    string `json:"model_name"`
+	ModelVersion string `json:"model_version"`
+	ID           string `json:"id"`
+	Outputs      []struct {
+		Name     string    `json:"name"`
+		Datatype string    `json:"datatype"`
+		Shape    []int64   `json:"shape"`
+		Data     []float64 `json:"data"`
+	} `json:"outputs"`
+}
+
+func (r inference) output(t testing.TB) float64 {
+	t.Helper()
+	for _, o := range r.Outputs {
+		if o.Name == "output" && len(o.Data) == 1 {
+			return o.Data[0]
+		}
+	}
+	t.Fatalf("no output in %+v", r)
+	return 0
+}
+
+// tensorRequest is an inference request with the two-sine frame as
+// tensors, with id.
+func tensorRequest(t testing.TB, id string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testenv.Root(t), "testbed", "bundles", "silero-vad", "smoke", "two-sine.inputs.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idField := ""
+	if id != "" {
+		idField = fmt.Sprintf(`"id": %q, `, id)
+	}
+	return []byte(`{` + idField + `"inputs": ` + string(b) + `}`)
+}
+
+// pcmFrame is the two-sine frame as 16-bit PCM, for the pre-processor.
+func pcmFrame(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testenv.Root(t), "testbed", "bundles", "silero-vad", "smoke", "two-sine.pcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// infer posts body to the silero-vad model over c and decodes a 200
+// answer; other answers fail the test.
+func infer(t testing.TB, c *Client, body []byte, raw bool) inference {
+	t.Helper()
+	code, b, err := post(c, body, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != http.StatusOK {
+		t.Fatalf("infer: %d %s", code, b)
+	}
+	var r inference
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("infer: %v: %s", err, b)
+	}
+	return r
+}
+
+func post(c *Client, body []byte, raw bool) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodPost, "http://edge-agent/v2/models/silero-vad/infer", bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if raw {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func get(t testing.TB, c *Client, path string) (int, []byte) {
+	t.Helper()
+	resp, err := c.HTTP.Get("http://edge-agent" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func near(got, want float64) bool { return math.Abs(got-want) <= 1e-4 }
+
+// records reads every record of the outbox in dataDir (the agent must be
+// stopped).
+func records(t testing.TB, dataDir string) ([]outbox.Record, outbox.Stats) {
+	t.Helper()
+	ob, err := outbox.Open(filepath.Join(dataDir, OutboxFile), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	recs, err := ob.Peek(1 << 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs, ob.Stats()
+}
+
+// byKind splits records by kind; events are split by type.
+func byKind(t testing.TB, recs []outbox.Record) map[string][]json.RawMessage {
+	t.Helper()
+	out := map[string][]json.RawMessage{}
+	for _, r := range recs {
+		k := r.Kind
+		if k == "event" {
+			var e struct {
+				Type string `json:"type"`
+			}
+			if err := json.Unmarshal(r.Payload, &e); err != nil {
+				t.Fatalf("event record %d: %v", r.ID, err)
+			}
+			k = "event:" + e.Type
+		}
+		out[k] = append(out[k], r.Payload)
+	}
+	return out
+}
