@@ -32,6 +32,8 @@ See docs/bundle-format.md.`,
 		newBundleSignCmd(a),
 		newBundleVerifyCmd(a),
 		newBundleInspectCmd(a),
+		newBundlePushCmd(a),
+		newBundleListCmd(a),
 	)
 	return cmd
 }

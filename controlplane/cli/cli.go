@@ -85,6 +85,9 @@ edgefleet control plane.`,
 		newKeysCmd(a),
 		newBundleCmd(a),
 		newVersionCmd(a),
+		newDevicesCmd(a),
+		newAssignCmd(a),
+		newEnrollCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,247 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/client"
+)
+
+func newDevicesCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "devices",
+		Short: "List and inspect the devices fleetd knows",
+	}
+	cmd.AddCommand(newDevicesListCmd(a), newDevicesShowCmd(a), newDevicesRecordsCmd(a), newDevicesDeleteCmd(a))
+	return cmd
+}
+
+func newDevicesListCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	var selector string
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "list [--selector SELECTOR]",
+		Short: "List devices, optionally by label selector",
+		Long: `List the enrolled devices: connection state, what they run, what fleetd
+wants them to run, when they were last heard from and how many records they
+delivered. --selector picks devices by label, e.g. "ring=canary,hw!=pi4,gpu".`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			devs, err := c.Devices(cmd.Context(), selector)
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				return writeJSON(a.stdout, api.DeviceList{Devices: devs})
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "ID\tSTATE\tACTIVE\tDESIRED\tAPPLIED\tLAST SEEN\tRECORDS\tLABELS")
+			for _, d := range devs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, state(&d), active(&d), desired(&d), applied(&d),
+					formatTime(d.LastSeen), d.Records.Delivered, labels(d.EffectiveLabels()))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. ring=canary,hw!=pi4")
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func state(d *api.Device) string {
+	if d.Status.Online {
+		return "online"
+	}
+	return "offline"
+}
+
+func active(d *api.Device) string {
+	if d.Reported == nil || d.Reported.Active == nil {
+		return "-"
+	}
+	return d.Reported.Active.ID()
+}
+
+func desired(d *api.Device) string {
+	if d.Desired == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s (seq %d)", d.Desired.Bundle.ID(), d.Desired.Seq)
+}
+
+func applied(d *api.Device) string {
+	if d.Reported == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("seq %d", d.Reported.AppliedSeq)
+	if in := d.Reported.Install; in != nil {
+		s += ", " + string(in.Phase)
+	}
+	return s
+}
+
+func labels(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func newDevicesShowCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "show DEVICE",
+		Short: "Show one device in detail",
+		Args:  exactArgs("DEVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.Device(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				return writeJSON(a.stdout, d)
+			}
+			return printDevice(a.stdout, d)
+		},
+	}
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func printDevice(w io.Writer, d *api.Device) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "id\t%s\n", d.ID)
+	st := state(d)
+	if d.Status.Session > 0 {
+		st += fmt.Sprintf(" (session %d since %s", d.Status.Session, formatTime(d.Status.Since))
+		if d.Status.Reason != "" {
+			st += ", " + d.Status.Reason
+		}
+		st += ")"
+	}
+	fmt.Fprintf(tw, "state\t%s\n", st)
+	fmt.Fprintf(tw, "agent\t%s\n", orDash(d.Status.AgentVersion))
+	fmt.Fprintf(tw, "labels\t%s\n", labels(d.Labels))
+	fmt.Fprintf(tw, "enrolled\t%s by %s (%d times)\n", formatTime(d.Enrolment.At), d.Enrolment.Method, d.Enrolment.Count)
+	fmt.Fprintf(tw, "last seen\t%s\n", formatTime(d.LastSeen))
+	if r := d.Reported; r != nil {
+		fmt.Fprintf(tw, "reported at\t%s\n", formatTime(d.ReportedAt))
+		fmt.Fprintf(tw, "reported labels\t%s\n", labels(r.Labels))
+		fmt.Fprintf(tw, "active\t%s\n", active(d))
+		lkg := "-"
+		if r.LastKnownGood != nil {
+			lkg = r.LastKnownGood.ID()
+		}
+		fmt.Fprintf(tw, "last known good\t%s\n", lkg)
+		fmt.Fprintf(tw, "provider\t%s\n", orDash(r.Provider))
+		fmt.Fprintf(tw, "applied\t%s\n", applied(d))
+		if in := r.Install; in != nil && in.Error != "" {
+			fmt.Fprintf(tw, "install error\t%s\n", in.Error)
+		}
+		fmt.Fprintf(tw, "buffer\t%d records, %s, %d dropped\n", r.Buffer.Records, formatBytes(r.Buffer.Bytes), r.Buffer.Dropped)
+	}
+	if ds := d.Desired; ds != nil {
+		fmt.Fprintf(tw, "desired\tseq %d: %s %s, issued %s, expires %s\n", ds.Seq, ds.Action, ds.Bundle.ID(), formatTime(ds.IssuedAt), formatTime(ds.ExpiresAt))
+	} else {
+		fmt.Fprintf(tw, "desired\t-\n")
+	}
+	fmt.Fprintf(tw, "records\t%d delivered, %d duplicates dropped, %d held\n", d.Records.Delivered, d.Records.Duplicates, d.Records.Held)
+	return tw.Flush()
+}
+
+func newDevicesRecordsCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	var q client.RecordsQuery
+	var since string
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "records DEVICE [--kind KIND] [--since TIME|DURATION] [--limit N]",
+		Short: "Show the records (telemetry and events) a device delivered",
+		Long: `Show the records fleetd stored for a device, oldest first. --since takes an
+RFC 3339 time or a duration back from now (e.g. 15m).`,
+		Args: exactArgs("DEVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if since != "" {
+				if d, err := time.ParseDuration(since); err == nil {
+					q.Since = time.Now().Add(-d)
+				} else if q.Since, err = time.Parse(time.RFC3339, since); err != nil {
+					return fmt.Errorf("--since %q: want an RFC 3339 time or a duration such as 15m", since)
+				}
+			}
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.Records(cmd.Context(), args[0], q)
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				return writeJSON(a.stdout, r)
+			}
+			fmt.Fprintf(a.stdout, "%s: %d delivered, %d duplicates dropped, %d held; showing %d\n",
+				r.Device, r.Stats.Delivered, r.Stats.Duplicates, r.Stats.Held, len(r.Records))
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "TIME\tKIND\tEPOCH\tID\tPAYLOAD")
+			for _, rec := range r.Records {
+				p := string(rec.Payload)
+				if len(p) > 80 {
+					p = p[:77] + "..."
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", formatTime(rec.Time), rec.Kind, orDash(rec.Epoch), rec.ID, p)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&q.Kind, "kind", "", "only records of this kind (prediction, metrics, event, ...)")
+	cmd.Flags().StringVar(&since, "since", "", "only records since this time or this long ago")
+	cmd.Flags().IntVar(&q.Limit, "limit", 0, "at most this many records (default 1000)")
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func newDevicesDeleteCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	cmd := &cobra.Command{
+		Use:   "delete DEVICE",
+		Short: "Delete a device, its credentials and its records",
+		Args:  exactArgs("DEVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteDevice(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "deleted %s\n", args[0])
+			return err
+		},
+	}
+	rf.register(cmd)
+	return cmd
+}

@@ -1,0 +1,293 @@
+// Package client is a small Go client of fleetd's HTTP API (the wire
+// types are package controlplane/api), used by fleetctl and tests.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/shared/protocol"
+)
+
+// DefaultServer is the fleetd a client talks to when none is given.
+const DefaultServer = "http://127.0.0.1:8080"
+
+// maxResponseBytes caps a response body read into memory.
+const maxResponseBytes = 64 << 20
+
+// ErrNotFound, ErrUnauthorized and ErrConflict are wrapped by an *Error
+// with that status, for errors.Is.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrConflict     = errors.New("conflict")
+)
+
+// Error is an error response from fleetd.
+type Error struct {
+	// Status is the HTTP status code.
+	Status int
+	// Message is fleetd's "error" text.
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("fleetd: %s (HTTP %d)", e.Message, e.Status)
+}
+
+// Is makes errors.Is(err, ErrNotFound) (and the others) work.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized
+	case ErrConflict:
+		return e.Status == http.StatusConflict
+	}
+	return false
+}
+
+// Client calls one fleetd.
+type Client struct {
+	base  *url.URL
+	token string
+	hc    *http.Client
+}
+
+// New returns a client of the fleetd at server (e.g.
+// "http://127.0.0.1:8080") authenticating with the operator token; hc nil
+// means a client with a 5-minute timeout.
+func New(server, token string, hc *http.Client) (*Client, error) {
+	u, err := url.Parse(strings.TrimSuffix(server, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("client: server %q is not an http(s)://host:port URL", server)
+	}
+	if hc == nil {
+		hc = &http.Client{Timeout: 5 * time.Minute}
+	}
+	return &Client{base: u, token: token, hc: hc}, nil
+}
+
+// do sends a request to path (under api.Prefix) with the given bearer
+// token and decodes a JSON answer into out (if not nil).
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, token, contentType string, body io.Reader, out any) error {
+	u := *c.base
+	u.Path += api.Prefix + path
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return fmt.Errorf("client: %s %s: reading the answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e api.Error
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+			if e.Error == "" {
+				e.Error = http.StatusText(resp.StatusCode)
+			}
+		}
+		return &Error{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("client: %s %s: decoding the answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, q url.Values, out any) error {
+	return c.do(ctx, http.MethodGet, path, q, c.token, "", nil, out)
+}
+
+func (c *Client) postJSON(ctx context.Context, path, token string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	return c.do(ctx, http.MethodPost, path, nil, token, "application/json", bytes.NewReader(b), out)
+}
+
+// Health calls GET /health (no token needed).
+func (c *Client) Health(ctx context.Context) (*api.Health, error) {
+	var h api.Health
+	return &h, c.do(ctx, http.MethodGet, "/health", nil, "", "", nil, &h)
+}
+
+// Devices lists the devices a label selector picks ("" for all).
+func (c *Client) Devices(ctx context.Context, selector string) ([]api.Device, error) {
+	q := url.Values{}
+	if selector != "" {
+		q.Set("selector", selector)
+	}
+	var l api.DeviceList
+	return l.Devices, c.getJSON(ctx, "/devices", q, &l)
+}
+
+// Device returns one device.
+func (c *Client) Device(ctx context.Context, id string) (*api.Device, error) {
+	var d api.Device
+	return &d, c.getJSON(ctx, "/devices/"+url.PathEscape(id), nil, &d)
+}
+
+// DeleteDevice removes a device and its records.
+func (c *Client) DeleteDevice(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/devices/"+url.PathEscape(id), nil, c.token, "", nil, nil)
+}
+
+// Enroll enrols a device with an enrolment token (not the operator's) and
+// returns its MQTT credentials.
+func (c *Client) Enroll(ctx context.Context, enrolToken, id string, labels map[string]string) (*api.Enrolment, error) {
+	var e api.Enrolment
+	return &e, c.postJSON(ctx, "/devices", enrolToken, api.EnrolRequest{ID: id, Labels: labels}, &e)
+}
+
+// Assign has device id run bundle "name@version" (action "" is install).
+func (c *Client) Assign(ctx context.Context, id, bundleID, action string) (*api.Assignment, error) {
+	var a api.Assignment
+	req := api.AssignRequest{Bundle: bundleID, Action: protocol.Action(action)}
+	return &a, c.postJSON(ctx, "/devices/"+url.PathEscape(id)+"/assign", c.token, req, &a)
+}
+
+// RecordsQuery selects records of a device; zero fields select all.
+type RecordsQuery struct {
+	Kind         string
+	Since, Until time.Time
+	Limit        int
+}
+
+// Records returns records a device delivered, with its counters.
+func (c *Client) Records(ctx context.Context, id string, rq RecordsQuery) (*api.Records, error) {
+	q := url.Values{}
+	if rq.Kind != "" {
+		q.Set("kind", rq.Kind)
+	}
+	if !rq.Since.IsZero() {
+		q.Set("since", rq.Since.Format(api.TimeFormat))
+	}
+	if !rq.Until.IsZero() {
+		q.Set("until", rq.Until.Format(api.TimeFormat))
+	}
+	if rq.Limit > 0 {
+		q.Set("limit", strconv.Itoa(rq.Limit))
+	}
+	var r api.Records
+	return &r, c.getJSON(ctx, "/devices/"+url.PathEscape(id)+"/records", q, &r)
+}
+
+// Bundles lists the registry's bundles, or the versions of name.
+func (c *Client) Bundles(ctx context.Context, name string) ([]api.Bundle, error) {
+	path := "/bundles"
+	if name != "" {
+		path += "/" + url.PathEscape(name)
+	}
+	var l api.BundleList
+	if err := c.getJSON(ctx, path, nil, &l); err != nil {
+		return nil, err
+	}
+	out := make([]api.Bundle, len(l.Bundles))
+	for i, e := range l.Bundles {
+		out[i] = api.Bundle{Entry: e}
+	}
+	return out, nil
+}
+
+// Bundle returns name@version with download URLs.
+func (c *Client) Bundle(ctx context.Context, name, version string) (*api.Bundle, error) {
+	var b api.Bundle
+	return &b, c.getJSON(ctx, "/bundles/"+url.PathEscape(name)+"/"+url.PathEscape(version), nil, &b)
+}
+
+// Push uploads a bundle file and its signature (streamed, not buffered).
+// created is false when the registry already had this exact bundle.
+func (c *Client) Push(ctx context.Context, bundlePath, sigPath string) (b *api.Bundle, created bool, err error) {
+	for _, p := range []string{bundlePath, sigPath} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, false, fmt.Errorf("client: %w", err)
+		}
+	}
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		pw.CloseWithError(writeParts(mw, bundlePath, sigPath))
+	}()
+	u := *c.base
+	u.Path += api.Prefix + "/bundles"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), pr)
+	if err != nil {
+		pr.Close()
+		return nil, false, fmt.Errorf("client: %w", err)
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, false, fmt.Errorf("client: pushing %s: %w", bundlePath, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return nil, false, fmt.Errorf("client: pushing %s: %w", bundlePath, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e api.Error
+		if json.Unmarshal(body, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(body))
+		}
+		return nil, false, &Error{Status: resp.StatusCode, Message: e.Error}
+	}
+	var out api.Bundle
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, false, fmt.Errorf("client: decoding the push answer: %w", err)
+	}
+	return &out, resp.StatusCode == http.StatusCreated, nil
+}
+
+func writeParts(mw *multipart.Writer, bundlePath, sigPath string) error {
+	for _, p := range []struct{ field, path string }{{"bundle", bundlePath}, {"sig", sigPath}} {
+		f, err := os.Open(p.path)
+		if err != nil {
+			return err
+		}
+		w, err := mw.CreateFormFile(p.field, filepath.Base(p.path))
+		if err == nil {
+			_, err = io.Copy(w, f)
+		}
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return mw.Close()
+}
