@@ -40,6 +40,10 @@ type external struct {
 	workers sync.WaitGroup
 	stopped chan struct{}
 
+	// subscribed is closed when the first subscription succeeded.
+	subscribed     chan struct{}
+	subscribedOnce sync.Once
+
 	mu     sync.Mutex
 	cancel context.CancelFunc
 }
@@ -65,7 +69,7 @@ func newExternal(s *Server) (*external, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &external{s: s, work: make(chan received, c.IngestWorkers), stopped: make(chan struct{})}
+	e := &external{s: s, work: make(chan received, c.IngestWorkers), stopped: make(chan struct{}), subscribed: make(chan struct{})}
 	log := s.log.With("component", "mqtt")
 	e.cfg = autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{u},
@@ -147,11 +151,16 @@ func (e *external) onUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 			log.Error("fleetd: subscribing on the external broker", "err", err)
 			return
 		}
+		ok := true
 		for i, rc := range sa.Reasons {
 			if rc >= 0x80 {
+				ok = false
 				log.Error("fleetd: the external broker refused a subscription (check the ACL for the service user)",
 					"filter", sub.Subscriptions[i].Topic, "reason_code", rc)
 			}
+		}
+		if ok {
+			e.subscribedOnce.Do(func() { close(e.subscribed) })
 		}
 	}()
 }
@@ -255,6 +264,16 @@ func (e *external) awaitConnection(ctx context.Context) error {
 		return errors.New("fleetd: external broker: not started")
 	}
 	return cm.AwaitConnection(ctx)
+}
+
+// awaitSubscribed waits until fleetd's subscriptions are in place.
+func (e *external) awaitSubscribed(ctx context.Context) error {
+	select {
+	case <-e.subscribed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // publishDesired publishes d retained at QoS 1 and waits for the PUBACK.

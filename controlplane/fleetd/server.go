@@ -104,12 +104,12 @@ type Server struct {
 }
 
 // New builds a Server from cfg: see the package documentation.
-func New(cfg Config) (s *Server, err error) {
+func New(cfg Config) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	s = &Server{cfg: c, log: c.Logger, now: c.Now, touched: map[string]time.Time{},
+	s := &Server{cfg: c, log: c.Logger, now: c.Now, touched: map[string]time.Time{},
 		unpublished: map[string]bool{}, closed: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -369,6 +369,16 @@ func (s *Server) Records() *telemetry.Store { return s.recs }
 
 // Registry returns the bundle registry.
 func (s *Server) Registry() registry.Registry { return s.reg }
+
+// Ready waits until the broker link is up: at once with the embedded
+// broker, with an external one once fleetd is connected and subscribed
+// (call it after Run started).
+func (s *Server) Ready(ctx context.Context) error {
+	if s.ext == nil {
+		return nil
+	}
+	return s.ext.awaitSubscribed(ctx)
+}
 
 // Run serves until ctx ends (then closes the server and returns nil) or
 // the HTTP server fails.

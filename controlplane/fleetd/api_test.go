@@ -1,0 +1,192 @@
+package fleetd_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/client"
+	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+)
+
+// call makes a raw API request and returns the status and the decoded
+// error message (for non-2xx answers).
+func call(t *testing.T, ts *testServer, method, path, token, contentType string, body []byte) (int, string, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, ts.srv.URL()+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s %s: error with Content-Type %q: %s", method, path, ct, b)
+		}
+		var e api.Error
+		if err := json.Unmarshal(b, &e); err != nil || e.Error == "" {
+			t.Errorf("%s %s: error body is not {\"error\": ...}: %s", method, path, b)
+		}
+		return resp.StatusCode, e.Error, b
+	}
+	return resp.StatusCode, "", b
+}
+
+func TestAPIAuth(t *testing.T) {
+	ts := startServer(t, baseConfig(t))
+	op := strings.TrimSpace(readFile(t, ts.cfg.DataDir+"/"+fleetd.OperatorTokenFile))
+	routes := []struct{ method, path string }{
+		{"GET", "/api/v1/devices"},
+		{"GET", "/api/v1/devices/x"},
+		{"DELETE", "/api/v1/devices/x"},
+		{"POST", "/api/v1/devices/x/assign"},
+		{"GET", "/api/v1/devices/x/records"},
+		{"GET", "/api/v1/bundles"},
+		{"POST", "/api/v1/bundles"},
+		{"GET", "/api/v1/bundles/vad"},
+		{"GET", "/api/v1/bundles/vad/1.0.0"},
+		{"GET", "/metrics"},
+	}
+	for _, r := range routes {
+		for _, tok := range []string{"", "wrong-token-0123456789", ts.enrolTok} {
+			code, msg, _ := call(t, ts, r.method, r.path, tok, "", nil)
+			if code != http.StatusUnauthorized {
+				t.Errorf("%s %s with token %q: %d %s, want 401", r.method, r.path, tok, code, msg)
+			}
+		}
+	}
+	if code, _, b := call(t, ts, "GET", "/api/v1/health", "", "", nil); code != 200 || !strings.Contains(string(b), `"status": "ok"`) {
+		t.Errorf("health: %d %s", code, b)
+	}
+	// Enrolment takes an enrolment token, not the operator's.
+	body := []byte(`{"id":"dev-1"}`)
+	if code, msg, _ := call(t, ts, "POST", "/api/v1/devices", op, "application/json", body); code != 401 || !strings.Contains(msg, "enrolment token") {
+		t.Errorf("enrol with the operator token: %d %s", code, msg)
+	}
+	if code, msg, _ := call(t, ts, "POST", "/api/v1/devices", "", "application/json", body); code != 401 || !strings.Contains(msg, "bearer") {
+		t.Errorf("enrol without a token: %d %s", code, msg)
+	}
+	if code, _, _ := call(t, ts, "POST", "/api/v1/devices", ts.enrolTok, "application/json", body); code != 201 {
+		t.Errorf("enrol: %d", code)
+	}
+}
+
+func TestAPIErrors(t *testing.T) {
+	ctx := context.Background()
+	ts := startServer(t, baseConfig(t))
+	op := strings.TrimSpace(readFile(t, ts.cfg.DataDir+"/"+fleetd.OperatorTokenFile))
+	ts.enroll(t, "dev-1", nil)
+	pub := newPublisher(t)
+	bpath := pub.build(t, "vad", "1.0.0", 4<<10)
+	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
+		t.Fatal(err)
+	}
+	other := pub.build(t, "vad", "1.0.0", 5<<10) // same name@version, other bytes
+
+	for _, tc := range []struct {
+		name               string
+		method, path, body string
+		token              string // "" = operator
+		want               int
+		msg                string
+	}{
+		{"enrol twice", "POST", "/api/v1/devices", `{"id":"dev-1"}`, ts.enrolTok, 409, "already enrolled"},
+		{"enrol bad id", "POST", "/api/v1/devices", `{"id":"a/b"}`, ts.enrolTok, 400, "id"},
+		{"enrol bad label", "POST", "/api/v1/devices", `{"id":"dev-2","labels":{"k":"sp ace"}}`, ts.enrolTok, 400, "label"},
+		{"enrol unknown field", "POST", "/api/v1/devices", `{"id":"dev-2","name":"x"}`, ts.enrolTok, 400, "unknown field"},
+		{"enrol not json", "POST", "/api/v1/devices", `{`, ts.enrolTok, 400, "request body"},
+		{"unknown device", "GET", "/api/v1/devices/nope", "", "", 404, "not found"},
+		{"bad selector", "GET", "/api/v1/devices?selector=a%3D%3D%3Db", "", "", 400, "selector"},
+		{"assign unknown device", "POST", "/api/v1/devices/nope/assign", `{"bundle":"vad@1.0.0"}`, "", 404, "nope"},
+		{"assign unknown bundle", "POST", "/api/v1/devices/dev-1/assign", `{"bundle":"vad@9.9.9"}`, "", 404, "not found"},
+		{"assign no version", "POST", "/api/v1/devices/dev-1/assign", `{"bundle":"vad"}`, "", 400, "name@version"},
+		{"assign bad action", "POST", "/api/v1/devices/dev-1/assign", `{"bundle":"vad@1.0.0","action":"explode"}`, "", 400, "action"},
+		{"records bad since", "GET", "/api/v1/devices/dev-1/records?since=yesterday", "", "", 400, "since"},
+		{"records bad kind", "GET", "/api/v1/devices/dev-1/records?kind=A", "", "", 400, "kind"},
+		{"records bad limit", "GET", "/api/v1/devices/dev-1/records?limit=0", "", "", 400, "limit"},
+		{"unknown bundle", "GET", "/api/v1/bundles/nope", "", "", 404, "nope"},
+		{"unknown version", "GET", "/api/v1/bundles/vad/2.0.0", "", "", 404, "not found"},
+		{"push not multipart", "POST", "/api/v1/bundles", `{}`, "", 400, "multipart"},
+		{"wrong method", "PUT", "/api/v1/devices", "", "", 405, "not allowed"},
+		{"no route", "GET", "/api/v1/nothing", "", "", 404, "no such API route"},
+	} {
+		tok := tc.token
+		if tok == "" {
+			tok = op
+		}
+		code, msg, _ := call(t, ts, tc.method, tc.path, tok, "application/json", []byte(tc.body))
+		if code != tc.want || !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s: %d %q, want %d containing %q", tc.name, code, msg, tc.want, tc.msg)
+		}
+	}
+
+	// Body limits.
+	big := `{"id":"dev-9","labels":{"k":"` + strings.Repeat("a", 2<<20) + `"}}`
+	if code, msg, _ := call(t, ts, "POST", "/api/v1/devices", ts.enrolTok, "application/json", []byte(big)); code != 413 {
+		t.Errorf("2 MiB enrolment: %d %s, want 413", code, msg)
+	}
+	// A different bundle under an existing name@version.
+	if _, _, err := ts.api.Push(ctx, other, other+".sig"); !errors.Is(err, client.ErrConflict) {
+		t.Errorf("conflicting push = %v, want 409", err)
+	}
+	// Missing signature part; unexpected part.
+	for _, parts := range [][]string{{"bundle"}, {"bundle", "sig", "extra"}} {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		for _, p := range parts {
+			w, _ := mw.CreateFormFile(p, p)
+			b, _ := os.ReadFile(bpath)
+			if p == "sig" {
+				b, _ = os.ReadFile(bpath + ".sig")
+			}
+			w.Write(b)
+		}
+		mw.Close()
+		if code, msg, _ := call(t, ts, "POST", "/api/v1/bundles", op, mw.FormDataContentType(), buf.Bytes()); code != 400 {
+			t.Errorf("push with parts %v: %d %s, want 400", parts, code, msg)
+		}
+	}
+	// Without registry.trustedKeys fleetd cannot check signatures (devices
+	// do); it says so.
+	if b, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil || b.Verified {
+		t.Errorf("push without trusted keys: %+v, %v; want Verified false", b, err)
+	}
+}
+
+// TestTrustedKeys checks that with registry.trustedKeys fleetd refuses
+// bundles signed by anyone else.
+func TestTrustedKeys(t *testing.T) {
+	ctx := context.Background()
+	trusted, stranger := newPublisher(t), newPublisher(t)
+	cfg := baseConfig(t)
+	cfg.Registry.TrustedKeys = []string{trusted.publicKey()}
+	ts := startServer(t, cfg)
+	good := trusted.build(t, "vad", "1.0.0", 4<<10)
+	b, created, err := ts.api.Push(ctx, good, good+".sig")
+	if err != nil || !created || !b.Verified {
+		t.Fatalf("push of a trusted bundle: %+v %v %v", b, created, err)
+	}
+	bad := stranger.build(t, "vad", "1.1.0", 4<<10)
+	var ce *client.Error
+	if _, _, err := ts.api.Push(ctx, bad, bad+".sig"); !errors.As(err, &ce) || ce.Status != 400 || !strings.Contains(ce.Message, "signature") {
+		t.Errorf("push of an untrusted bundle = %v, want 400 naming the signature", err)
+	}
+}
