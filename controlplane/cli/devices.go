@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -207,7 +209,11 @@ RFC 3339 time or a duration back from now (e.g. 15m).`,
 			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "TIME\tKIND\tEPOCH\tID\tPAYLOAD")
 			for _, rec := range r.Records {
+				var buf bytes.Buffer
 				p := string(rec.Payload)
+				if json.Compact(&buf, rec.Payload) == nil {
+					p = buf.String()
+				}
 				if len(p) > 80 {
 					p = p[:77] + "..."
 				}

@@ -73,7 +73,7 @@ func TestAPIAuth(t *testing.T) {
 			}
 		}
 	}
-	if code, _, b := call(t, ts, "GET", "/api/v1/health", "", "", nil); code != 200 || !strings.Contains(string(b), `"status": "ok"`) {
+	if code, _, b := call(t, ts, "GET", "/api/v1/health", "", "", nil); code != 200 || !strings.Contains(string(b), `"status":"ok"`) {
 		t.Errorf("health: %d %s", code, b)
 	}
 	// Enrolment takes an enrolment token, not the operator's.
