@@ -207,9 +207,15 @@ type testSetup struct {
 	dir, cfgPath, dataDir, socket string
 }
 
-// newSetup writes a configuration for an agent under fresh directories.
-// extra is YAML appended to it.
+// newSetup writes a configuration for an agent under fresh directories,
+// sampling every prediction. extra is YAML appended to it.
 func newSetup(t testing.TB, extra string) testSetup {
+	t.Helper()
+	return newSetupRate(t, 1, extra)
+}
+
+// newSetupRate is newSetup with another prediction sample rate.
+func newSetupRate(t testing.TB, rate float64, extra string) testSetup {
 	t.Helper()
 	k := testKeys(t)
 	run := shortDir(t)
@@ -225,10 +231,10 @@ trust:
 api:
   socket: %s
 buffer:
-  predictionSampleRate: 1
+  predictionSampleRate: %g
 runtime:
   ortLibrary: %s
-%s`, s.dataDir, k.pub, s.socket, testenv.ORTLibrary(t), extra)
+%s`, s.dataDir, k.pub, s.socket, rate, testenv.ORTLibrary(t), extra)
 	if err := os.WriteFile(s.cfgPath, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 
 	"github.com/edgefleet/edgefleet/agent/fetch"
 	"github.com/edgefleet/edgefleet/agent/slot"
@@ -243,6 +244,7 @@ func (a *Agent) change(ctx context.Context, c change) (Result, error) {
 		return Result{}, err
 	}
 	defer func() { <-a.sem }()
+	defer releaseMemory()
 	// Close may have begun while this waited.
 	if err := a.checkOpen(); err != nil {
 		return Result{}, err
@@ -415,6 +417,7 @@ func (a *Agent) loadActive(ctx context.Context) {
 	}
 	a.sem <- struct{}{}
 	defer func() { <-a.sem }()
+	defer releaseMemory()
 	mdl, err := a.loadSlot(ctx, active)
 	if err == nil {
 		a.putInService(mdl)
@@ -462,6 +465,12 @@ func (a *Agent) loadSlot(ctx context.Context, s slot.Slot) (*model.Model, error)
 	}
 	return a.load(ctx, s.Dir, m)
 }
+
+// releaseMemory returns the memory an install used transiently (the
+// unpacker's buffers, a model loaded for its smoke test, the model
+// replaced) to the operating system at once rather than over minutes: on
+// a small device the resident size is what counts.
+func releaseMemory() { debug.FreeOSMemory() }
 
 // hook is the slot store's crash-point hook: the test hook, then the
 // install phase for the uplink.
