@@ -2,7 +2,6 @@ package rollout
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -470,8 +469,6 @@ func wantStep(t testing.TB, r *Rollout, step int) {
 		t.Fatalf("rollout %s at step %d (%s; waiting: %s), want %d", r.ID, r.Step, r.State, r.Progress.Waiting, step)
 	}
 }
-
-func isErr(err, target error) bool { return errors.Is(err, target) }
 
 func openBolt(t testing.TB) *bolt.DB {
 	t.Helper()

@@ -33,7 +33,9 @@ func welchT(a, b Summary) (t, df, p float64) {
 		if a.Mean == b.Mean {
 			return 0, 0, 1
 		}
-		return math.Copysign(math.Inf(1), a.Mean-b.Mean), math.Inf(1), 0
+		// No spread: the difference is certain. The statistic stays
+		// finite, as it is stored and served as JSON.
+		return math.Copysign(math.MaxFloat64, a.Mean-b.Mean), 0, 0
 	}
 	t = (a.Mean - b.Mean) / math.Sqrt(se2)
 	df = se2 * se2 / (va*va/float64(a.Count-1) + vb*vb/float64(b.Count-1))
