@@ -205,7 +205,9 @@ func (s *Server) storeRecords(device, epoch string, recs []telemetry.Record) err
 	return nil
 }
 
-// touch moves the device's LastSeen forward, at most every touchEvery.
+// touch moves the device's LastSeen forward, at most every touchEvery,
+// off the ingest path: LastSeen is informational, so a touch that does
+// not fit the queue is skipped.
 func (s *Server) touch(device string) {
 	now := s.now()
 	s.touchMu.Lock()
@@ -216,7 +218,23 @@ func (s *Server) touch(device string) {
 	}
 	s.touched[device] = now
 	s.touchMu.Unlock()
-	if err := s.inv.Touch(device, now); err != nil {
-		s.log.Debug("fleetd: touch", "device", device, "err", err)
+	select {
+	case s.touchCh <- touchReq{device, now}:
+	default:
+	}
+}
+
+type touchReq struct {
+	device string
+	at     time.Time
+}
+
+// touchLoop records LastSeen updates until touchCh is closed.
+func (s *Server) touchLoop() {
+	defer close(s.touchDone)
+	for r := range s.touchCh {
+		if err := s.inv.Touch(r.device, r.at); err != nil {
+			s.log.Debug("fleetd: touch", "device", r.device, "err", err)
+		}
 	}
 }

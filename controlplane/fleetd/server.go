@@ -86,8 +86,10 @@ type Server struct {
 	ingestWG     sync.WaitGroup
 	cancelWills  func()
 
-	touchMu sync.Mutex
-	touched map[string]time.Time
+	touchMu   sync.Mutex
+	touched   map[string]time.Time
+	touchCh   chan touchReq
+	touchDone chan struct{}
 
 	unpubMu     sync.Mutex
 	unpublished map[string]bool
@@ -157,6 +159,8 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("fleetd: %w", err)
 	}
+	s.touchCh, s.touchDone = make(chan touchReq, 4096), make(chan struct{})
+	go s.touchLoop()
 	s.recs, err = telemetry.Open(filepath.Join(c.DataDir, RecordsFile), telemetry.Options{
 		MaxPerDevice: c.Records.MaxPerDevice, MaxAge: time.Duration(c.Records.MaxAge), Now: c.Now,
 		Logger: s.log.With("component", "records"),
@@ -492,6 +496,11 @@ func (s *Server) Close() error {
 
 func (s *Server) closeStores() error {
 	var errs []error
+	if s.touchCh != nil {
+		close(s.touchCh)
+		<-s.touchDone
+		s.touchCh = nil
+	}
 	if s.httpLn != nil {
 		s.httpLn.Close()
 	}

@@ -40,7 +40,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"sync"
 	"time"
@@ -134,9 +133,9 @@ type Store struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	// locks serialize Ingest per device (striped by a hash of the id).
-	seed  maphash.Seed
-	locks [64]sync.Mutex
+	// locks serialize Ingest per device.
+	locksMu sync.Mutex
+	locks   map[string]*deviceLock
 
 	reqs      chan batchReq
 	quit      chan struct{}
@@ -160,7 +159,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
-	s := &Store{opts: opts, log: opts.Logger, now: opts.Now, seed: maphash.MakeSeed(),
+	s := &Store{opts: opts, log: opts.Logger, now: opts.Now, locks: map[string]*deviceLock{},
 		reqs: make(chan batchReq), quit: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -265,9 +264,7 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 		vals[i] = v
 	}
 
-	mu := &s.locks[maphash.String(s.seed, device)%uint64(len(s.locks))]
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.lockDevice(device)()
 
 	// 1. Stage.
 	outs := make([]int, len(recs))
@@ -386,6 +383,34 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 		return Result{}, fmt.Errorf("telemetry: committing %d records of %q: %w", len(recs), device, err)
 	}
 	return res, nil
+}
+
+// deviceLock is a device's Ingest lock, dropped when nobody holds or
+// waits for it.
+type deviceLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lockDevice locks device's Ingest lock and returns its unlock.
+func (s *Store) lockDevice(device string) (unlock func()) {
+	s.locksMu.Lock()
+	l := s.locks[device]
+	if l == nil {
+		l = &deviceLock{}
+		s.locks[device] = l
+	}
+	l.refs++
+	s.locksMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.locksMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.locks, device)
+		}
+		s.locksMu.Unlock()
+	}
 }
 
 // trim drops the oldest records of a device beyond MaxPerDevice.
