@@ -292,4 +292,3 @@ func deviceFarm(spec string) int {
 	}
 	return 0
 }
-
