@@ -48,6 +48,11 @@ type telemetry struct {
 	done     sync.WaitGroup
 	started  bool
 
+	// closeMu keeps observe from sending on samples once stop closed it
+	// (an API shutdown that timed out may still deliver predictions).
+	closeMu sync.RWMutex
+	closed  bool
+
 	observed, sampled, dropped, failed atomic.Uint64
 
 	mu       sync.Mutex
@@ -99,7 +104,10 @@ func (t *telemetry) stop() {
 	}
 	t.stopOnce.Do(func() {
 		close(t.quit)
+		t.closeMu.Lock()
+		t.closed = true
 		close(t.samples)
+		t.closeMu.Unlock()
 	})
 	t.done.Wait()
 }
@@ -132,6 +140,12 @@ func (t *telemetry) observe(p api.Prediction) {
 	if err != nil {
 		t.failed.Add(1)
 		t.log.Warn("prediction sample not encoded", "err", err)
+		return
+	}
+	t.closeMu.RLock()
+	defer t.closeMu.RUnlock()
+	if t.closed {
+		t.dropped.Add(1)
 		return
 	}
 	select {
@@ -212,6 +226,7 @@ func (t *telemetry) flush(now time.Time) {
 		rec := w.record(start, now)
 		rec.Buffer = protocol.BufferStats{Records: int64(st.Records), Bytes: st.Bytes, Dropped: st.Dropped}
 		rec.SampleRate = t.rate
+		rec.SamplesDropped = t.dropped.Load() + t.failed.Load()
 		b, err := json.Marshal(rec)
 		if err != nil {
 			t.log.Warn("metrics record not encoded", "err", err)
@@ -267,16 +282,19 @@ type metricsRecord struct {
 	Requests uint64    `json:"requests"`
 	// Errors counts failed requests; ClientErrors those that were the
 	// caller's fault (4xx).
-	Errors       uint64               `json:"errors"`
-	ClientErrors uint64               `json:"clientErrors"`
-	Raw          uint64               `json:"raw,omitempty"`
-	P50Ms        float64              `json:"p50Ms"`
-	P95Ms        float64              `json:"p95Ms"`
-	MaxMs        float64              `json:"maxMs"`
-	InferP50Ms   float64              `json:"inferP50Ms"`
-	InferP95Ms   float64              `json:"inferP95Ms"`
-	SampleRate   float64              `json:"sampleRate"`
-	Buffer       protocol.BufferStats `json:"buffer"`
+	Errors       uint64  `json:"errors"`
+	ClientErrors uint64  `json:"clientErrors"`
+	Raw          uint64  `json:"raw,omitempty"`
+	P50Ms        float64 `json:"p50Ms"`
+	P95Ms        float64 `json:"p95Ms"`
+	MaxMs        float64 `json:"maxMs"`
+	InferP50Ms   float64 `json:"inferP50Ms"`
+	InferP95Ms   float64 `json:"inferP95Ms"`
+	SampleRate   float64 `json:"sampleRate"`
+	// SamplesDropped counts prediction samples lost since the agent
+	// started (queue full or outbox failure).
+	SamplesDropped uint64               `json:"samplesDropped"`
+	Buffer         protocol.BufferStats `json:"buffer"`
 }
 
 func (w *window) record(start, end time.Time) metricsRecord {

@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/controlplane/broker"
+	"github.com/edgefleet/edgefleet/shared/protocol"
+)
+
+// fleet is the control plane's side of the uplink: an embedded broker and
+// what the device published.
+type fleet struct {
+	*broker.Broker
+	mu       sync.Mutex
+	reported *protocol.ReportedState
+	status   *protocol.Status
+	events   []protocol.Event
+	records  []protocol.Record
+}
+
+func newFleet(t *testing.T, deviceID, password string) *fleet {
+	t.Helper()
+	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Auth: broker.StaticAuth{deviceID: password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	f := &fleet{Broker: b}
+	cancel, err := b.Subscribe(protocol.DevicePrefix+deviceID+"/#", f.receive(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cancel)
+	return f
+}
+
+func (f *fleet) receive(t *testing.T) func(broker.Message) {
+	return func(m broker.Message) {
+		_, kind, err := protocol.ParseTopic(m.Topic)
+		if err != nil {
+			t.Errorf("device published on %s: %v", m.Topic, err)
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		switch kind {
+		case protocol.KindReported:
+			r, err := protocol.DecodeReported(m.Payload)
+			if err != nil {
+				t.Errorf("reported state: %v", err)
+				return
+			}
+			f.reported = r
+		case protocol.KindStatus:
+			s, err := protocol.DecodeStatus(m.Payload)
+			if err != nil {
+				t.Errorf("status: %v", err)
+				return
+			}
+			f.status = s
+		case protocol.KindEvents:
+			e, err := protocol.DecodeEvent(m.Payload)
+			if err != nil {
+				t.Errorf("event: %v", err)
+				return
+			}
+			f.events = append(f.events, *e)
+		case protocol.KindTelemetry:
+			b, err := protocol.DecodeTelemetry(m.Payload)
+			if err != nil {
+				t.Errorf("telemetry: %v", err)
+				return
+			}
+			f.records = append(f.records, b.Records...)
+		}
+	}
+}
+
+// until polls cond (under the fleet's lock) for up to 30s.
+func (f *fleet) until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f.mu.Lock()
+		ok := cond()
+		f.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUplinkEndToEnd runs the agent against the embedded broker: fleetd's
+// desired states install and roll back, and the device reports its state,
+// events and sampled predictions.
+func TestUplinkEndToEnd(t *testing.T) {
+	v1 := sileroBundle(t, spec{version: "1.0.0"})
+	v2 := sileroBundle(t, spec{version: "2.0.0"})
+	reg := newRegistry(t, v1, v2)
+	const password = "device-secret-0001"
+	f := newFleet(t, "test-device", password)
+	pw := filepath.Join(t.TempDir(), "mqtt.password")
+	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newSetup(t, fmt.Sprintf(`uplink:
+  broker: tcp://%s
+  username: test-device
+  passwordFile: %s
+`, f.Addr(), pw))
+	a := startAgent(t, s)
+
+	f.until(t, "online status and a reported state", func() bool {
+		return f.status != nil && f.status.State == protocol.StateOnline && f.reported != nil
+	})
+	if err := f.PublishDesired(desired(1, protocol.ActionInstall, reg.ref(t, v1))); err != nil {
+		t.Fatal(err)
+	}
+	f.until(t, "1.0.0 reported active", func() bool {
+		r := f.reported
+		return r.Active != nil && r.Active.ID() == "silero-vad@1.0.0" && r.Install != nil && r.Install.Phase == protocol.PhaseSucceeded && r.Provider == "cpu"
+	})
+	for range 5 {
+		infer(t, a.client, tensorRequest(t, "via-uplink"), false)
+	}
+	f.until(t, "the sampled predictions", func() bool {
+		n := 0
+		for _, r := range f.records {
+			if r.Kind == protocol.RecordPrediction {
+				n++
+			}
+		}
+		return n == 5
+	})
+
+	if err := f.PublishDesired(desired(2, protocol.ActionInstall, reg.ref(t, v2))); err != nil {
+		t.Fatal(err)
+	}
+	f.until(t, "2.0.0 reported active", func() bool {
+		r := f.reported
+		return r.Active != nil && r.Active.ID() == "silero-vad@2.0.0" && r.LastKnownGood != nil && r.LastKnownGood.ID() == "silero-vad@1.0.0"
+	})
+	before := reg.requests()
+	if err := f.PublishDesired(desired(3, protocol.ActionRollback, reg.ref(t, v1))); err != nil {
+		t.Fatal(err)
+	}
+	f.until(t, "the rollback to 1.0.0", func() bool {
+		for _, e := range f.events {
+			if e.Type == protocol.EventRollbackSucceeded && e.Seq == 3 {
+				return f.reported.Active != nil && f.reported.Active.ID() == "silero-vad@1.0.0"
+			}
+		}
+		return false
+	})
+	if n := reg.requests() - before; n != 0 {
+		t.Errorf("the rollback downloaded %d files", n)
+	}
+	if r := infer(t, a.client, tensorRequest(t, ""), false); r.ModelVersion != "1.0.0" {
+		t.Fatalf("serving %s", r.ModelVersion)
+	}
+	st, err := a.Status()
+	if err != nil || st.Uplink == nil || !st.Uplink.Connected || st.Uplink.AcceptedSeq != 3 || st.Uplink.Applied != 3 {
+		t.Fatalf("status %+v, %v", st.Uplink, err)
+	}
+
+	a.stop(t)
+	f.until(t, "the offline status", func() bool { return f.status.State == protocol.StateOffline })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	seen := map[protocol.EventType]int{}
+	for _, e := range f.events {
+		seen[e.Type]++
+	}
+	if seen[protocol.EventAgentStarted] != 1 || seen[protocol.EventInstallSucceeded] != 2 || seen[protocol.EventRollbackSucceeded] != 1 {
+		t.Errorf("events %v", seen)
+	}
+}
