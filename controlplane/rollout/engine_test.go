@@ -906,3 +906,19 @@ type fleetFunc func(ctx context.Context, id string, a Assignment) (protocol.Desi
 func (f fleetFunc) Assign(ctx context.Context, id string, a Assignment) (protocol.DesiredState, error) {
 	return f(ctx, id, a)
 }
+
+// A rollout waiting out its bake costs no write per tick.
+func TestIdleTicksDoNotWrite(t *testing.T) {
+	e := newEnv(t, 20)
+	r := e.create(fourWaves)
+	e.advance(time.Minute)
+	writes := func() int64 { s := e.db.Stats(); return s.TxStats.GetWrite() }
+	before := writes()
+	for range 10 {
+		e.advance(10 * time.Second)
+	}
+	if after := writes(); after != before {
+		t.Fatalf("%d page writes during the bake", after-before)
+	}
+	wantStep(t, e.get(r.ID), 0)
+}

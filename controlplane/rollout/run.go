@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -21,6 +22,7 @@ type run struct {
 	events  []Event          // history to append
 	release bool             // release the holds at the next write
 	acquire bool             // take the holds again (rollback of a finished rollout)
+	written []byte           // the rollout as last written
 }
 
 func (e *Engine) newRun(r *Rollout, devs []*Device) (*run, error) {
@@ -91,13 +93,20 @@ func (rn *run) clean() {
 	rn.release, rn.acquire = false, false
 }
 
-// flush writes what changed in one transaction.
+// flush writes what changed in one transaction (nothing, if nothing did:
+// a rollout waiting out its bake costs no write per tick).
 func (e *Engine) flush(rn *run) error {
+	if len(rn.dirty) == 0 && len(rn.events) == 0 && !rn.release && !rn.acquire && rn.written != nil {
+		if b, err := json.Marshal(rn.r); err == nil && bytes.Equal(b, rn.written) {
+			return nil
+		}
+	}
 	rn.r.Updated = e.now()
 	if err := e.db.Update(rn.write); err != nil {
 		return closedErr(err)
 	}
 	rn.clean()
+	rn.written, _ = json.Marshal(rn.r)
 	return nil
 }
 
