@@ -130,12 +130,16 @@ func outsideBand(m, n, g, h int64) float64 {
 			return 1
 		}
 		below := 1.0 // b(x, lo−1): outside the band
+		xf := float64(x)
 		for y := lo; y < hi; y++ {
 			left := 1.0
 			if y >= prevLo && y < prevHi {
 				left = prev[y]
 			}
-			v := (float64(x)*left + float64(y)*below) / float64(x+y)
+			// The reciprocal keeps the division off the chain through
+			// below, which bounds the loop's speed.
+			r := 1 / (xf + float64(y))
+			v := xf*left*r + float64(y)*r*below
 			cur[y] = v
 			below = v
 		}
