@@ -360,7 +360,7 @@ func printStatus(out io.Writer, s agent.Status) {
 		}
 	}
 	fmt.Fprintf(w, "agent:\tedge-agent %s, device %s, %s\n", s.AgentVersion, s.DeviceID, state)
-	slotLine := func(name string, id, dir string, at time.Time) {
+	slotLine := func(name, id string, at time.Time) {
 		if id == "" {
 			fmt.Fprintf(w, "%s:\tnone\n", name)
 			return
@@ -368,9 +368,9 @@ func printStatus(out io.Writer, s agent.Status) {
 		fmt.Fprintf(w, "%s:\t%s (installed %s)\n", name, id, at.Local().Format(time.DateTime))
 	}
 	if s.Active != nil {
-		slotLine("active", s.Active.ID, s.Active.Dir, s.Active.InstalledAt)
+		slotLine("active", s.Active.ID, s.Active.InstalledAt)
 	} else {
-		slotLine("active", "", "", time.Time{})
+		slotLine("active", "", time.Time{})
 	}
 	if s.Provider != "" {
 		fmt.Fprintf(w, "provider:\t%s\n", s.Provider)
@@ -379,12 +379,16 @@ func printStatus(out io.Writer, s agent.Status) {
 		fmt.Fprintf(w, "degraded:\t%s\n", s.Degraded)
 	}
 	if s.LastKnownGood != nil {
-		slotLine("last-known-good", s.LastKnownGood.ID, s.LastKnownGood.Dir, s.LastKnownGood.InstalledAt)
+		slotLine("last-known-good", s.LastKnownGood.ID, s.LastKnownGood.InstalledAt)
 	} else {
-		slotLine("last-known-good", "", "", time.Time{})
+		slotLine("last-known-good", "", time.Time{})
 	}
 	if e := s.LastError; e != nil {
-		fmt.Fprintf(w, "last error:\t%s %s %s: %s\n", e.Time.Local().Format(time.DateTime), e.Op, e.ID, e.Error)
+		what := e.Op
+		if e.ID != "" {
+			what += " " + e.ID
+		}
+		fmt.Fprintf(w, "last error:\t%s %s: %s\n", e.Time.Local().Format(time.DateTime), what, e.Error)
 	}
 	if s.Trust.Error != "" {
 		fmt.Fprintf(w, "trust:\t%s\n", s.Trust.Error)
