@@ -85,6 +85,30 @@ func (s *Server) publish(ctx context.Context, d *protocol.DesiredState) bool {
 	return true
 }
 
+// clearRetained removes a deleted device's retained messages (desired
+// state, reported state, status) from the broker, so that a device
+// enrolled later under the same id does not pick up its predecessor's
+// desired state. Failures are logged.
+func (s *Server) clearRetained(ctx context.Context, id string) {
+	s.unpubMu.Lock()
+	delete(s.unpublished, id)
+	s.unpubMu.Unlock()
+	for _, k := range []protocol.Kind{protocol.KindDesired, protocol.KindReported, protocol.KindStatus} {
+		topic, err := protocol.Topic(id, k)
+		if err != nil {
+			return
+		}
+		if s.ext != nil {
+			err = s.ext.clear(ctx, topic)
+		} else {
+			err = s.broker.Publish(topic, nil, true, 1)
+		}
+		if err != nil {
+			s.log.Warn("fleetd: clearing a deleted device's retained message", "topic", topic, "err", err)
+		}
+	}
+}
+
 func (s *Server) unpublishedCount() int {
 	s.unpubMu.Lock()
 	defer s.unpubMu.Unlock()

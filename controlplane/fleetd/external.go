@@ -302,6 +302,21 @@ func (e *external) publishDesired(ctx context.Context, d *protocol.DesiredState)
 	return nil
 }
 
+// clear removes the retained message of topic (an empty retained
+// publish).
+func (e *external) clear(ctx context.Context, topic string) error {
+	e.mu.Lock()
+	cm := e.cm
+	e.mu.Unlock()
+	if cm == nil {
+		return errors.New("external broker: not connected yet")
+	}
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	_, err := cm.Publish(ctx, &paho.Publish{QoS: 1, Retain: true, Topic: topic})
+	return err
+}
+
 func loadCertPool(file string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {

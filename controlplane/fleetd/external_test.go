@@ -215,6 +215,23 @@ func TestExternalMosquitto(t *testing.T) {
 	if n := other.count(); n == 0 || n == 10 {
 		t.Errorf("the other group member got %d of 10 batches; a shared subscription splits them", n)
 	}
+
+	// Deleting the device removes it from mosquitto.
+	d.close()
+	if err := ts.api.DeleteDevice(ctx, "dev-1"); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(readFile(t, filepath.Join(m.confDir, fleetd.MosquittoPasswdFile)), "dev-1:") {
+		t.Errorf("dev-1 still in the password file")
+	}
+	eventually(t, "mosquitto refusing the deleted device", func() (bool, string) {
+		d, err := dialDevice(t, m.addr, "dev-1", e.Password)
+		if err == nil {
+			d.close()
+			return false, "connected"
+		}
+		return true, ""
+	})
 }
 
 func waitRecords(t testing.TB, ts *testServer, id string, delivered, duplicates uint64) {

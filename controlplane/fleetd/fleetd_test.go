@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
+	"github.com/edgefleet/edgefleet/controlplane/telemetry"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -266,4 +267,48 @@ func compact(t testing.TB, b []byte) string {
 		t.Fatal(err)
 	}
 	return buf.String()
+}
+
+// TestDeleteDevice deletes a device and enrols it again under the same
+// id: the new one starts without records, never sees its predecessor's
+// retained desired state, and its seq continues above the old one.
+func TestDeleteDevice(t *testing.T) {
+	ctx := context.Background()
+	ts := startServer(t, baseConfig(t))
+	pw := ts.enroll(t, "dev-1", nil)
+	d := mustDialDevice(t, ts.srv.MQTTAddr(), "dev-1", pw)
+	d.mustPublish(protocol.KindTelemetry, batch("dev-1", "e", 1, 5))
+	pub := newPublisher(t)
+	bpath := pub.build(t, "vad", "1.0.0", 4<<10)
+	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ts.api.Assign(ctx, "dev-1", "vad@1.0.0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.close()
+	if err := ts.api.DeleteDevice(ctx, "dev-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.api.Device(ctx, "dev-1"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("deleted device: %v", err)
+	}
+	if _, err := dialDevice(t, ts.srv.MQTTAddr(), "dev-1", pw); err == nil {
+		t.Fatalf("a deleted device could connect")
+	}
+
+	pw = ts.enroll(t, "dev-1", nil)
+	d = mustDialDevice(t, ts.srv.MQTTAddr(), "dev-1", pw)
+	d.subscribeDesired()
+	a, err := ts.api.Assign(ctx, "dev-1", "vad@1.0.0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first := d.nextDesired(0); first.Seq != a.Desired.Seq || first.Seq <= old.Desired.Seq {
+		t.Fatalf("first desired state after re-enrolment: seq %d; old %d, new %d", first.Seq, old.Desired.Seq, a.Desired.Seq)
+	}
+	if dev, err := ts.api.Device(ctx, "dev-1"); err != nil || dev.Records != (telemetry.Stats{}) {
+		t.Fatalf("re-enrolled device: %+v, %v", dev, err)
+	}
 }

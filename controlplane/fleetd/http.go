@@ -287,6 +287,12 @@ func (s *Server) handleDeleteDevice(w http.ResponseWriter, r *http.Request) erro
 	if err := s.recs.DeleteDevice(id); err != nil {
 		return err
 	}
+	if s.mosq != nil {
+		if err := s.mosq.remove(id); err != nil {
+			return fmt.Errorf("device %q deleted, but removing it from mosquitto failed: %w", id, err)
+		}
+	}
+	s.clearRetained(r.Context(), id)
 	s.log.Info("fleetd: device deleted", "device", id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -310,7 +316,11 @@ func (s *Server) handleEnrol(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s.mosq != nil {
 		if err := s.mosq.add(creds.Username, creds.Password); err != nil {
-			return fmt.Errorf("device %q enrolled, but adding it to mosquitto failed (re-enrol it once fixed): %w", req.ID, err)
+			// Undo, so that enrolling again works once mosquitto does.
+			if derr := s.inv.Delete(req.ID); derr != nil {
+				s.log.Error("fleetd: undoing an enrolment", "device", req.ID, "err", derr)
+			}
+			return fmt.Errorf("enrolling %q: provisioning it on mosquitto: %w", req.ID, err)
 		}
 	}
 	s.log.Info("fleetd: device enrolled", "device", req.ID)

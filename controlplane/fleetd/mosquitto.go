@@ -97,8 +97,9 @@ func WriteMosquittoConfig(dir string, serviceUsers []string, w io.Writer) error 
 }
 
 // updatePasswd replaces (or adds) the lines of the users in lines in the
-// mosquitto password file at path, keeping the others, atomically. A new
-// file is 0600; an existing one keeps its mode.
+// mosquitto password file at path, keeping the others, atomically; an
+// empty line removes the user. A new file is 0600; an existing one keeps
+// its mode.
 func updatePasswd(path string, lines map[string]string) error {
 	old, err := os.ReadFile(path)
 	mode := fs.FileMode(0o600)
@@ -117,7 +118,7 @@ func updatePasswd(path string, lines map[string]string) error {
 		l := sc.Text()
 		user, _, ok := strings.Cut(l, ":")
 		if repl, mine := lines[user]; ok && mine {
-			if !done[user] {
+			if !done[user] && repl != "" {
 				out.WriteString(repl + "\n")
 				done[user] = true
 			}
@@ -128,7 +129,7 @@ func updatePasswd(path string, lines map[string]string) error {
 		}
 	}
 	for user, l := range lines {
-		if !done[user] {
+		if !done[user] && l != "" {
 			out.WriteString(l + "\n")
 		}
 	}
@@ -152,13 +153,20 @@ func (p *mosquittoProvisioner) add(user, password string) error {
 	if err != nil {
 		return err
 	}
+	return p.update(user, line)
+}
+
+// remove deletes user's line and signals mosquitto.
+func (p *mosquittoProvisioner) remove(user string) error { return p.update(user, "") }
+
+func (p *mosquittoProvisioner) update(user, line string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := updatePasswd(p.passwordFile, map[string]string{user: line}); err != nil {
 		return err
 	}
 	if p.pidFile == "" {
-		p.log.Info("fleetd: device added to the mosquitto password file; reload mosquitto (SIGHUP) to admit it", "device", user, "file", p.passwordFile)
+		p.log.Info("fleetd: mosquitto password file changed; reload mosquitto (SIGHUP) to apply it", "device", user, "file", p.passwordFile)
 		return nil
 	}
 	b, err := os.ReadFile(p.pidFile)
