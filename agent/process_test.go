@@ -479,17 +479,18 @@ func TestProcessSdNotify(t *testing.T) {
 // it at start, naming the key.
 func TestProcessConfigErrors(t *testing.T) {
 	s := newSetup(t, "bogusKey: 1\nbuffer2:\n  x: 1\n")
+	// 78 (EX_CONFIG): the unit's RestartPreventExitStatus.
 	for _, args := range [][]string{
 		{"--config", s.cfgPath},
 		{"run", "--config", s.cfgPath},
 		{"status", "--config", s.cfgPath},
 	} {
 		_, errOut, code := cli(t, nil, args...)
-		if code == 0 || !strings.Contains(errOut, "bogusKey") || !strings.Contains(errOut, "buffer2") || !strings.Contains(errOut, s.cfgPath) {
-			t.Errorf("edge-agent %s: exit %d, stderr %q; want a failure naming the file and both keys", strings.Join(args, " "), code, errOut)
+		if code != 78 || !strings.Contains(errOut, "bogusKey") || !strings.Contains(errOut, "buffer2") || !strings.Contains(errOut, s.cfgPath) {
+			t.Errorf("edge-agent %s: exit %d, stderr %q; want 78 and a message naming the file and both keys", strings.Join(args, " "), code, errOut)
 		}
 	}
-	if _, errOut, code := cli(t, nil, "run", "--config", filepath.Join(t.TempDir(), "missing.yaml")); code == 0 || !strings.Contains(errOut, "missing.yaml") {
+	if _, errOut, code := cli(t, nil, "run", "--config", filepath.Join(t.TempDir(), "missing.yaml")); code != 78 || !strings.Contains(errOut, "missing.yaml") {
 		t.Errorf("a missing --config file: exit %d, %q", code, errOut)
 	}
 	if _, errOut, code := cli(t, nil, "frobnicate"); code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) {

@@ -106,6 +106,8 @@ func TestUnitMatchesAgent(t *testing.T) {
 		"Service.StateDirectory":   "edge-agent",
 		"Service.RuntimeDirectory": "edge-agent",
 		"Service.KillSignal":       "SIGTERM",
+		// edge-agent exits 78 (EX_CONFIG) for an invalid configuration.
+		"Service.RestartPreventExitStatus": "78",
 	} {
 		if got := one(t, kv, key); got != want {
 			t.Errorf("%s=%s, want %s", key, got, want)

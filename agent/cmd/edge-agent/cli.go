@@ -33,6 +33,17 @@ const CrashPointEnv = "EDGEFLEET_TEST_CRASHPOINT"
 // errUsage marks a command line error (exit status 2).
 var errUsage = errors.New("usage")
 
+// ExitConfig is the exit status for a configuration the agent cannot run
+// with (sysexits' EX_CONFIG): the unit's RestartPreventExitStatus, since
+// restarting cannot help.
+const ExitConfig = 78
+
+// configError marks an unusable configuration (exit status ExitConfig).
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
+
 const usage = `edge-agent: the edgefleet edge agent
 
 Usage:
@@ -75,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	default:
 		err = fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
+	var cfgErr configError
 	switch {
 	case err == nil:
 		return 0
@@ -83,6 +95,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "edge-agent: %v\n\n%s", err, usage)
 		return 2
+	case errors.As(err, &cfgErr):
+		fmt.Fprintf(stderr, "edge-agent: %v\n", err)
+		return ExitConfig
 	}
 	fmt.Fprintf(stderr, "edge-agent: %v\n", err)
 	return 1
@@ -132,7 +147,11 @@ func (f *flags) loadConfig() (*config.Config, error) {
 			return config.Default(), nil
 		}
 	}
-	return config.Load(f.config)
+	c, err := config.Load(f.config)
+	if err != nil {
+		return nil, configError{err}
+	}
+	return c, nil
 }
 
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
