@@ -119,8 +119,11 @@ func (p Package) FileName() (string, error) {
 
 // Build writes the package into outDir (created if missing) and returns
 // its path. The file appears atomically: a failed build leaves no
-// partial package behind.
+// partial package behind. A nil log discards the build's log line.
 func Build(log *slog.Logger, p Package, outDir string) (string, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	name, err := p.FileName()
 	if err != nil {
 		return "", err
