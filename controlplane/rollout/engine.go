@@ -144,8 +144,12 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// Run advances the active rollouts every Interval (and on Notify) until
-// ctx ends; it returns ctx's error.
+// minKickGap is the least time between two ticks Notify causes, so that
+// a burst of reports does not make the engine tick back to back.
+const minKickGap = 200 * time.Millisecond
+
+// Run advances the active rollouts every Interval (and on Notify, at most
+// every 200 ms) until ctx ends; it returns ctx's error.
 func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.interval)
 	defer t.Stop()
@@ -155,6 +159,16 @@ func (e *Engine) Run(ctx context.Context) error {
 				return err
 			}
 			e.log.Warn("rollout: tick", "err", err)
+		}
+		gap := time.NewTimer(min(minKickGap, e.interval))
+		select {
+		case <-ctx.Done():
+			gap.Stop()
+			return ctx.Err()
+		case <-t.C:
+			gap.Stop()
+			continue
+		case <-gap.C:
 		}
 		select {
 		case <-ctx.Done():

@@ -922,3 +922,28 @@ func TestIdleTicksDoNotWrite(t *testing.T) {
 	}
 	wantStep(t, e.get(r.ID), 0)
 }
+
+// Run ticks on Notify (the clock here is real: Run's timers are).
+func TestRunNotify(t *testing.T) {
+	e := newEnv(t, 4)
+	e.fleet.async = true
+	r := e.create(`{target: "", bundle: vad@1.1.0, waves: [{percent: 100}]}`)
+	e.eng.interval = time.Hour // only Notify can make it tick
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.eng.Run(ctx) }()
+	e.fleet.finish()
+	e.eng.Notify()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.get(r.ID).State != StateSucceeded {
+		if time.Now().After(deadline) {
+			t.Fatalf("not done after Notify: %+v", e.get(r.ID))
+		}
+		time.Sleep(10 * time.Millisecond)
+		e.eng.Notify()
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+}
