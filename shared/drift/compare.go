@@ -241,7 +241,7 @@ func CompareData(p *Profile, d *Data, opts CompareOptions) (*Report, error) {
 					continue
 				}
 				w.cats[len(cp.Categories)]++
-				if l != OtherCategory && len(l) <= maxLabel {
+				if l != OtherCategory && validLabel(l) == nil {
 					news[l]++
 				}
 			}

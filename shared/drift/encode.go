@@ -366,7 +366,7 @@ func (wf *wireFeature) validate(bins, coreN int) error {
 		}
 		var t uint64
 		for k, v := range wf.New {
-			if k == "" || k == OtherCategory || len(k) > maxLabelN || v == 0 || v > maxCount {
+			if k == "" || k == OtherCategory || validLabel(k) != nil || v == 0 || v > maxCount {
 				return fmt.Errorf("new category %q with count %d", k, v)
 			}
 			t += v

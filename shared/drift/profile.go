@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/edgefleet/edgefleet/shared/drift/stats"
 )
@@ -237,6 +238,9 @@ func validLabel(l string) error {
 	if len(l) > maxLabel {
 		return fmt.Errorf("category label of %d bytes (at most %d)", len(l), maxLabel)
 	}
+	if !utf8.ValidString(l) {
+		return fmt.Errorf("category label %q is not UTF-8", l)
+	}
 	return nil
 }
 
@@ -326,12 +330,14 @@ func (p *Profile) MarshalIndent() ([]byte, error) {
 	if err := json.Indent(&out, b, "", " "); err != nil {
 		return nil, err
 	}
-	// Keep number arrays on one line: json.Indent puts each element on
-	// its own line, which makes a 2,000-point sample 2,000 lines.
+	// Keep arrays of numbers and strings on one line: json.Indent puts
+	// each element on its own line, which makes a 2,000-point sample
+	// 2,000 lines.
 	return append(compactArrays(out.Bytes()), '\n'), nil
 }
 
-// compactArrays joins the lines of arrays that hold only numbers.
+// compactArrays joins the lines of arrays that hold only numbers and
+// strings.
 func compactArrays(b []byte) []byte {
 	lines := bytes.Split(b, []byte("\n"))
 	var out [][]byte
@@ -350,7 +356,7 @@ func compactArrays(b []byte) []byte {
 				break
 			}
 			t = bytes.TrimSuffix(t, []byte(","))
-			if len(t) == 0 || !(t[0] == '-' || (t[0] >= '0' && t[0] <= '9')) {
+			if len(t) == 0 || !(t[0] == '-' || t[0] == '"' || (t[0] >= '0' && t[0] <= '9')) {
 				numeric = false
 				break
 			}

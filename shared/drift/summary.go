@@ -84,6 +84,25 @@ type featState struct {
 	newCodes map[float64]uint64
 }
 
+// saturate keeps the sums finite (at ±MaxFloat64) when values near the
+// float64 limits overflow them; the window's mean and standard deviation
+// are then meaningless, the tests are not (they use the histogram and the
+// sketch).
+func (f *featState) saturate() {
+	clamp := func(v float64) float64 {
+		switch {
+		case v > math.MaxFloat64:
+			return math.MaxFloat64
+		case v < -math.MaxFloat64:
+			return -math.MaxFloat64
+		case v != v: // Inf − Inf
+			return 0
+		}
+		return v
+	}
+	f.sum, f.sumsq = clamp(f.sum), clamp(f.sumsq)
+}
+
 // scale is the unit of a feature's sketch: the reference standard
 // deviation, or 1 for a constant reference.
 func (np *NumericalProfile) scale() float64 {
@@ -178,6 +197,9 @@ func (s *Summary) observe(i int, v float64) {
 	d := v - l.center
 	f.sum += d
 	f.sumsq += d * d
+	if f.sumsq > math.MaxFloat64 || f.sum > math.MaxFloat64 || f.sum < -math.MaxFloat64 {
+		f.saturate() // values near the float64 limits
+	}
 	f.hist[binIndex(l.edges, v)]++
 	f.sk.add(d * l.inv)
 }
@@ -217,8 +239,8 @@ func (s *Summary) observeLabel(i int, label string) {
 		return
 	}
 	f.cats[len(f.cats)-1]++
-	if label == OtherCategory || len(label) > maxLabel {
-		return
+	if label == OtherCategory || validLabel(label) != nil {
+		return // counted, not named
 	}
 	if _, ok := f.newCats[label]; ok || len(f.newCodes)+len(f.newCats) < MaxNewCategories {
 		if f.newCats == nil {
@@ -489,6 +511,7 @@ func (s *Summary) Merge(other *Summary) error {
 		f.missing += o.missing
 		f.sum += o.sum
 		f.sumsq += o.sumsq
+		f.saturate()
 		for j := range f.hist {
 			f.hist[j] += o.hist[j]
 		}
