@@ -9,7 +9,6 @@ import (
 	"github.com/edgefleet/edgefleet/shared/drift"
 )
 
-
 func near(got, want, abs, rel float64) bool {
 	return math.Abs(got-want) <= abs+rel*math.Abs(want)
 }
