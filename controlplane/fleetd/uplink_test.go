@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/edgefleet/edgefleet/agent/outbox"
 	"github.com/edgefleet/edgefleet/agent/uplink"
@@ -90,18 +91,25 @@ func TestAgentUplink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ob.Close()
-	for i := range 300 {
-		if _, err := ob.Append(ctx, protocol.RecordMetrics, fmt.Appendf(nil, `{"window":"1m","requests":%d}`, i)); err != nil {
-			t.Fatal(err)
-		}
+	var wg sync.WaitGroup
+	for w := range 10 { // concurrent appends share fsyncs (group commit)
+		wg.Go(func() {
+			for i := range 30 {
+				if _, err := ob.Append(ctx, protocol.RecordMetrics, fmt.Appendf(nil, `{"window":"1m","requests":%d}`, w*30+i)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
 	}
+	wg.Wait()
 	if _, err := uplink.AppendEvent(ctx, ob, protocol.Event{Type: protocol.EventAgentStarted}); err != nil {
 		t.Fatal(err)
 	}
 	pub := newPublisher(t)
 	agent := &installer{t: t, trust: pub.publicKey(), dir: t.TempDir()}
 	up, err := uplink.New(uplink.Config{DeviceID: "edge-1", Brokers: e.Brokers, Username: e.Username, Password: e.Password,
-		StateDir: filepath.Join(dir, "uplink")}, agent, ob, slog.New(slog.DiscardHandler))
+		StateDir: filepath.Join(dir, "uplink"), ReportDebounce: 20 * time.Millisecond, MinBackoff: 50 * time.Millisecond},
+		agent, ob, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
