@@ -20,7 +20,7 @@ func TestDepends(t *testing.T) {
 		}
 		return p
 	}
-	static := buildStatic(t)
+	static := buildStatic(t, "amd64")
 	for _, tc := range []struct {
 		name  string
 		paths []string
@@ -52,8 +52,9 @@ func TestDepends(t *testing.T) {
 	}
 }
 
-// buildStatic builds a Go program without cgo: a statically linked ELF.
-func buildStatic(t *testing.T) string {
+// buildStatic builds a Go program without cgo for goarch: a small,
+// statically linked ELF.
+func buildStatic(t *testing.T, goarch string) string {
 	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "main.go")
@@ -63,7 +64,7 @@ func buildStatic(t *testing.T) string {
 	bin := filepath.Join(dir, "static")
 	cmd := exec.Command("go", "build", "-o", bin, src)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off", "GOOS=linux", "GOARCH="+goarch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build (static): %v\n%s", err, out)
 	}
