@@ -204,11 +204,9 @@ func (a *Agent) receive(r *http.Request, boundary string, req *InstallRequest) (
 			}
 			req.InstallOptions = o.InstallOptions
 		case PartBundle:
-			name := "upload.bundle"
-			if fn := filepath.Base(p.FileName()); fn != "." && fn != "/" && fn != "" {
-				name = fn
-			}
-			path := filepath.Join(dir, name)
+			// The client's file name is not used: nothing it sends names
+			// a path.
+			path := filepath.Join(dir, "upload.bundle")
 			if err := save(p, path, int64(a.cfg.Install.MaxBundleBytes)); err != nil {
 				return dir, fmt.Errorf("install upload: part %q: %w", PartBundle, err)
 			}

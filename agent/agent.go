@@ -358,27 +358,30 @@ type session struct {
 
 func (a *Agent) start(ctx context.Context) (*session, error) {
 	s := &session{errc: make(chan error, 4)}
-	a.started = time.Now()
-	a.reg = api.NewRegistry()
-	a.tel = newTelemetry(a.ob, a.log, a.cfg.Buffer.PredictionSampleRate, a.opts.metricsInterval, a.opts.sampleQueue)
+	reg := api.NewRegistry()
+	tel := newTelemetry(a.ob, a.log, a.cfg.Buffer.PredictionSampleRate, a.opts.metricsInterval, a.opts.sampleQueue)
 	srv, err := api.New(api.Options{
-		Backend:      a.reg,
+		Backend:      reg,
 		Logger:       a.log,
 		MaxBodyBytes: int64(a.cfg.API.MaxBodyBytes),
 		BufferStats: func() api.BufferStats {
 			st := a.ob.Stats()
 			return api.BufferStats{Records: st.Records, Bytes: st.Bytes, Dropped: st.Dropped}
 		},
-		OnPrediction: a.tel.observe,
+		OnPrediction: tel.observe,
 	})
 	if err != nil {
 		return s, fmt.Errorf("agent: %w", err)
 	}
-	a.srv = srv
-	if err := a.tel.register(srv.Registry()); err != nil {
+	if err := tel.register(srv.Registry()); err != nil {
+		srv.Shutdown(ctx)
 		return s, fmt.Errorf("agent: %w", err)
 	}
-	a.tel.start()
+	// From here on installs put models into service (isServing).
+	a.mu.Lock()
+	a.reg, a.srv, a.tel, a.started = reg, srv, tel, time.Now()
+	a.mu.Unlock()
+	tel.start()
 
 	// Listen first, so that clients get 503 rather than no socket while
 	// the model loads; READY waits for both.
@@ -592,8 +595,13 @@ func (a *Agent) releaseAll() error {
 }
 
 // isServing reports whether installs put models into service (Run) rather
-// than only checking them (Open).
-func (a *Agent) isServing() bool { return a.reg != nil }
+// than only checking them (Open). The fields start sets are constant once
+// it is true.
+func (a *Agent) isServing() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reg != nil
+}
 
 // dialUnix dials the agent's own socket (the watchdog's probe).
 func (a *Agent) dialUnix(ctx context.Context) (net.Conn, error) {

@@ -144,9 +144,6 @@ type change struct {
 	events   bool
 	reason   string // of a rollback event
 	progress uplink.ProgressFunc
-	// wait: queue behind a running install instead of failing with
-	// slot.ErrBusy.
-	wait bool
 }
 
 // Install installs the signed bundle at src (a local path or an http(s)
@@ -181,11 +178,16 @@ func (a *Agent) Apply(ctx context.Context, d *protocol.DesiredState, progress up
 	if d.Shadow != nil {
 		a.log.Warn("desired state asks for a shadow candidate; this agent does not run shadows yet", "shadow", d.Shadow.Bundle.ID())
 	}
-	want := d.Bundle.ID()
-	c := change{progress: progress, wait: true}
-	if err := a.checkOpen(); err != nil {
+	// Wait for a local install in progress rather than fail: fleetd's
+	// instruction must not be lost to an operator's command.
+	unlock, err := a.lock(ctx, true)
+	if err != nil {
 		return uplink.WithReason(ReasonOf(err), err)
 	}
+	defer unlock()
+	want := d.Bundle.ID()
+	c := change{progress: progress}
+	// Decided under the lock: no other install can change the slots now.
 	if act, ok := a.store.Active(); ok && act.ID == want {
 		return nil
 	}
@@ -198,8 +200,7 @@ func (a *Agent) Apply(ctx context.Context, d *protocol.DesiredState, progress up
 			AllowDowngrade: d.Action == protocol.ActionRollback,
 		}
 	}
-	_, err := a.change(ctx, c)
-	if err != nil {
+	if _, err := a.changeLocked(ctx, c); err != nil {
 		return uplink.WithReason(ReasonOf(err), err)
 	}
 	return nil
@@ -217,38 +218,46 @@ func (a *Agent) checkOpen() error {
 	return nil
 }
 
-// lock takes the install semaphore: at once (or slot.ErrBusy), or waiting
-// until ctx ends.
-func (a *Agent) lock(ctx context.Context, wait bool) error {
-	if !wait {
+// lock takes the install semaphore, at once (or slot.ErrBusy) or waiting
+// until ctx ends, once the agent is open; unlock releases it.
+func (a *Agent) lock(ctx context.Context, wait bool) (unlock func(), err error) {
+	if err := a.checkOpen(); err != nil {
+		return nil, err
+	}
+	if wait {
 		select {
 		case a.sem <- struct{}{}:
-			return nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	} else {
+		select {
+		case a.sem <- struct{}{}:
 		default:
-			return slot.ErrBusy
+			return nil, slot.ErrBusy
 		}
 	}
-	select {
-	case a.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (a *Agent) change(ctx context.Context, c change) (Result, error) {
-	if err := a.checkOpen(); err != nil {
-		return Result{}, err
-	}
-	if err := a.lock(ctx, c.wait); err != nil {
-		return Result{}, err
-	}
-	defer func() { <-a.sem }()
-	defer releaseMemory()
 	// Close may have begun while this waited.
 	if err := a.checkOpen(); err != nil {
+		<-a.sem
+		return nil, err
+	}
+	return func() { releaseMemory(); <-a.sem }, nil
+}
+
+// change runs one install or rollback, failing with slot.ErrBusy if
+// another one is running.
+func (a *Agent) change(ctx context.Context, c change) (Result, error) {
+	unlock, err := a.lock(ctx, false)
+	if err != nil {
 		return Result{}, err
 	}
+	defer unlock()
+	return a.changeLocked(ctx, c)
+}
+
+// changeLocked is change with the install semaphore held.
+func (a *Agent) changeLocked(ctx context.Context, c change) (Result, error) {
 	if !c.rollback && a.trust == nil {
 		err := a.trustErr
 		if err == nil {
