@@ -274,7 +274,15 @@ func binIndex(edges []float64, x float64) int {
 	if x > edges[k] {
 		return inner + 1
 	}
-	// Find j = the number of edges ≤ x, in [1, k+1].
+	// Find j = the number of edges ≤ x, in [1, k+1]. Counting beats a
+	// binary search (whose branches mispredict) up to a few dozen edges.
+	if k < 32 {
+		j := 0
+		for _, e := range edges {
+			j += b2i(e <= x)
+		}
+		return min(j, inner)
+	}
 	lo, hi := 1, k+1
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
@@ -285,6 +293,13 @@ func binIndex(edges []float64, x float64) int {
 		}
 	}
 	return min(lo, inner)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ID identifies the profile: a digest of its canonical JSON encoding.

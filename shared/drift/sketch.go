@@ -45,25 +45,46 @@ func newDDSketch(alpha float64, bins int) *ddsketch.DDSketch {
 // windows over any range with a bounded number of bins. Both parts merge
 // exactly.
 type zSketch struct {
-	core []uint64
-	dd   *ddsketch.DDSketch
+	core  []uint64
+	scale float64 // core bins per unit of z
+	dd    *ddsketch.DDSketch
+	// The sketch's mapping and stores, to add without DDSketch.Add's
+	// checks (add has made them).
+	m        mapping.IndexMapping
+	pos, neg store.Store
 }
 
 // coreBins is the number of core bins for accuracy alpha.
 func coreBins(alpha float64) int { return max(int(math.Round(2*coreHalf/alpha)), 1) }
 
 func newZSketch(alpha float64, bins int) *zSketch {
-	return &zSketch{core: make([]uint64, coreBins(alpha)), dd: newDDSketch(alpha, bins)}
+	n := coreBins(alpha)
+	return wrapZ(make([]uint64, n), newDDSketch(alpha, bins))
+}
+
+func wrapZ(core []uint64, dd *ddsketch.DDSketch) *zSketch {
+	return &zSketch{
+		core:  core,
+		scale: float64(len(core)) / (2 * coreHalf),
+		dd:    dd,
+		m:     dd.IndexMapping,
+		pos:   dd.GetPositiveValueStore(),
+		neg:   dd.GetNegativeValueStore(),
+	}
 }
 
 func (s *zSketch) add(z float64) {
 	if z >= -coreHalf && z < coreHalf {
-		k := int((z + coreHalf) / (2 * coreHalf) * float64(len(s.core)))
+		k := int((z + coreHalf) * s.scale)
 		s.core[min(k, len(s.core)-1)]++
 		return
 	}
-	z = min(max(z, -maxZ), maxZ)
-	_ = s.dd.Add(z) // cannot fail for a finite value within ±maxZ
+	// |z| ≥ ½ here, well within the mapping's range once capped.
+	if z > 0 {
+		s.pos.Add(s.m.Index(min(z, maxZ)))
+	} else {
+		s.neg.Add(s.m.Index(min(-z, maxZ)))
+	}
 }
 
 func (s *zSketch) merge(o *zSketch) error {
@@ -74,7 +95,7 @@ func (s *zSketch) merge(o *zSketch) error {
 }
 
 func (s *zSketch) clone() *zSketch {
-	return &zSketch{core: slices.Clone(s.core), dd: s.dd.Copy()}
+	return wrapZ(slices.Clone(s.core), s.dd.Copy())
 }
 
 // storeSpan returns a store's index range and whether it is full (its
