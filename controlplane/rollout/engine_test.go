@@ -947,3 +947,53 @@ func TestRunNotify(t *testing.T) {
 		t.Fatalf("Run returned %v", err)
 	}
 }
+
+// A rollback that cannot reach every device yet stays rolling_back, and
+// a restart carries on sending it.
+func TestRollbackRetriedAcrossRestart(t *testing.T) {
+	e := newEnv(t, 10)
+	e.fleet.latency[v2] = 50
+	r := e.create(`
+target: ""
+bundle: vad@1.1.0
+waves: [{count: 3, bake: 10m}, {percent: 100}]
+gates: {latencyP95: {maxRatio: 1.5}}
+`)
+	canary := e.assigned(r.ID)
+	down := true
+	e.fleet.assignErr = func(id string, a Assignment) error {
+		if down && a.Action == protocol.ActionRollback && id == canary[1] {
+			return errors.New("registry unreachable")
+		}
+		return nil
+	}
+	e.advance(10 * time.Minute)
+	r = e.get(r.ID)
+	wantState(t, r, StateRollingBack)
+	if r.Progress.RollbackSent != 2 || !strings.Contains(r.LastError, "registry unreachable") {
+		t.Fatalf("status %+v / %q", r.Progress, r.LastError)
+	}
+	if h, held := e.eng.Holder(canary[1]); !held || h != r.ID {
+		t.Fatal("devices released before the rollback was sent")
+	}
+	e.restart()
+	e.advance(time.Minute)
+	wantState(t, e.get(r.ID), StateRollingBack)
+	down = false
+	e.advance(time.Minute)
+	r = e.get(r.ID)
+	wantState(t, r, StateRolledBack)
+	if r.Progress.RollbackSent != 3 || e.running(v2) != 0 || r.LastError != "" {
+		t.Fatalf("status %+v, %d on v2", r.Progress, e.running(v2))
+	}
+	// Each device got exactly one rollback.
+	n := 0
+	for _, a := range e.fleet.assigns {
+		if a.a.Action == protocol.ActionRollback {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d rollbacks sent, want 3", n)
+	}
+}
