@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -179,5 +182,65 @@ func TestInstallServeRollback(t *testing.T) {
 	}
 	if stats.Appended != uint64(len(recs)) || stats.Dropped != 0 {
 		t.Errorf("outbox stats %+v for %d records", stats, len(recs))
+	}
+}
+
+// freeAddr returns a loopback address nobody listens on (for a moment).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestTCPAndMetrics: the inference API on loopback TCP (without the admin
+// API) and Prometheus metrics on their own address.
+func TestTCPAndMetrics(t *testing.T) {
+	v1 := sileroBundle(t, spec{version: "1.0.0"})
+	tcp, metrics := freeAddr(t), freeAddr(t)
+	s := newSetupWith(t, setupOptions{rate: 1, api: "  tcp: " + tcp, extra: "metrics:\n  listen: " + metrics + "\n"})
+	a := startAgent(t, s)
+	if _, err := a.Install(t.Context(), v1.path, "", InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	httpGet := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	resp, err := http.Post("http://"+tcp+"/v2/models/silero-vad/infer", "application/json", bytes.NewReader(tensorRequest(t, "tcp")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"model_version":"1.0.0"`) {
+		t.Fatalf("infer over TCP: %d %s", resp.StatusCode, body)
+	}
+	if code, body := httpGet("http://" + tcp + PathStatus); code != http.StatusNotFound {
+		t.Fatalf("the admin API answers on TCP: %d %s", code, body)
+	}
+	code, text := httpGet("http://" + metrics + "/metrics")
+	if code != 200 {
+		t.Fatalf("metrics: %d", code)
+	}
+	for _, want := range []string{
+		`edge_agent_model_active{name="silero-vad",provider="cpu",version="1.0.0"} 1`,
+		`edge_agent_api_inference_requests_total{code="200",model="silero-vad"} 1`,
+		"edge_agent_prediction_samples_total",
+		"edge_agent_buffer_records",
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

@@ -207,15 +207,29 @@ type testSetup struct {
 	dir, cfgPath, dataDir, socket string
 }
 
+// setupOptions vary a test agent's configuration.
+type setupOptions struct {
+	// rate is buffer.predictionSampleRate.
+	rate float64
+	// api is YAML added to the api section (indented two spaces), extra
+	// YAML appended to the file.
+	api, extra string
+}
+
 // newSetup writes a configuration for an agent under fresh directories,
 // sampling every prediction. extra is YAML appended to it.
 func newSetup(t testing.TB, extra string) testSetup {
 	t.Helper()
-	return newSetupRate(t, 1, extra)
+	return newSetupWith(t, setupOptions{rate: 1, extra: extra})
 }
 
 // newSetupRate is newSetup with another prediction sample rate.
 func newSetupRate(t testing.TB, rate float64, extra string) testSetup {
+	t.Helper()
+	return newSetupWith(t, setupOptions{rate: rate, extra: extra})
+}
+
+func newSetupWith(t testing.TB, o setupOptions) testSetup {
 	t.Helper()
 	k := testKeys(t)
 	run := shortDir(t)
@@ -230,11 +244,12 @@ trust:
   publicKeys: [%s]
 api:
   socket: %s
+%s
 buffer:
   predictionSampleRate: %g
 runtime:
   ortLibrary: %s
-%s`, s.dataDir, k.pub, s.socket, rate, testenv.ORTLibrary(t), extra)
+%s`, s.dataDir, k.pub, s.socket, o.api, o.rate, testenv.ORTLibrary(t), o.extra)
 	if err := os.WriteFile(s.cfgPath, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}
