@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,4 +187,67 @@ func TestApplyDesiredState(t *testing.T) {
 		t.Fatalf("serving %s after the refusals", r.ModelVersion)
 	}
 	var _ uplink.Agent = a.Agent
+}
+
+// TestAdminAPI drives installs through the admin API as the CLI does: a
+// URL the agent downloads, an upload with options, refusals with their
+// status and reason.
+func TestAdminAPI(t *testing.T) {
+	v1 := sileroBundle(t, spec{version: "1.0.0"})
+	v2 := sileroBundle(t, spec{version: "2.0.0"})
+	reg := newRegistry(t, v1, v2)
+	a := startAgent(t, newSetup(t, ""))
+	c, ctx := a.client, t.Context()
+
+	var remote *RemoteError
+	if _, err := c.Rollback(ctx); !errors.As(err, &remote) || remote.Code != http.StatusUnprocessableEntity || remote.Reason != ReasonNoLastKnown {
+		t.Fatalf("rollback with nothing installed: %v", err)
+	}
+	ref := reg.ref(t, v1)
+	res, err := c.Install(ctx, ref.URL, "", InstallOptions{ID: "silero-vad@1.0.0", SHA256: ref.SHA256, Size: ref.Size})
+	if err != nil || !res.Changed || res.Active.ID != "silero-vad@1.0.0" {
+		t.Fatalf("install by URL: %+v, %v", res, err)
+	}
+	if _, err := c.Install(ctx, v2.path, v2.sig, InstallOptions{ID: "silero-vad@9.9.9"}); !errors.As(err, &remote) || remote.Reason != ReasonMismatch || remote.Code != http.StatusUnprocessableEntity {
+		t.Fatalf("upload with a pinned id it is not: %v", err)
+	}
+	if _, err := c.Install(ctx, tampered(t, v2).path, "", InstallOptions{}); !errors.As(err, &remote) || remote.Reason != ReasonSignature {
+		t.Fatalf("tampered upload: %v", err)
+	}
+	if res, err = c.Install(ctx, v2.path, "", InstallOptions{}); err != nil || res.Active.ID != "silero-vad@2.0.0" || res.LastKnownGood.ID != "silero-vad@1.0.0" {
+		t.Fatalf("upload: %+v, %v", res, err)
+	}
+	if res, err = c.Rollback(ctx); err != nil || res.Active.ID != "silero-vad@1.0.0" {
+		t.Fatalf("rollback: %+v, %v", res, err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.Active.ID != "silero-vad@1.0.0" || st.Provider != "cpu" || !st.Ready || len(st.Trust.Keys) != 1 || st.Predictions == nil {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(st.DataDir, UploadsDir)); len(ents) != 0 {
+		t.Errorf("%d uploads left", len(ents))
+	}
+
+	// Malformed requests.
+	for _, tc := range []struct {
+		ct, body, want string
+	}{
+		{"application/json", `{"bundle": ""}`, "required"},
+		{"application/json", `{"bundle": "x", "bogus": 1}`, "bogus"},
+		{"multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"x\"\r\n\r\nabc\r\n--b--\r\n", "needs its detached signature"},
+		{"multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nabc\r\n--b--\r\n", "unknown part"},
+	} {
+		resp, err := c.HTTP.Post("http://edge-agent"+PathInstall, tc.ct, strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s %q: %d %s, want 400 naming %q", tc.ct, tc.body, resp.StatusCode, b, tc.want)
+		}
+	}
+	if code, _ := get(t, c, "/agent/v1/nope"); code != http.StatusNotFound {
+		t.Errorf("unknown admin path: %d", code)
+	}
 }
