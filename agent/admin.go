@@ -148,7 +148,7 @@ func (a *Agent) handleInstall(w http.ResponseWriter, r *http.Request) {
 			defer os.RemoveAll(dir)
 		}
 		if err != nil {
-			code, reason := http.StatusBadRequest, ReasonSource
+			code, reason := http.StatusBadRequest, ReasonBadRequest
 			if errors.Is(err, errTooLarge) {
 				code, reason = http.StatusRequestEntityTooLarge, ReasonTooLarge
 			}
@@ -159,11 +159,11 @@ func (a *Agent) handleInstall(w http.ResponseWriter, r *http.Request) {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminJSON))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeErr(w, http.StatusBadRequest, ReasonSource, fmt.Errorf("install request: %w", err))
+			writeErr(w, http.StatusBadRequest, ReasonBadRequest, fmt.Errorf("install request: %w", err))
 			return
 		}
 		if req.Bundle == "" {
-			writeErr(w, http.StatusBadRequest, ReasonSource, errors.New(`install request: "bundle" (a URL or a path) is required`))
+			writeErr(w, http.StatusBadRequest, ReasonBadRequest, errors.New(`install request: "bundle" (a URL or a path) is required`))
 			return
 		}
 	}

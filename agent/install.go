@@ -63,6 +63,7 @@ const (
 	ReasonLoadFailed     = "load-failed"
 	ReasonDownload       = "download"
 	ReasonSource         = "bad-source"
+	ReasonBadRequest     = "bad-request"
 	ReasonCanceled       = "canceled"
 	ReasonClosed         = "closed"
 	ReasonManual         = "manual"
