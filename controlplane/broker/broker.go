@@ -217,6 +217,11 @@ func New(cfg Config) (*Broker, error) {
 	// No forced expiry of retained messages (mochi defaults to a day):
 	// desired states and statuses stay until replaced.
 	caps.MaximumMessageExpiryInterval = 0
+	// mochi keeps an outbound queue per client sized by this (8192 slots,
+	// about 64 KiB, by default). A device only ever receives its desired
+	// state; 512 keeps a connected device at a few KiB of broker memory
+	// and still absorbs bursts to a service subscriber.
+	caps.MaximumClientWritesPending = 512
 	b.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
