@@ -189,9 +189,6 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Agent, error
 	return a, nil
 }
 
-// Config returns the agent's configuration; do not modify it.
-func (a *Agent) Config() *config.Config { return a.cfg }
-
 // Open opens the agent's state without serving: the outbox and the bundle
 // store under the data directory (another process holding them gives
 // slot.ErrLocked or outbox.ErrLocked). Install, Rollback and Status then

@@ -244,3 +244,78 @@ func TestTCPAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// breakModel truncates the model file of an installed bundle, as bit rot
+// or a botched manual edit would.
+func breakModel(t *testing.T, s *slot.Slot) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(s.Dir, bundle.ModelFile), []byte("not a model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStartFallback: an active bundle that cannot be loaded at start is
+// replaced by the last-known-good on the agent's own decision; without
+// one the agent runs degraded until an install repairs it.
+func TestStartFallback(t *testing.T) {
+	v1 := sileroBundle(t, spec{version: "1.0.0"})
+	v2 := sileroBundle(t, spec{version: "2.0.0"})
+	s := newSetup(t, "")
+	a := startAgent(t, s)
+	for _, b := range []built{v1, v2} {
+		if _, err := a.Install(t.Context(), b.path, "", InstallOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := a.Status()
+	a.stop(t)
+	breakModel(t, st.Active)
+
+	a = startAgent(t, s)
+	st, err := a.Status()
+	if err != nil || st.Active.ID != "silero-vad@1.0.0" || st.LastKnownGood.ID != "silero-vad@2.0.0" || !st.Ready || st.Degraded != "" {
+		t.Fatalf("after a start with a broken active bundle: %+v, %v", st, err)
+	}
+	if r := infer(t, a.client, tensorRequest(t, ""), false); r.ModelVersion != "1.0.0" {
+		t.Fatalf("serving %s", r.ModelVersion)
+	}
+	a.stop(t)
+	recs, _ := records(t, s.dataDir)
+	var fallback bool
+	for _, p := range byKind(t, recs)["event:"+string(protocol.EventRollbackSucceeded)] {
+		var e protocol.Event
+		if err := json.Unmarshal(p, &e); err != nil {
+			t.Fatal(err)
+		}
+		fallback = fallback || (e.Reason == ReasonLoadFailed && e.Bundle.ID() == "silero-vad@1.0.0" && e.From.ID() == "silero-vad@2.0.0")
+	}
+	if !fallback {
+		t.Error("no rollback.succeeded event with reason load-failed")
+	}
+
+	// Now 1.0.0 is broken too (and 2.0.0, the last-known-good, was
+	// already): nothing can be served, but the agent runs and takes an
+	// install.
+	breakModel(t, st.Active)
+	a = startAgent(t, s)
+	st, err = a.Status()
+	if err != nil || st.Ready || st.Degraded == "" || st.Active.ID != "silero-vad@1.0.0" {
+		t.Fatalf("degraded status %+v, %v", st, err)
+	}
+	if code, body := get(t, a.client, "/v2/health/ready"); code != http.StatusServiceUnavailable {
+		t.Fatalf("ready while degraded: %d %s", code, body)
+	}
+	if !strings.HasPrefix(a.statusLine(), "degraded: silero-vad@1.0.0 cannot be loaded") {
+		t.Errorf("STATUS=%s", a.statusLine())
+	}
+	v3 := sileroBundle(t, spec{version: "3.0.0"})
+	if _, err := a.Install(t.Context(), v3.path, "", InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if r := infer(t, a.client, tensorRequest(t, ""), false); r.ModelVersion != "3.0.0" {
+		t.Fatalf("serving %s after the repair", r.ModelVersion)
+	}
+	if st, _ := a.Status(); !st.Ready || st.Degraded != "" {
+		t.Fatalf("status after the repair %+v", st)
+	}
+}

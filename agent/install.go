@@ -207,6 +207,8 @@ func (a *Agent) Apply(ctx context.Context, d *protocol.DesiredState, progress up
 	return nil
 }
 
+var _ uplink.Agent = (*Agent)(nil)
+
 func (a *Agent) checkOpen() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
