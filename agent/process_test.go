@@ -75,7 +75,7 @@ type agentProc struct {
 	state *os.ProcessState
 }
 
-func startDaemon(t *testing.T, s testSetup, env ...string) *agentProc {
+func startDaemon(t testing.TB, s testSetup, env ...string) *agentProc {
 	t.Helper()
 	d := &agentProc{out: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(edgeAgent(t), "run", "--config", s.cfgPath)
@@ -105,7 +105,7 @@ func startDaemon(t *testing.T, s testSetup, env ...string) *agentProc {
 
 // waitReady waits until the process answers its status with the active
 // model loaded (or none to load).
-func (d *agentProc) waitReady(t *testing.T, s testSetup) Status {
+func (d *agentProc) waitReady(t testing.TB, s testSetup) Status {
 	t.Helper()
 	c := NewClient(s.socket)
 	defer c.Close()
@@ -128,7 +128,7 @@ func (d *agentProc) waitReady(t *testing.T, s testSetup) Status {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (d *agentProc) stop(t *testing.T) {
+func (d *agentProc) stop(t testing.TB) {
 	t.Helper()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	d.wait(t)
@@ -137,7 +137,7 @@ func (d *agentProc) stop(t *testing.T) {
 	}
 }
 
-func (d *agentProc) wait(t *testing.T) {
+func (d *agentProc) wait(t testing.TB) {
 	t.Helper()
 	select {
 	case <-d.done:
@@ -153,7 +153,7 @@ func (d *agentProc) killed() bool {
 }
 
 // cli runs edge-agent with args and returns its output and exit status.
-func cli(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+func cli(t testing.TB, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	cmd := exec.Command(edgeAgent(t), args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -171,7 +171,7 @@ func cli(t *testing.T, env []string, args ...string) (stdout, stderr string, cod
 }
 
 // mustCLI runs edge-agent and fails the test unless it succeeds.
-func mustCLI(t *testing.T, args ...string) string {
+func mustCLI(t testing.TB, args ...string) string {
 	t.Helper()
 	out, errOut, code := cli(t, nil, args...)
 	if code != 0 {
