@@ -92,8 +92,12 @@ func (t *telemetry) register(reg *prometheus.Registry) error {
 func (t *telemetry) start() {
 	t.started = true
 	t.done.Add(2)
-	go t.appender()
-	go t.flusher()
+	appended := make(chan struct{})
+	go func() {
+		defer close(appended)
+		t.appender()
+	}()
+	go t.flusher(appended)
 }
 
 // stop appends what is queued and the last metrics window. The API server
@@ -198,7 +202,10 @@ func (t *telemetry) append(kind string, b []byte) {
 }
 
 // flusher appends a metrics record per bundle every interval.
-func (t *telemetry) flusher() {
+// flusher closes a metrics window every interval. At stop it waits for
+// the appender to drain the queued samples first, so the last window's
+// record (with its buffer and drop counts) comes after them.
+func (t *telemetry) flusher(appended <-chan struct{}) {
 	defer t.done.Done()
 	tick := time.NewTicker(t.interval)
 	defer tick.Stop()
@@ -207,6 +214,7 @@ func (t *telemetry) flusher() {
 		case now := <-tick.C:
 			t.flush(now)
 		case <-t.quit:
+			<-appended
 			t.flush(time.Now())
 			return
 		}
