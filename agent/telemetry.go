@@ -201,7 +201,6 @@ func (t *telemetry) append(kind string, b []byte) {
 	}
 }
 
-// flusher appends a metrics record per bundle every interval.
 // flusher closes a metrics window every interval. At stop it waits for
 // the appender to drain the queued samples first, so the last window's
 // record (with its buffer and drop counts) comes after them.
