@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/groupcommit"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -100,10 +101,8 @@ type Store struct {
 	auth   map[string][sha256.Size]byte
 	gen    uint64
 
-	// Group commit of the high-rate writes (see batch).
-	reqs      chan batchReq
-	quit      chan struct{}
-	committer sync.WaitGroup
+	// group commits the high-rate writes together (see batch).
+	group *groupcommit.Committer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -180,10 +179,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening inventory %s: %w", path, err)
 	}
 	s.db = db
-	s.reqs = make(chan batchReq)
-	s.quit = make(chan struct{})
-	s.committer.Add(1)
-	go s.commitLoop()
+	s.group = groupcommit.New(s.update, maxBatch)
 	return s, nil
 }
 
@@ -191,8 +187,7 @@ func Open(path string, opts Options) (*Store, error) {
 // afterwards (calls fail with ErrClosed).
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.quit)
-		s.committer.Wait()
+		s.group.Close()
 		s.closeErr = s.db.Close()
 	})
 	return s.closeErr
@@ -213,82 +208,17 @@ func closedErr(err error) error {
 // maxBatch bounds the writes that share one transaction.
 const maxBatch = 1024
 
-type batchReq struct {
-	fn   func(*bolt.Tx) error
-	done chan error
-}
-
 // batch runs fn in a write transaction shared with whatever other batch
 // writes are waiting (group commit): when the store is idle fn commits at
 // once; while a commit is being fsynced, the writes arriving meanwhile
-// gather and commit together in the next one. fn may run more than once
-// (when another write of its group fails, the group is retried without
-// it), so it must only touch tx and values it resets on every run.
+// gather and commit together in the next one. fn may run more than once,
+// so it must only touch tx and values it resets on every run.
 func (s *Store) batch(fn func(*bolt.Tx) error) error {
-	req := batchReq{fn: fn, done: make(chan error, 1)}
-	select {
-	case s.reqs <- req:
-	case <-s.quit:
+	err := s.group.Do(fn)
+	if errors.Is(err, groupcommit.ErrClosed) {
 		return ErrClosed
 	}
-	return <-req.done
-}
-
-// commitLoop is the group committer, running from Open to Close.
-func (s *Store) commitLoop() {
-	defer s.committer.Done()
-	for {
-		var group []batchReq
-		select {
-		case r := <-s.reqs:
-			group = append(group, r)
-		case <-s.quit:
-			return
-		}
-	gather:
-		for len(group) < maxBatch {
-			select {
-			case r := <-s.reqs:
-				group = append(group, r)
-			default:
-				break gather
-			}
-		}
-		s.commitGroup(group)
-	}
-}
-
-// errRetryGroup aborts a group transaction after one of its writes failed.
-var errRetryGroup = errors.New("inventory: retry group")
-
-// commitGroup commits group in one transaction. A write that fails is run
-// alone, so that its error is its caller's only, and the rest retried.
-func (s *Store) commitGroup(group []batchReq) {
-	for len(group) > 0 {
-		failed, failErr := -1, error(nil)
-		err := s.update(func(tx *bolt.Tx) error {
-			for i, r := range group {
-				if err := r.fn(tx); err != nil {
-					failed, failErr = i, err
-					return errRetryGroup
-				}
-			}
-			return nil
-		})
-		if failed < 0 {
-			for _, r := range group {
-				r.done <- err
-			}
-			return
-		}
-		r := group[failed]
-		if len(group) == 1 {
-			r.done <- failErr
-			return
-		}
-		r.done <- s.update(r.fn)
-		group = append(group[:failed:failed], group[failed+1:]...)
-	}
+	return err
 }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -47,6 +47,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/edgefleet/edgefleet/controlplane/groupcommit"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -137,9 +138,8 @@ type Store struct {
 	locksMu sync.Mutex
 	locks   map[string]*deviceLock
 
-	reqs      chan batchReq
-	quit      chan struct{}
-	committer sync.WaitGroup
+	// group commits writes together (see batch).
+	group *groupcommit.Committer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -159,8 +159,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
-	s := &Store{opts: opts, log: opts.Logger, now: opts.Now, locks: map[string]*deviceLock{},
-		reqs: make(chan batchReq), quit: make(chan struct{})}
+	s := &Store{opts: opts, log: opts.Logger, now: opts.Now, locks: map[string]*deviceLock{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -191,16 +190,14 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("telemetry: initialising %s: %w", path, err)
 	}
 	s.db = db
-	s.committer.Add(1)
-	go s.commitLoop()
+	s.group = groupcommit.New(s.update, maxBatch)
 	return s, nil
 }
 
 // Close closes the file. It is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.quit)
-		s.committer.Wait()
+		s.group.Close()
 		s.closeErr = s.db.Close()
 	})
 	return s.closeErr
