@@ -23,15 +23,13 @@ const binaryMagic = "EFDS"
 
 // Decoding limits, beyond those the profile options imply.
 const (
-	maxHist   = 256 + 2     // Options.Bins ≤ 256
-	maxCats   = 10000 + 1   // Options.MaxCategories ≤ 10000
-	maxCount  = 1 << 53     // counts stay exact in float64
-	maxZIndex = 1 << 22     // sketch bin indices (|z| ≤ maxZ needs far fewer)
-	maxUnixNs = 1 << 62     // times
-	minAlpha  = 0.001       // Options.SketchAccuracy range
-	maxAlpha  = 0.2         //
-	maxLabelN = maxLabel    //
-	wireBinsL = LatencyBins // latency sketch bins
+	maxHist   = 256 + 2   // Options.Bins ≤ 256
+	maxCats   = 10000 + 1 // Options.MaxCategories ≤ 10000
+	maxCount  = 1 << 53   // counts stay exact in float64
+	maxZIndex = 1 << 22   // sketch bin indices (|z| ≤ maxZ needs far fewer)
+	maxUnixNs = 1 << 62   // times
+	minAlpha  = 0.001     // the range of Options.SketchAccuracy
+	maxAlpha  = 0.2
 )
 
 // wireSummary is a summary in the form both encodings carry.
@@ -288,7 +286,7 @@ func (w *wireSummary) validate() error {
 	if w.Errors > w.Predictions || w.Predictions > maxCount {
 		return fmt.Errorf("%d errors of %d predictions", w.Errors, w.Predictions)
 	}
-	if err := w.Latency.validate(wireBinsL, 0); err != nil {
+	if err := w.Latency.validate(LatencyBins, 0); err != nil {
 		return fmt.Errorf("latency: %v", err)
 	}
 	if n, _ := w.Latency.total(); n > w.Predictions {
@@ -504,7 +502,7 @@ func (s *Summary) UnmarshalBinary(data []byte) error {
 	w.Errors = r.uvarint()
 	w.SketchAccuracy = math.Float64frombits(binary.LittleEndian.Uint64(r.bytes(8)))
 	w.SketchBins = int(r.bounded(4096))
-	r.sketch(&w.Latency, wireBinsL, false)
+	r.sketch(&w.Latency, LatencyBins, false)
 	nf := r.int(maxFeatures)
 	for range nf {
 		if r.err != nil {
@@ -537,7 +535,7 @@ func (s *Summary) UnmarshalBinary(data []byte) error {
 				if f.New == nil {
 					f.New = map[string]uint64{}
 				}
-				name := string(r.bytes(r.int(maxLabelN)))
+				name := string(r.bytes(r.int(maxLabel)))
 				if _, dup := f.New[name]; dup && r.err == nil {
 					r.err = fmt.Errorf("new category %q repeated", name)
 				}
