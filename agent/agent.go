@@ -73,6 +73,8 @@ type options struct {
 	drainTimeout    time.Duration
 	sampleQueue     int
 	installHook     func(point string)
+	models          *ModelCache
+	uplinkTune      func(*uplink.Config)
 }
 
 // WithMetricsInterval sets how often the metrics window is appended to the
@@ -97,6 +99,15 @@ func WithSampleQueue(n int) Option {
 // (slot.Point*) during an install. It exists for crash tests.
 func WithInstallHook(h func(point string)) Option {
 	return func(o *options) { o.installHook = h }
+}
+
+// WithUplinkConfig lets tune adjust the uplink's settings after the agent
+// filled them in from its configuration: reconnect backoff, telemetry
+// batch sizes, the reported-state debounce (see uplink.Config). It exists
+// for in-process test fleets and simulators; tune must not change the
+// device id, brokers, credentials or state directory.
+func WithUplinkConfig(tune func(*uplink.Config)) Option {
+	return func(o *options) { o.uplinkTune = tune }
 }
 
 // Agent is the edge agent daemon. Create it with New; Run serves, Open
@@ -468,7 +479,7 @@ func (a *Agent) newUplink() (*uplink.Uplink, error) {
 		password, _, _ = strings.Cut(string(b), "\n")
 		password = strings.TrimRight(password, "\r")
 	}
-	up, err := uplink.New(uplink.Config{
+	ucfg := uplink.Config{
 		DeviceID:  a.cfg.DeviceID,
 		Brokers:   []string{u.Broker},
 		Username:  u.Username,
@@ -476,7 +487,11 @@ func (a *Agent) newUplink() (*uplink.Uplink, error) {
 		TLS:       uplink.TLSFiles{CAFile: u.TLS.CA, CertFile: u.TLS.Cert, KeyFile: u.TLS.Key},
 		StateDir:  filepath.Join(a.cfg.DataDir, UplinkDir),
 		KeepAlive: time.Duration(u.KeepAlive),
-	}, a, a.ob, a.log)
+	}
+	if a.opts.uplinkTune != nil {
+		a.opts.uplinkTune(&ucfg)
+	}
+	up, err := uplink.New(ucfg, a, a.ob, a.log)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -579,7 +594,7 @@ func (a *Agent) releaseAll() error {
 		if a.reg != nil {
 			a.reg.Remove(m.Manifest().Name)
 		}
-		if err := m.Close(); err != nil {
+		if err := a.closeModel(m); err != nil {
 			errs = append(errs, fmt.Errorf("agent: closing the model: %w", err))
 		}
 	}

@@ -292,7 +292,7 @@ func (a *Agent) changeLocked(ctx context.Context, c change) (Result, error) {
 
 	if err != nil {
 		if pending != nil {
-			pending.Close()
+			a.closeModel(pending)
 		}
 		a.log.Warn("install failed", "rollback", c.rollback, "reason", ReasonOf(err), "err", err)
 		if c.events {
@@ -315,7 +315,7 @@ func (a *Agent) changeLocked(ctx context.Context, c change) (Result, error) {
 		if a.isServing() {
 			a.putInService(pending)
 		} else {
-			pending.Close()
+			a.closeModel(pending)
 		}
 	}
 	a.log.Info("install done", "rollback", c.rollback, "active", sl.ID, "changed", changed)
@@ -376,8 +376,27 @@ func (a *Agent) activate(ctx context.Context, dir string, m *bundle.Manifest) er
 	return nil
 }
 
-// load loads and smoke-tests the model of an unpacked bundle.
+// load loads and smoke-tests the model of an unpacked bundle, or takes
+// it from the ModelCache.
 func (a *Agent) load(ctx context.Context, dir string, m *bundle.Manifest) (*model.Model, error) {
+	if a.opts.models != nil {
+		return a.opts.models.acquire(ctx, dir, m, a.loadModel)
+	}
+	return a.loadModel(ctx, dir, m)
+}
+
+// closeModel closes a model load returned (or gives it back to the
+// ModelCache).
+func (a *Agent) closeModel(m *model.Model) error {
+	if a.opts.models != nil {
+		if cached, err := a.opts.models.release(m); cached {
+			return err
+		}
+	}
+	return m.Close()
+}
+
+func (a *Agent) loadModel(ctx context.Context, dir string, m *bundle.Manifest) (*model.Model, error) {
 	mdl, err := model.Load(ctx, dir, m, a.mopts)
 	if err != nil {
 		return nil, fmt.Errorf("loading the model of %s: %w", m.ID(), err)
@@ -411,10 +430,15 @@ func (a *Agent) putInService(m *model.Model) {
 	if err := wait(ctx); err != nil {
 		a.log.Warn("closing a replaced model while requests still use it", "err", err)
 	}
-	if c, ok := old.(interface{ Close() error }); ok {
-		if err := c.Close(); err != nil {
-			a.log.Warn("closing the replaced model", "err", err)
-		}
+	var err error
+	switch c := old.(type) {
+	case *model.Model:
+		err = a.closeModel(c)
+	case interface{ Close() error }:
+		err = c.Close()
+	}
+	if err != nil {
+		a.log.Warn("closing the replaced model", "err", err)
 	}
 }
 
@@ -448,7 +472,7 @@ func (a *Agent) loadActive(ctx context.Context) {
 	a.pending = nil
 	if rerr != nil {
 		if pending != nil {
-			pending.Close()
+			a.closeModel(pending)
 		}
 		a.log.Error("returning to the last-known-good failed too; serving nothing", "err", rerr)
 		a.event(protocol.Event{Type: protocol.EventRollbackFailed, Bundle: parseID(a.lkgString()), From: bundleID(active),
