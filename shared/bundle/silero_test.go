@@ -105,6 +105,7 @@ func TestSileroSpec(t *testing.T) {
 	}
 	yaml := strings.Replace(string(spec), modelLine, "model: "+testenv.SileroModel(t), 1)
 	yaml = strings.Replace(yaml, "smoke/", filepath.Join(specDir, "smoke")+"/", -1)
+	yaml = strings.Replace(yaml, "profile: profile.json", "profile: "+filepath.Join(specDir, "profile.json"), 1)
 	dir := writeSpec(t, yaml, map[string][]byte{"pre.wasm": []byte("\x00asm stand-in")})
 
 	out := filepath.Join(t.TempDir(), "silero-vad-5.0.0.bundle")
@@ -119,7 +120,7 @@ func TestSileroSpec(t *testing.T) {
 	if err != nil {
 		t.Fatalf("building the Silero spec: %v", err)
 	}
-	if m.ID() != "silero-vad@5.0.0" || len(m.Smoke) != 2 || m.Runtime.Pre == nil {
+	if m.ID() != "silero-vad@5.0.0" || len(m.Smoke) != 2 || m.Runtime.Pre == nil || m.Profile == "" {
 		t.Fatalf("manifest: %s, %d smoke vectors, pre %v", m.ID(), len(m.Smoke), m.Runtime.Pre)
 	}
 	if len(m.Smoke[0].Inputs) != 3 || len(m.Smoke[0].Raw) != 0 || len(m.Smoke[1].Raw) != 1024 {
