@@ -135,6 +135,7 @@ func (s *Server) startLoops(ctx context.Context) {
 	// crash interrupted, or an external broker that lost its retained
 	// messages, is repaired (devices ignore a seq they already have).
 	s.bg.Go(func() { s.republishAll(ctx) })
+	s.bg.Go(func() { s.runRollouts(ctx) })
 	loop(republishEvery, s.republishPending)
 	loop(refreshCheckInterval(time.Duration(s.cfg.Desired.RefreshAfter)), s.refreshDesired)
 	loop(pruneEvery, func(context.Context) {

@@ -73,6 +73,7 @@ func (s *Server) routes() http.Handler {
 	handle("POST "+p+"/bundles", authOperator, s.handlePush)
 	handle("GET "+p+"/bundles/{name}", authOperator, s.handleBundles)
 	handle("GET "+p+"/bundles/{name}/{version}", authOperator, s.handleBundle)
+	s.rolloutRoutes(handle)
 	metrics := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 	handle("GET /metrics", authOperator, func(w http.ResponseWriter, r *http.Request) error {
 		metrics.ServeHTTP(w, r)

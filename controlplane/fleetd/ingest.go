@@ -158,7 +158,11 @@ func (s *Server) ingestReported(device string, payload []byte) error {
 	if err := checkDevice(device, rs.DeviceID); err != nil {
 		return err
 	}
-	return refuse(s.inv.UpdateReported(device, rs, s.now()))
+	if err := s.inv.UpdateReported(device, rs, s.now()); err != nil {
+		return refuse(err)
+	}
+	s.ro.eng.Notify() // a rollout may move on what the device reports
+	return nil
 }
 
 func (s *Server) ingestEvent(device string, payload []byte) error {

@@ -94,6 +94,8 @@ type Server struct {
 	unpubMu     sync.Mutex
 	unpublished map[string]bool
 
+	ro rollouts // the rollout engine (rollouts.go)
+
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 
@@ -184,6 +186,9 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}
 	if err := s.openRegistry(); err != nil {
+		return nil, err
+	}
+	if err := s.openRollouts(); err != nil {
 		return nil, err
 	}
 
@@ -507,6 +512,7 @@ func (s *Server) closeStores() error {
 	if s.broker != nil {
 		s.broker.Close()
 	}
+	errs = append(errs, s.closeRollouts())
 	if s.recs != nil {
 		errs = append(errs, s.recs.Close())
 	}
