@@ -88,6 +88,7 @@ edgefleet control plane.`,
 		newDevicesCmd(a),
 		newAssignCmd(a),
 		newEnrollCmd(a),
+		newRolloutCmd(a),
 		newProfileCmd(a),
 	)
 	return root

@@ -1,0 +1,463 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/rollout"
+)
+
+func newRolloutCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout",
+		Short: "Staged rollouts with health gates and automatic rollback; A/B experiments",
+		Long: `Move a bundle version through waves of devices, gated on their health, with
+automatic fleet-wide rollback; or compare two versions on two cohorts.
+See docs/rollouts.md for the spec.`,
+	}
+	cmd.AddCommand(newRolloutCreateCmd(a), newRolloutListCmd(a), newRolloutStatusCmd(a), newRolloutHistoryCmd(a))
+	for _, act := range []struct{ name, short string }{
+		{"pause", "Pause a rollout: nothing more is assigned or evaluated"},
+		{"resume", "Resume a paused rollout (its bake and deadline move on by the pause)"},
+		{"abort", "End a rollout, leaving every device as it is"},
+		{"rollback", "Roll every device of a rollout back to the version it ran before"},
+	} {
+		cmd.AddCommand(newRolloutActionCmd(a, act.name, act.short))
+	}
+	cmd.AddCommand(newRolloutPromoteCmd(a))
+	return cmd
+}
+
+// readSpec reads a spec file ("-": stdin) and checks it locally, so that
+// mistakes are listed before anything is sent.
+func readSpec(a *app, file string) ([]byte, error) {
+	if file == "" {
+		return nil, fmt.Errorf("-f/--file is required (the rollout spec, YAML or JSON; - for stdin)")
+	}
+	var b []byte
+	var err error
+	if file == "-" {
+		b, err = io.ReadAll(io.LimitReader(os.Stdin, rollout.MaxSpecBytes+1))
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, err := rollout.ParseSpec(b)
+	if err == nil {
+		err = s.Validate()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s:\n  %s", file, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	return b, nil
+}
+
+func newRolloutCreateCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	var file string
+	var dryRun bool
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "create -f SPEC.yaml [--dry-run]",
+		Short: "Check a rollout (or experiment) spec and start it",
+		Long: `Check the spec (strictly: every problem is listed with its field and line),
+then send it to fleetd, which checks it against the fleet and the registry
+(the selector matches devices, the bundle exists, the gates can be
+evaluated, no active rollout holds the devices) and starts it: the first
+wave is assigned at once. --dry-run shows the plan (wave sizes, cohort
+order) without starting anything.`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			spec, err := readSpec(a, file)
+			if err != nil {
+				return err
+			}
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			r, plan, err := c.CreateRollout(cmd.Context(), spec, dryRun)
+			if err != nil {
+				return err
+			}
+			if dryRun {
+				if out.json() {
+					return writeJSON(a.stdout, plan)
+				}
+				fmt.Fprintf(a.stdout, "plan (nothing started): %d devices\n", len(plan.Devices))
+				return printSteps(a.stdout, plan.Steps, -1)
+			}
+			if out.json() {
+				return writeJSON(a.stdout, r)
+			}
+			fmt.Fprintf(a.stdout, "created %s: %s\n", r.ID, what(r))
+			return printStatus(a.stdout, &api.RolloutStatus{Rollout: *r})
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "the spec (YAML or JSON; - for stdin)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check and plan only")
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func newRolloutListCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List rollouts and experiments, newest first",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			rs, err := c.Rollouts(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				return writeJSON(a.stdout, api.RolloutList{Rollouts: rs})
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "ID\tSTATE\tWHAT\tSTEP\tINSTALLED\tFAILED\tCREATED\tREASON")
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", r.ID, r.State, what(r), stepText(r),
+					r.Progress.Installed, r.Devices, r.Progress.Failed, formatTime(r.Created), orDash(r.Reason))
+			}
+			return tw.Flush()
+		},
+	}
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func newRolloutStatusCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	var watch, devices bool
+	var interval time.Duration
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "status ID [--watch] [--devices]",
+		Short: "Show a rollout: state, step, gates, progress, breach, comparison",
+		Long: `Show a rollout's state, its current step (bake end, evidence deadline), what
+it waits for, its devices' progress, the latest evaluation of its gates
+(value, threshold, reports), the breach that stopped it, and for an
+experiment the comparison of its arms. --watch prints it again every
+--interval until it is no longer running. --devices lists every device.`,
+		Args: exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			last := ""
+			for {
+				st, err := c.Rollout(cmd.Context(), args[0], devices)
+				if err != nil {
+					return err
+				}
+				var b strings.Builder
+				if out.json() {
+					err = writeJSON(&b, st)
+				} else {
+					err = printStatus(&b, st)
+				}
+				if err != nil {
+					return err
+				}
+				if b.String() != last {
+					if last != "" && !out.json() {
+						fmt.Fprintf(a.stdout, "--- %s\n", time.Now().UTC().Format(time.RFC3339))
+					}
+					io.WriteString(a.stdout, b.String())
+					last = b.String()
+				}
+				if !watch || (st.State != rollout.StateRunning && st.State != rollout.StatePaused && st.State != rollout.StateRollingBack) {
+					return nil
+				}
+				if err := sleep(cmd.Context(), interval); err != nil {
+					return err
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "print again on every change until it stops running")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "how often --watch asks fleetd")
+	cmd.Flags().BoolVar(&devices, "devices", false, "list every target device")
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func newRolloutHistoryCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "history ID",
+		Short: "Show what happened to a rollout, oldest first",
+		Args:  exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.RolloutHistory(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				return writeJSON(a.stdout, h)
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "TIME\tEVENT\tSTEP\tMESSAGE")
+			for _, ev := range h.Events {
+				step := "-"
+				if ev.Step >= 0 {
+					step = fmt.Sprint(ev.Step + 1)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", formatTime(ev.Time), ev.Type, step, ev.Message)
+			}
+			return tw.Flush()
+		},
+	}
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func newRolloutActionCmd(a *app, action, short string) *cobra.Command {
+	var rf remoteFlags
+	var note string
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   action + " ID [--note TEXT]",
+		Short: short,
+		Args:  exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.RolloutAction(cmd.Context(), args[0], action, api.RolloutAction{Note: note})
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				return writeJSON(a.stdout, r)
+			}
+			fmt.Fprintf(a.stdout, "%s: %s\n", r.ID, r.State)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&note, "note", "", "why (kept in the history)")
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func newRolloutPromoteCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	var note, arm, file string
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "promote ID [--note TEXT] | promote ID --arm NAME -f ROLLOUT.yaml",
+		Short: "Skip the rest of a wave's bake and its gates; or promote an experiment's arm into a rollout",
+		Long: `On a rollout: end the current wave early (its remaining bake and its gates
+are skipped once its devices are assigned) and start the next.
+On an experiment, with --arm and -f: start a rollout of that arm's version
+with the waves and gates of the file (target and bundle default to the
+experiment's target and the arm's version); it takes the experiment's
+devices over, and its rollback returns them to what they ran before the
+experiment.`,
+		Args: exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := api.RolloutAction{Note: note, Arm: arm}
+			if file != "" {
+				if arm == "" {
+					return fmt.Errorf("-f is for promoting an experiment's arm: give --arm too")
+				}
+				b, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				req.Spec = string(b)
+			}
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.RolloutAction(cmd.Context(), args[0], "promote", req)
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				return writeJSON(a.stdout, r)
+			}
+			if arm != "" {
+				fmt.Fprintf(a.stdout, "promoted arm %s of %s into %s: %s\n", arm, args[0], r.ID, what(r))
+				return printStatus(a.stdout, &api.RolloutStatus{Rollout: *r})
+			}
+			fmt.Fprintf(a.stdout, "%s: %s, %s\n", r.ID, r.State, stepText(r))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&note, "note", "", "why (kept in the history)")
+	cmd.Flags().StringVar(&arm, "arm", "", "experiment arm to promote")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "rollout spec for the promoted arm")
+	rf.register(cmd)
+	out.register(cmd)
+	return cmd
+}
+
+func what(r *rollout.Rollout) string {
+	if r.Spec != nil && r.Spec.Kind == rollout.KindExperiment && len(r.Arms) == 2 {
+		return fmt.Sprintf("A/B %s vs %s", r.Arms[0].ID(), r.Arms[1].ID())
+	}
+	return r.Bundle.ID()
+}
+
+func stepText(r *rollout.Rollout) string {
+	s := r.CurrentStep()
+	if s == nil {
+		return fmt.Sprintf("%d/%d done", len(r.Steps), len(r.Steps))
+	}
+	return fmt.Sprintf("%d/%d %s", r.Step+1, len(r.Steps), s.Name)
+}
+
+func printSteps(w io.Writer, steps []rollout.Step, current int) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "\tSTEP\tKIND\tDEVICES\tBAKE")
+	for i, s := range steps {
+		mark := ""
+		if i == current {
+			mark = "▶"
+		}
+		fmt.Fprintf(tw, "%s\t%d %s\t%s\t%d\t%s\n", mark, i+1, s.Name, s.Kind, s.Size, s.Bake)
+	}
+	return tw.Flush()
+}
+
+func printStatus(w io.Writer, st *api.RolloutStatus) error {
+	r := &st.Rollout
+	tw := newTable(w)
+	fmt.Fprintf(tw, "id\t%s\n", r.ID)
+	if r.Spec != nil && r.Spec.Name != "" {
+		fmt.Fprintf(tw, "name\t%s\n", r.Spec.Name)
+	}
+	fmt.Fprintf(tw, "what\t%s\n", what(r))
+	fmt.Fprintf(tw, "state\t%s\n", r.State)
+	if r.Reason != "" {
+		fmt.Fprintf(tw, "reason\t%s\n", r.Reason)
+	}
+	fmt.Fprintf(tw, "step\t%s\n", stepText(r))
+	if !r.BakeUntil.IsZero() {
+		fmt.Fprintf(tw, "bake until\t%s\n", formatTime(r.BakeUntil))
+		fmt.Fprintf(tw, "deadline\t%s\n", formatTime(r.Deadline))
+	}
+	p := r.Progress
+	fmt.Fprintf(tw, "devices\t%d: %d assigned, %d installed, %d installing, %d failed", r.Devices, p.Assigned, p.Installed, p.Installing, p.Failed)
+	if p.Shadowing > 0 {
+		fmt.Fprintf(tw, ", %d shadowing", p.Shadowing)
+	}
+	if p.RollbackSent+p.RollbackSkipped > 0 {
+		fmt.Fprintf(tw, ", %d rolled back (%d had nothing to return to)", p.RollbackSent, p.RollbackSkipped)
+	}
+	fmt.Fprintln(tw)
+	if p.Waiting != "" {
+		fmt.Fprintf(tw, "waiting\t%s\n", p.Waiting)
+	}
+	if b := r.Breach; b != nil {
+		if b.Evidence {
+			fmt.Fprintf(tw, "breach\t%s: not enough evidence on step %d %q (%d of %d reports)\n", b.Gate, b.Step+1, b.StepName, b.Reports, b.MinReports)
+		} else {
+			fmt.Fprintf(tw, "breach\t%s on step %d %q: value %.4g, threshold %.4g (%d reports)\n", b.Gate, b.Step+1, b.StepName, b.Value, b.Threshold, b.Reports)
+		}
+	}
+	if r.LastError != "" {
+		fmt.Fprintf(tw, "last error\t%s\n", r.LastError)
+	}
+	if r.From != "" {
+		fmt.Fprintf(tw, "from\texperiment %s\n", r.From)
+	}
+	if r.PromotedTo != "" {
+		fmt.Fprintf(tw, "promoted to\t%s\n", r.PromotedTo)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Gates) > 0 {
+		fmt.Fprintln(w)
+		tw = newTable(w)
+		fmt.Fprintln(tw, "GATE\tSTATUS\tVALUE\tTHRESHOLD\tREPORTS\tDETAIL")
+		for _, g := range r.Gates {
+			fmt.Fprintf(tw, "%s\t%s\t%.4g\t%.4g\t%d/%d\t%s\n", g.Gate, g.Status, g.Value, g.Threshold, g.Reports, g.MinReports, g.Detail)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if cmp := r.Comparison; cmp != nil {
+		fmt.Fprintln(w)
+		tw = newTable(w)
+		fmt.Fprintln(tw, "ARM\tBUNDLE\tDEVICES\tREPORTING\tREQUESTS\tERROR RATE\tP95 MS (MEAN)\tOUTPUT MEAN")
+		for _, arm := range cmp.Arms {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\t%d\t%.3g%%\t%.3g\t%.4g\n", arm.Name, arm.Bundle.ID(), arm.Devices, arm.Reporting, arm.MinReports,
+				arm.Requests, 100*arm.ErrorRate, arm.LatencyP95Ms.Mean, arm.Output.Mean)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, t := range []rollout.Test{cmp.ErrorRate, cmp.Latency, cmp.Output} {
+			fmt.Fprintf(w, "  %s: %s\n", t.Method, t.Statement)
+		}
+		fmt.Fprintf(w, "verdict: %s\n", cmp.Verdict)
+	}
+	if len(r.Steps) > 0 {
+		fmt.Fprintln(w)
+		if err := printSteps(w, r.Steps, r.Step); err != nil {
+			return err
+		}
+	}
+	if len(st.DeviceList) > 0 {
+		fmt.Fprintln(w)
+		tw = newTable(w)
+		fmt.Fprintln(tw, "DEVICE\tONLINE\tMODE\tPHASE\tPREVIOUS\tACTIVE\tROLLBACK\tERROR")
+		for _, d := range st.DeviceList {
+			prev := "-"
+			if d.Previous != nil {
+				prev = d.Previous.ID()
+			}
+			act := "-"
+			if d.Active != nil {
+				act = d.Active.ID()
+			}
+			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Online, orDash(string(d.Mode)), orDash(string(d.Phase)), prev, act,
+				orDash(string(d.Rollback)), orDash(d.Error+d.Note))
+		}
+		return tw.Flush()
+	}
+	return nil
+}

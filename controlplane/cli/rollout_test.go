@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/rollout"
+)
+
+// A bad spec is refused before anything is sent, every problem named.
+func TestRolloutCreateChecksLocally(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "rollout.yaml")
+	spec := "target: ring=canary\nbundle: demo@0.3.0\nwaves:\n  - count: 1\n  - percent: 120\nwavez: 1\n"
+	if err := os.WriteFile(file, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// No server at this address: the spec never gets that far.
+	r := fleetctl(t, nil, "rollout", "create", "-f", file, "--server", "http://127.0.0.1:1", "--token-file", file)
+	wantFail(t, r, "create with a bad spec", "wavez: unknown field")
+	if !strings.Contains(r.stderr, file+":") || !strings.Contains(r.stderr, "(line 6)") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	wantFail(t, fleetctl(t, nil, "rollout", "create"), "create without -f", "-f/--file is required")
+}
+
+// TestRolloutCommands drives a rollout on a running fleetd with fleetctl.
+func TestRolloutCommands(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, defaultDataDir)
+	srv := startFleetd(t, data)
+	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
+	fc := func(args ...string) result {
+		t.Helper()
+		return fleetctl(t, okCheck, append(args, remote...)...)
+	}
+	keys := filepath.Join(dir, "keys")
+	wantOK(t, fleetctl(t, nil, "keys", "generate", "--out", keys), "keys generate")
+	bfile := filepath.Join(dir, "demo-0.3.0.bundle")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", bfile), "bundle build")
+	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), bfile), "bundle sign")
+	wantOK(t, fc("bundle", "push", bfile), "bundle push")
+	enrol := filepath.Join(data, enrolTokenRel)
+	for _, id := range []string{"cam-1", "cam-2"} {
+		wantOK(t, fleetctl(t, nil, "enroll", id, "--label", "ring=canary", "--server", srv.URL(), "--enrol-token-file", enrol), "enroll")
+	}
+
+	spec := filepath.Join(dir, "rollout.yaml")
+	if err := os.WriteFile(spec, []byte("name: demo to the canaries\ntarget: ring=canary\nbundle: demo@0.3.0\n"+
+		"waves: [{name: first, count: 1, bake: 1h}, {percent: 100, bake: 1h}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := fc("rollout", "create", "-f", spec, "--dry-run")
+	wantOK(t, r, "create --dry-run")
+	if !strings.Contains(r.stdout, "plan (nothing started): 2 devices") || !strings.Contains(r.stdout, "1 first") {
+		t.Errorf("dry run printed %q", r.stdout)
+	}
+	r = fc("rollout", "create", "-f", spec, "-o", "json")
+	wantOK(t, r, "create")
+	var ro rollout.Rollout
+	if err := json.Unmarshal([]byte(r.stdout), &ro); err != nil || ro.State != rollout.StateRunning || ro.Progress.Assigned != 1 {
+		t.Fatalf("create -o json: %+v %v\n%s", ro, err, r.stdout)
+	}
+	wantFail(t, fc("rollout", "create", "-f", spec), "overlapping create", "held by rollout "+ro.ID)
+
+	r = fc("rollout", "list")
+	wantOK(t, r, "list")
+	if !strings.Contains(r.stdout, ro.ID) || !strings.Contains(r.stdout, "running") || !strings.Contains(r.stdout, "1/2 first") {
+		t.Errorf("list printed %q", r.stdout)
+	}
+	r = fc("rollout", "status", ro.ID, "--devices")
+	wantOK(t, r, "status")
+	for _, want := range []string{"state       running", "devices     2: 1 assigned", "waiting     ", "installSuccess", "cam-1", "cam-2", "demo to the canaries"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = fc("rollout", "pause", ro.ID, "--note", "lunch")
+	wantOK(t, r, "pause")
+	if r.stdout != ro.ID+": paused\n" {
+		t.Errorf("pause printed %q", r.stdout)
+	}
+	wantFail(t, fc("rollout", "pause", ro.ID), "second pause", "cannot pause "+ro.ID+": it is paused")
+	wantOK(t, fc("rollout", "resume", ro.ID), "resume")
+	r = fc("rollout", "promote", ro.ID)
+	wantOK(t, r, "promote")
+	if !strings.Contains(r.stdout, "running, 2/2") {
+		t.Errorf("promote printed %q", r.stdout)
+	}
+	wantOK(t, fc("rollout", "promote", ro.ID), "promote the last wave")
+	r = fc("rollout", "status", ro.ID, "--watch", "-o", "json") // done: returns at once
+	wantOK(t, r, "status --watch")
+	var st api.RolloutStatus
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.State != rollout.StateSucceeded {
+		t.Fatalf("status -o json: %+v %v", st.State, err)
+	}
+	// The devices never reported a version: a rollback has nothing to
+	// send them back to.
+	r = fc("rollout", "rollback", ro.ID, "--note", "test")
+	wantOK(t, r, "rollback")
+	if r.stdout != ro.ID+": rolled_back\n" {
+		t.Errorf("rollback printed %q", r.stdout)
+	}
+	r = fc("rollout", "history", ro.ID)
+	wantOK(t, r, "history")
+	for _, want := range []string{"created", "paused", "lunch", "resumed", "step.promoted", "succeeded", "rollback.started", "rolled_back"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("history lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	wantFail(t, fc("rollout", "status", "ro-nope"), "status of an unknown rollout", "HTTP 404")
+	wantFail(t, fc("rollout", "promote", ro.ID, "-f", spec), "promote -f without --arm", "give --arm too")
+}
