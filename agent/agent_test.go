@@ -123,6 +123,9 @@ func TestInstallServeRollback(t *testing.T) {
 	if st.Active.ID != "silero-vad@1.0.0" || st.LastKnownGood.ID != "silero-vad@2.0.0" || st.LastError == nil || !st.Ready {
 		t.Fatalf("status after the refusals: %+v", st)
 	}
+	if le := a.Reported().LastError; le == nil || le.Op != "install" || le.Error == "" {
+		t.Fatalf("reported lastError after the refusals: %+v", le)
+	}
 
 	// A bad request reaches the model and is sampled with its error.
 	code, body, err := post(a.client, []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,2],"data":[1,2]}]}`), false)

@@ -152,6 +152,9 @@ func (a *Agent) Reported() protocol.ReportedState {
 		if s, ok := a.store.LastKnownGood(); ok {
 			r.LastKnownGood = bundleID(s)
 		}
+		if f := a.store.State().LastError; f != nil {
+			r.LastError = &protocol.LastError{Time: f.Time, Op: f.Op, Bundle: f.ID, Error: truncate(f.Error, protocol.MaxTextBytes-len("…"))}
+		}
 	}
 	if a.ob != nil {
 		st := a.ob.Stats()

@@ -156,6 +156,16 @@ func TestDecodeReported(t *testing.T) {
 		{"install phase missing", edit(t, "reported", func(m map[string]any) { delete(sub(m, "install"), "phase") }), ErrInvalid, `"install.phase"`},
 		{"install time missing", edit(t, "reported", func(m map[string]any) { delete(sub(m, "install"), "time") }), ErrInvalid, `"install.time"`},
 		{"install progress negative", edit(t, "reported-installing", func(m map[string]any) { sub(sub(m, "install"), "progress")["done"] = -1 }), ErrInvalid, `"install.progress.done"`},
+		{"lastError ok", edit(t, "reported", func(m map[string]any) {
+			m["lastError"] = map[string]any{"time": "2026-11-27T08:00:00Z", "op": "install", "bundle": "silero-vad@1.5.0", "error": "smoke test failed"}
+		}), nil, ""},
+		{"lastError time missing", edit(t, "reported", func(m map[string]any) { m["lastError"] = map[string]any{"op": "install", "error": "x"} }), ErrInvalid, `"lastError.time"`},
+		{"lastError op bad", edit(t, "reported", func(m map[string]any) {
+			m["lastError"] = map[string]any{"time": "2026-11-27T08:00:00Z", "op": "Install!", "error": "x"}
+		}), ErrInvalid, `"lastError.op"`},
+		{"lastError too long", edit(t, "reported", func(m map[string]any) {
+			m["lastError"] = map[string]any{"time": "2026-11-27T08:00:00Z", "op": "install", "error": strings.Repeat("x", MaxTextBytes+1)}
+		}), ErrInvalid, `"lastError.error"`},
 		{"buffer negative", edit(t, "reported", func(m map[string]any) { sub(m, "buffer")["records"] = -1 }), ErrInvalid, `"buffer.records"`},
 		{"buffer dropped negative", edit(t, "reported", func(m map[string]any) { sub(m, "buffer")["dropped"] = -1 }), ErrMalformed, "dropped"},
 	}...)

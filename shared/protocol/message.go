@@ -184,6 +184,23 @@ type ReportedState struct {
 	Install *InstallStatus `json:"install,omitempty"`
 	// Buffer describes the outbox.
 	Buffer BufferStats `json:"buffer"`
+	// LastError is the latest install or rollback that failed on the
+	// device, cleared by the next one that succeeds.
+	LastError *LastError `json:"lastError,omitempty"`
+}
+
+// MaxTextBytes bounds free-text fields (error messages) in payloads.
+const MaxTextBytes = 4096
+
+// LastError says why the device's latest install or rollback failed.
+type LastError struct {
+	Time time.Time `json:"time"`
+	// Op is "install", "rollback" or "recover" (a fallback at start).
+	Op string `json:"op"`
+	// Bundle is the version concerned ("name@version"), when known.
+	Bundle string `json:"bundle,omitempty"`
+	// Error is the message, truncated to the protocol's text limit.
+	Error string `json:"error"`
 }
 
 // EventType says what happened. Consumers must ignore types they do not

@@ -17,7 +17,7 @@ const (
 	maxVersion = 64
 	maxURL     = 2048
 	maxToken   = 64
-	maxText    = 4096
+	maxText    = MaxTextBytes
 	maxData    = 64 << 10
 	maxLabelK  = 63
 	maxLabelV  = 255
@@ -302,6 +302,19 @@ func (r *ReportedState) Validate() error {
 		}
 		if in.Time.IsZero() {
 			return invalid(what, "install.time", "required")
+		}
+	}
+	if e := r.LastError; e != nil {
+		if e.Time.IsZero() {
+			return invalid(what, "lastError.time", "required")
+		}
+		if !isToken(e.Op, maxToken) {
+			return invalid(what, "lastError.op", "%q: must match [a-z0-9][a-z0-9._-]*", e.Op)
+		}
+		for _, f := range []struct{ field, s string }{{"lastError.bundle", e.Bundle}, {"lastError.error", e.Error}} {
+			if err := checkText(what, f.field, f.s, maxText); err != nil {
+				return err
+			}
 		}
 	}
 	if r.Buffer.Records < 0 {
