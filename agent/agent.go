@@ -75,6 +75,7 @@ type options struct {
 	installHook     func(point string)
 	models          *ModelCache
 	uplinkTune      func(*uplink.Config)
+	driftWindow     time.Duration
 }
 
 // WithMetricsInterval sets how often the metrics window is appended to the
@@ -141,6 +142,7 @@ type Agent struct {
 	srv     *api.Server
 	up      *uplink.Uplink
 	tel     *telemetry
+	drift   *driftWindows
 	runCtx  context.Context
 	started time.Time
 	ready   atomic.Bool
@@ -176,6 +178,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Agent, error
 			shutdownTimeout: DefaultShutdownTimeout,
 			drainTimeout:    DefaultDrainTimeout,
 			sampleQueue:     DefaultSampleQueue,
+			driftWindow:     DefaultDriftWindow,
 		},
 		sem: make(chan struct{}, 1),
 	}
@@ -184,6 +187,9 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Agent, error
 	}
 	if a.opts.metricsInterval <= 0 || a.opts.shutdownTimeout <= 0 || a.opts.sampleQueue <= 0 {
 		return nil, errors.New("agent: metrics interval, shutdown timeout and sample queue must be > 0")
+	}
+	if a.opts.driftWindow <= 0 {
+		return nil, errors.New("agent: the drift window must be > 0")
 	}
 	a.mopts = model.Options{
 		ORTLibrary:     cfg.Runtime.ORTLibrary,
@@ -368,6 +374,7 @@ func (a *Agent) start(ctx context.Context) (*session, error) {
 	s := &session{errc: make(chan error, 4)}
 	reg := api.NewRegistry()
 	tel := newTelemetry(a.ob, a.log, a.cfg.Buffer.PredictionSampleRate, a.opts.metricsInterval, a.opts.sampleQueue)
+	dw := newDriftWindows(a.ob, a.log, a.opts.driftWindow)
 	srv, err := api.New(api.Options{
 		Backend:      reg,
 		Logger:       a.log,
@@ -376,20 +383,21 @@ func (a *Agent) start(ctx context.Context) (*session, error) {
 			st := a.ob.Stats()
 			return api.BufferStats{Records: st.Records, Bytes: st.Bytes, Dropped: st.Dropped}
 		},
-		OnPrediction: tel.observe,
+		OnPrediction: func(p api.Prediction) { tel.observe(p); dw.observe(p) },
 	})
 	if err != nil {
 		return s, fmt.Errorf("agent: %w", err)
 	}
-	if err := tel.register(srv.Registry()); err != nil {
+	if err := errors.Join(tel.register(srv.Registry()), dw.register(srv.Registry())); err != nil {
 		srv.Shutdown(ctx)
 		return s, fmt.Errorf("agent: %w", err)
 	}
 	// From here on installs put models into service (isServing).
 	a.mu.Lock()
-	a.reg, a.srv, a.tel, a.started = reg, srv, tel, time.Now()
+	a.reg, a.srv, a.tel, a.drift, a.started = reg, srv, tel, dw, time.Now()
 	a.mu.Unlock()
 	tel.start()
+	dw.start()
 
 	// Listen first, so that clients get 503 rather than no socket while
 	// the model loads; READY waits for both.
@@ -534,6 +542,9 @@ func (a *Agent) shutdown(s *session) error {
 	}
 	if a.tel != nil {
 		a.tel.stop()
+	}
+	if a.drift != nil {
+		a.drift.stop() // the partial window
 	}
 	errs = append(errs, a.release())
 	return errors.Join(errs...)
