@@ -61,5 +61,11 @@
 // When the requested version is the last-known-good, Rollback(ctx,
 // activate) switches the same way without a download.
 //
-// Only one Install or Rollback runs at a time; another gets ErrBusy.
+// A shadow candidate (a version run beside the active one without
+// serving its answers) is fetched and verified the same way by Unpack,
+// into a directory of the agent's outside bundles/, without touching the
+// slots.
+//
+// Only one Install, Rollback or Unpack runs at a time; another gets
+// ErrBusy.
 package slot
