@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -106,6 +107,11 @@ type Prediction struct {
 	// whatever the request selected), nil if Err is not. The server does
 	// not touch it after handing it over.
 	Output *model.Output
+	// Input is the request's input, for observers that run it again
+	// (the agent's shadow candidate): set only for requests that
+	// succeeded and that Options.KeepInput asked for; the raw bytes are a
+	// copy, the tensors the decoded request's. Nil otherwise.
+	Input *model.Input
 }
 
 // BufferStats is the state of the agent's outbox, reported as metrics.
@@ -141,6 +147,11 @@ type Options struct {
 	OnPrediction func(Prediction)
 	// PredictionQueue is the queue's length; 0 means 1024.
 	PredictionQueue int
+	// KeepInput, if set, is asked after every successful inference of
+	// model name@version whether its Prediction should carry the input
+	// (Prediction.Input), which costs a copy of a raw body. It runs on
+	// the request path and must be cheap (a sampling decision).
+	KeepInput func(name, version string) bool
 }
 
 // Server serves the local inference API. Create it with New, serve
@@ -157,6 +168,7 @@ type Server struct {
 	buffers sync.Pool // *[]byte: request bodies, then responses
 
 	onPrediction func(Prediction)
+	keepInput    func(name, version string) bool
 	predictions  chan Prediction
 	stop         chan struct{}
 	stopOnce     sync.Once
@@ -185,6 +197,7 @@ func New(opts Options) (*Server, error) {
 		name:         opts.ServerName,
 		version:      opts.ServerVersion,
 		onPrediction: opts.OnPrediction,
+		keepInput:    opts.KeepInput,
 		stop:         make(chan struct{}),
 		workerDone:   make(chan struct{}),
 	}
@@ -626,6 +639,10 @@ func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, versio
 		return s.fail(w, r, res.bundle[0], err), err
 	}
 	pred.Output = out
+	if s.keepInput != nil && s.onPrediction != nil && s.keepInput(res.name, res.version) {
+		// The body lives in a pooled buffer: the raw bytes are copied.
+		pred.Input = &model.Input{Tensors: in.Tensors, Raw: bytes.Clone(in.Raw)}
+	}
 
 	outputs := out.Tensors
 	var id string
