@@ -1,0 +1,237 @@
+package testbed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/testbed/qemu"
+)
+
+// inferResponse is the part of an Open Inference Protocol response the
+// smoke test reads.
+type inferResponse struct {
+	ModelVersion string `json:"model_version"`
+	Outputs      []struct {
+		Name string    `json:"name"`
+		Data []float64 `json:"data"`
+	} `json:"outputs"`
+}
+
+func (r *inferResponse) output() (float64, error) {
+	for _, o := range r.Outputs {
+		if o.Name == "output" && len(o.Data) == 1 {
+			return o.Data[0], nil
+		}
+	}
+	return 0, fmt.Errorf("no one-element output %q in %+v", "output", r.Outputs)
+}
+
+// TestSmoke boots one emulated arm64 device from the device image and
+// gets one inference from it, the way a fleet runs: fleetd (in this
+// process) enrols the device and assigns it the signed Silero VAD bundle
+// before it boots; the device boots with systemd, its agent connects over
+// the guest's only network path (MQTT and HTTP to fleetd through QEMU's
+// restricted user network), takes the retained desired state, downloads,
+// verifies, smoke-tests and activates the bundle and reports it; then a
+// client on the device sends the two-sine PCM frame to the agent's unix
+// socket and must get 0.0690874 back. It logs the image build, boot and
+// first-inference times, and the latency of inference on the emulated
+// device (with -testbed.compare also through a native agent here).
+func TestSmoke(t *testing.T) {
+	preflight(t)
+	root := testenv.Root(t)
+	onSignal := interruptible(t)
+	work := t.TempDir()
+	start := time.Now()
+
+	debPath := agentPackage(t, root, work)
+	img := deviceImage(t, root, debPath)
+	relay, err := qemu.BuildRelay(context.Background(), work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prepared := time.Since(start)
+
+	f := startFleet(t)
+	pub := newPublisher(t)
+	bundlePath := pub.silero(t, root)
+	ctx := context.Background()
+	if _, _, err := f.api.Push(ctx, bundlePath, bundlePath+".sig"); err != nil {
+		t.Fatalf("pushing the bundle: %v", err)
+	}
+	const id = "smoke-1"
+	labels := map[string]string{"testbed": "smoke"}
+	e := f.enroll(t, id, labels)
+	// Assigned before the device ever connects: the desired state waits,
+	// retained, on the broker.
+	a, err := f.api.Assign(ctx, id, "silero-vad@5.0.0", "")
+	if err != nil {
+		t.Fatalf("assigning the bundle: %v", err)
+	}
+
+	pcm, err := os.ReadFile(filepath.Join(root, "testbed", "bundles", "silero-vad", "smoke", "two-sine.pcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := newDevice(t, onSignal, img, relay, id, f.forwards, map[string][]byte{
+		"etc/edge-agent/config.yaml":       agentConfig(t, root, e, labels),
+		"etc/edge-agent/mqtt.password":     []byte(e.Password + "\n"),
+		"etc/edge-agent/trust/testbed.pub": pub.publicKey(t),
+		"two-sine.pcm":                     pcm,
+	}, testLogger(t))
+
+	bootCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := dev.Start(bootCtx); err != nil {
+		t.Fatal(err)
+	}
+	boot, err := dev.WaitReady(bootCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %v", id, boot)
+	if prof, err := dev.Exec(bootCtx, "systemd-analyze critical-chain edge-agent.service; systemd-analyze blame | head -15"); err == nil {
+		t.Logf("%s: boot profile:\n%s", id, prof)
+	}
+
+	dev1 := f.waitDevice(bootCtx, t, id, "silero-vad@5.0.0 active", func(d *api.Device) bool {
+		r := d.Reported
+		return d.Status.Online && r != nil && r.AppliedSeq == a.Desired.Seq && r.Active != nil &&
+			r.Active.ID() == "silero-vad@5.0.0" && r.Install != nil && r.Install.Phase == protocol.PhaseSucceeded
+	})
+	installed := time.Since(start) - prepared
+	t.Logf("%s: fleetd sees silero-vad@5.0.0 active (agent %s, provider %s) %.1fs after the device started",
+		id, dev1.Reported.AgentVersion, dev1.Reported.Provider, installed.Seconds())
+
+	const infer = "curl -sS --fail-with-body --unix-socket /run/edge-agent/api.sock " +
+		"-H 'Content-Type: application/octet-stream' --data-binary @" + qemu.SeedDir + "/two-sine.pcm " +
+		"http://localhost/v2/models/silero-vad/infer"
+	out, err := dev.Exec(bootCtx, infer)
+	if err != nil {
+		t.Fatalf("inference on the device: %v", err)
+	}
+	firstInference := time.Since(start) - prepared
+	var r inferResponse
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("decoding the device's answer: %v\n%s", err, out)
+	}
+	got, err := r.output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !near(got) || r.ModelVersion != "5.0.0" {
+		t.Fatalf("device answered output %v from model version %q, want %v ± %g from 5.0.0", got, r.ModelVersion, sileroOutput, tolerance)
+	}
+	t.Logf("%s: speech probability %v (want %v); first inference %.1fs after the device started (image ready in %.1fs before that)",
+		id, got, sileroOutput, firstInference.Seconds(), prepared.Seconds())
+
+	// Latency on the emulated device: curl's own timing of each request,
+	// end to end over the unix socket.
+	emulated := guestLatency(t, dev, bootCtx, infer, 10)
+	t.Logf("inference latency (raw PCM, curl over the unix socket), arm64 agent under qemu-system-aarch64 (TCG, 1 vCPU): median %v of 10",
+		emulated.Round(time.Microsecond))
+	if *compare {
+		native := nativeLatency(t, root, bundlePath, pub, 10)
+		t.Logf("the same, amd64 agent native on this machine: median %v of 10 (emulation %.0fx slower)",
+			native.Round(time.Microsecond), float64(emulated)/float64(native))
+	}
+
+	stopCtx, cancel2 := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel2()
+	stopStart := time.Now()
+	if err := dev.Stop(stopCtx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: clean power-off in %.1fs", id, time.Since(stopStart).Seconds())
+}
+
+// guestLatency runs command n times in the guest and returns the median of
+// curl's time_total.
+func guestLatency(t *testing.T, dev *device, ctx context.Context, command string, n int) time.Duration {
+	t.Helper()
+	out, err := dev.Exec(ctx, fmt.Sprintf("for i in $(seq %d); do %s -o /dev/null -w '%%{time_total}\\n'; done", n, command))
+	if err != nil {
+		t.Fatalf("timing inference on the device: %v", err)
+	}
+	return medianSeconds(t, out)
+}
+
+func medianSeconds(t *testing.T, out []byte) time.Duration {
+	t.Helper()
+	var ds []time.Duration
+	for _, f := range strings.Fields(string(out)) {
+		s, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			t.Fatalf("curl printed %q, not a time", f)
+		}
+		ds = append(ds, time.Duration(s*float64(time.Second)))
+	}
+	if len(ds) == 0 {
+		t.Fatal("no timings")
+	}
+	return median(ds)
+}
+
+// nativeLatency starts an agent built for this machine with the same
+// bundle and times the same request with curl.
+func nativeLatency(t *testing.T, root, bundlePath string, pub *publisher, n int) time.Duration {
+	t.Helper()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl not found: apt-get install curl")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "edge-agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false",
+		"-ldflags", "-X github.com/edgefleet/edgefleet/shared/version.Version="+agentVersion, "-o", bin, "./agent/cmd/edge-agent")
+	cmd.Dir = root
+	run(t, cmd)
+	key := filepath.Join(dir, "publisher.pub")
+	if err := os.WriteFile(key, pub.publicKey(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "api.sock")
+	cfg := fmt.Sprintf("deviceID: native\ndataDir: %s\ntrust:\n  publicKeys: [%s]\napi:\n  socket: %s\nruntime:\n  ortLibrary: %s\n",
+		filepath.Join(dir, "data"), key, sock, testenv.ORTLibrary(t))
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.Command(bin, "run", "--config", filepath.Join(dir, "config.yaml"))
+	var logs syncBuffer
+	agent.Stdout, agent.Stderr = &logs, &logs
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		agent.Process.Signal(os.Interrupt)
+		agent.Wait()
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the native agent did not listen on %s:\n%s", sock, logs.tail(4000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	run(t, exec.Command(bin, "install", "--config", filepath.Join(dir, "config.yaml"), bundlePath))
+	pcm := filepath.Join(root, "testbed", "bundles", "silero-vad", "smoke", "two-sine.pcm")
+	var script strings.Builder
+	for range n {
+		fmt.Fprintf(&script, "curl -sS --fail-with-body --unix-socket %s -H 'Content-Type: application/octet-stream' --data-binary @%s -o /dev/null -w '%%{time_total}\\n' http://localhost/v2/models/silero-vad/infer\n", sock, pcm)
+	}
+	out := run(t, exec.Command("bash", "-c", script.String()))
+	return medianSeconds(t, out)
+}
