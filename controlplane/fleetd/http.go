@@ -74,6 +74,7 @@ func (s *Server) routes() http.Handler {
 	handle("GET "+p+"/bundles/{name}", authOperator, s.handleBundles)
 	handle("GET "+p+"/bundles/{name}/{version}", authOperator, s.handleBundle)
 	s.rolloutRoutes(handle)
+	s.driftRoutes(handle)
 	metrics := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 	handle("GET /metrics", authOperator, func(w http.ResponseWriter, r *http.Request) error {
 		metrics.ServeHTTP(w, r)

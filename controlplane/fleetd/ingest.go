@@ -203,6 +203,7 @@ func (s *Server) storeRecords(device, epoch string, recs []telemetry.Record) err
 	if err != nil {
 		return refuse(err)
 	}
+	s.drift.stored(device, recs) // drift hours cached before are stale
 	s.metrics.delivered.Add(float64(res.Delivered))
 	s.metrics.duplicates.Add(float64(res.Duplicates))
 	s.touch(device)

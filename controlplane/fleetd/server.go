@@ -94,7 +94,8 @@ type Server struct {
 	unpubMu     sync.Mutex
 	unpublished map[string]bool
 
-	ro rollouts // the rollout engine (rollouts.go)
+	ro    rollouts   // the rollout engine (rollouts.go)
+	drift driftIndex // drift profiles and merged hours (drift.go)
 
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
