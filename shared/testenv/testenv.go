@@ -1,7 +1,7 @@
 // Package testenv finds the real components tests run against: the
 // repository root, the pinned ONNX Runtime library and Silero VAD model
-// fetched by `make deps`, and WASM modules built from source with the Go
-// toolchain. A missing component fails the test with the command that
+// fetched by `make deps`, and WASM modules built from source (Go with the
+// Go toolchain, C with clang). A missing component fails the test with the command that
 // provides it; it is never skipped.
 package testenv
 
@@ -67,10 +67,12 @@ var (
 	wasmBuilt = map[string]string{}
 )
 
-// BuildWASM compiles the Go package at pkgDir (relative to the repository
-// root) into a WASI reactor module (GOOS=wasip1 GOARCH=wasm,
-// -buildmode=c-shared) and returns the .wasm path. Results are cached per
-// process and in the Go build cache.
+// BuildWASM builds the processor at pkgDir (relative to the repository
+// root) into a WASI reactor module and returns the .wasm path. A directory
+// holding C sources (*.c) is compiled with clang for wasm32-wasi
+// (WASMCFlags; Debian packages WASMPackages); any other is a Go package,
+// built with GOOS=wasip1 GOARCH=wasm -buildmode=c-shared. Results are
+// cached per process (and Go's in the Go build cache).
 func BuildWASM(tb testing.TB, pkgDir string) string {
 	tb.Helper()
 	wasmMu.Lock()
@@ -84,12 +86,49 @@ func BuildWASM(tb testing.TB, pkgDir string) string {
 		tb.Fatalf("testenv: %v", err)
 	}
 	out := filepath.Join(outDir, filepath.Base(pkgDir)+".wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", out, "./"+filepath.ToSlash(pkgDir))
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("testenv: building %s for wasip1: %v\n%s", pkgDir, err, b)
+	csrc, err := filepath.Glob(filepath.Join(root, pkgDir, "*.c"))
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	if len(csrc) > 0 {
+		buildC(tb, root, pkgDir, csrc, out)
+	} else {
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", out, "./"+filepath.ToSlash(pkgDir))
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			tb.Fatalf("testenv: building %s for wasip1: %v\n%s", pkgDir, err, b)
+		}
 	}
 	wasmBuilt[pkgDir] = out
 	return out
+}
+
+// WASMCFlags are the clang flags that build a C processor into a WASI
+// reactor (docs/wasm-abi.md, "Writing a processor in C"); the Makefile
+// uses the same.
+var WASMCFlags = []string{
+	"--target=wasm32-wasi", "-O2", "-msimd128", "-std=c11", "-Wall", "-Wextra", "-Werror",
+	"-mexec-model=reactor", "-Wl,--stack-first", "-Wl,-z,stack-size=16384", "-Wl,--strip-debug",
+}
+
+// WASMPackages are the Debian packages that provide clang for wasm32-wasi.
+const WASMPackages = "clang lld wasi-libc libclang-rt-dev-wasm32"
+
+// buildC compiles the C sources of the processor at pkgDir with clang.
+func buildC(tb testing.TB, root, pkgDir string, srcs []string, out string) {
+	tb.Helper()
+	cc := os.Getenv("WASM_CC")
+	if cc == "" {
+		cc = "clang"
+	}
+	if _, err := exec.LookPath(cc); err != nil {
+		tb.Fatalf("testenv: building %s needs clang for wasm32-wasi: %v (apt-get install %s)", pkgDir, err, WASMPackages)
+	}
+	args := append(append([]string(nil), WASMCFlags...), "-o", out)
+	cmd := exec.Command(cc, append(args, srcs...)...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("testenv: building %s with %s: %v\n%s\n(clang for wasm32-wasi needs the Debian packages %s)", pkgDir, cmd, err, b, WASMPackages)
+	}
 }
