@@ -9,6 +9,13 @@ BIN := bin
 TOOLS := $(CURDIR)/.cache/tools/bin
 STATICCHECK := $(TOOLS)/staticcheck
 SILERO_PRE := testbed/bundles/silero-vad/pre.wasm
+SILERO_PRE_SRC := testbed/bundles/silero-vad/pre
+# C processors: clang for wasm32-wasi (docs/wasm-abi.md, "Writing a processor
+# in C"). The flags are testenv.WASMCFlags, which the tests build with (a
+# test in shared/testenv checks that the two agree).
+WASM_CC ?= clang
+WASM_CFLAGS := --target=wasm32-wasi -O2 -msimd128 -std=c11 -Wall -Wextra -Werror -mexec-model=reactor -Wl,--stack-first -Wl,-z,stack-size=16384 -Wl,--strip-debug
+WASM_PACKAGES := clang lld wasi-libc libclang-rt-dev-wasm32
 TEST_TIMEOUT ?= 25m
 
 export EDGEFLEET_CACHE ?= $(CURDIR)/.cache/deps
@@ -25,11 +32,18 @@ deps:
 tools:
 	scripts/tools.sh
 
-## wasm: build the example WASM pre-processors with the Go toolchain
+## wasm: build the example WASM pre-processor (C with clang for wasm32-wasi; a Go one with GOOS=wasip1)
 wasm: $(SILERO_PRE)
 
-$(SILERO_PRE): $(wildcard testbed/bundles/silero-vad/pre/*.go testbed/bundles/silero-vad/pre/frame/*.go shared/processor/guest/*.go shared/tensor/*.go)
-	GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 $(GO) build -buildmode=c-shared -trimpath -o $@ ./testbed/bundles/silero-vad/pre
+ifneq ($(wildcard $(SILERO_PRE_SRC)/*.c),)
+$(SILERO_PRE): $(wildcard $(SILERO_PRE_SRC)/*.c $(SILERO_PRE_SRC)/*.h)
+	@command -v $(WASM_CC) >/dev/null || { echo "make wasm: $(WASM_CC) not found: apt-get install $(WASM_PACKAGES)" >&2; exit 1; }
+	$(WASM_CC) $(WASM_CFLAGS) -o $@.tmp $(filter %.c,$^) || { echo "make wasm: clang for wasm32-wasi needs the Debian packages $(WASM_PACKAGES)" >&2; exit 1; }
+	mv $@.tmp $@
+else
+$(SILERO_PRE): $(wildcard $(SILERO_PRE_SRC)/*.go $(SILERO_PRE_SRC)/frame/*.go shared/processor/guest/*.go shared/tensor/*.go)
+	GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 $(GO) build -buildmode=c-shared -trimpath -o $@ ./$(SILERO_PRE_SRC)
+endif
 
 ## build: the binaries, into bin/
 build: deps wasm
