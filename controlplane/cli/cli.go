@@ -90,6 +90,7 @@ edgefleet control plane.`,
 		newEnrollCmd(a),
 		newRolloutCmd(a),
 		newProfileCmd(a),
+		newDriftCmd(a),
 	)
 	return root
 }
