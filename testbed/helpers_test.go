@@ -35,6 +35,8 @@ var (
 	keep    = flag.Bool("testbed.keep", false, "keep every device's directory (console.log, qemu.log, disks) and print where")
 	compare = flag.Bool("testbed.compare", false, "also time inference through a native agent on this machine, for comparison")
 	cache   = flag.String("testbed.cache", "", "the device image cache (default: .cache/image in the repository)")
+	cpus    = flag.Int("testbed.cpus", 1, "virtual CPUs per device")
+	cpu     = flag.String("testbed.cpu", "", "the emulated CPU (-cpu; default qemu.DefaultCPU)")
 )
 
 // Guest ports of fleetd's services at qemu.FleetIP.
@@ -363,6 +365,8 @@ func newDevice(t *testing.T, onSignal func(func()), img *fwimage.Image, relay, n
 		Image:     qemu.Image{Kernel: img.Kernel, Initrd: img.Initrd, RootFS: img.RootFS},
 		Dir:       dir,
 		MemoryMiB: 512,
+		CPUs:      *cpus,
+		CPU:       *cpu,
 		Seed:      seed,
 		Forwards:  forwards,
 		Relay:     relay,

@@ -136,15 +136,17 @@ func TestSmoke(t *testing.T) {
 	t.Logf("%s: speech probability %v (want %v); first inference %.1fs after the device started (image ready in %.1fs before that)",
 		id, got, sileroOutput, firstInference.Seconds(), prepared.Seconds())
 
-	// Latency on the emulated device: curl's own timing of each request,
-	// end to end over the unix socket.
-	emulated := guestLatency(t, dev, bootCtx, infer, 10)
-	t.Logf("inference latency (raw PCM, curl over the unix socket), arm64 agent under qemu-system-aarch64 (TCG, 1 vCPU): median %v of 10",
-		emulated.Round(time.Microsecond))
+	// Latency on the emulated device, as curl measures each request over
+	// the unix socket (one curl process and connection: the first request
+	// is left out).
+	const n = 20
+	emulated := latency(t, func(script string) ([]byte, error) { return dev.Exec(bootCtx, script) }, "/run/edge-agent/api.sock", qemu.SeedDir+"/two-sine.pcm", n)
+	t.Logf("inference latency (raw PCM over the agent's unix socket), arm64 agent in qemu-system-aarch64 (TCG, -cpu %s, %d vCPU): median %v of %d",
+		dev.Config().CPU, dev.Config().CPUs, emulated.Round(time.Microsecond), n)
 	if *compare {
-		native := nativeLatency(t, root, bundlePath, pub, 10)
-		t.Logf("the same, amd64 agent native on this machine: median %v of 10 (emulation %.0fx slower)",
-			native.Round(time.Microsecond), float64(emulated)/float64(native))
+		native := nativeLatency(t, root, bundlePath, pub, n)
+		t.Logf("the same, amd64 agent native on this machine: median %v of %d (emulation %.0fx slower)",
+			native.Round(time.Microsecond), n, float64(emulated)/float64(native))
 	}
 
 	stopCtx, cancel2 := context.WithTimeout(ctx, 2*time.Minute)
@@ -156,31 +158,31 @@ func TestSmoke(t *testing.T) {
 	t.Logf("%s: clean power-off in %.1fs", id, time.Since(stopStart).Seconds())
 }
 
-// guestLatency runs command n times in the guest and returns the median of
-// curl's time_total.
-func guestLatency(t *testing.T, dev *device, ctx context.Context, command string, n int) time.Duration {
+// latency sends the two-sine PCM frame n+1 times to the agent at socket
+// through one curl process (run by runScript, which runs a bash script) and returns
+// the median of curl's time_total over the last n.
+func latency(t *testing.T, runScript func(script string) ([]byte, error), socket, pcm string, n int) time.Duration {
 	t.Helper()
-	out, err := dev.Exec(ctx, fmt.Sprintf("for i in $(seq %d); do %s -o /dev/null -w '%%{time_total}\\n'; done", n, command))
+	script := fmt.Sprintf("curl -sS --fail-with-body --unix-socket %s -H 'Content-Type: application/octet-stream' --data-binary @%s -w '\\nT %%{time_total}\\n' $(for i in $(seq %d); do echo http://localhost/v2/models/silero-vad/infer; done)",
+		socket, pcm, n+1)
+	out, err := runScript(script)
 	if err != nil {
-		t.Fatalf("timing inference on the device: %v", err)
+		t.Fatalf("timing inference: %v", err)
 	}
-	return medianSeconds(t, out)
-}
-
-func medianSeconds(t *testing.T, out []byte) time.Duration {
-	t.Helper()
 	var ds []time.Duration
-	for _, f := range strings.Fields(string(out)) {
-		s, err := strconv.ParseFloat(f, 64)
-		if err != nil {
-			t.Fatalf("curl printed %q, not a time", f)
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "T "); ok {
+			s, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("curl printed %q, not a time", line)
+			}
+			ds = append(ds, time.Duration(s*float64(time.Second)))
 		}
-		ds = append(ds, time.Duration(s*float64(time.Second)))
 	}
-	if len(ds) == 0 {
-		t.Fatal("no timings")
+	if len(ds) != n+1 {
+		t.Fatalf("%d timings from curl, want %d:\n%s", len(ds), n+1, out)
 	}
-	return median(ds)
+	return median(ds[1:])
 }
 
 // nativeLatency starts an agent built for this machine with the same
@@ -228,10 +230,5 @@ func nativeLatency(t *testing.T, root, bundlePath string, pub *publisher, n int)
 	}
 	run(t, exec.Command(bin, "install", "--config", filepath.Join(dir, "config.yaml"), bundlePath))
 	pcm := filepath.Join(root, "testbed", "bundles", "silero-vad", "smoke", "two-sine.pcm")
-	var script strings.Builder
-	for range n {
-		fmt.Fprintf(&script, "curl -sS --fail-with-body --unix-socket %s -H 'Content-Type: application/octet-stream' --data-binary @%s -o /dev/null -w '%%{time_total}\\n' http://localhost/v2/models/silero-vad/infer\n", sock, pcm)
-	}
-	out := run(t, exec.Command("bash", "-c", script.String()))
-	return medianSeconds(t, out)
+	return latency(t, func(script string) ([]byte, error) { return exec.Command("bash", "-c", script).Output() }, sock, pcm, n)
 }

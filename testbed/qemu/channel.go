@@ -148,19 +148,18 @@ func (c *channel) marker(line string) {
 		return
 	}
 	if id, ok := strings.CutSuffix(line, "{"); ok {
-		if n, err := strconv.Atoi(id); err == nil {
+		if n, err := strconv.Atoi(id); err == nil && n > 0 {
 			c.cur = n
 			c.out.Reset()
+			return
 		}
-		return
 	}
 	id, status, ok := strings.Cut(line, "}")
-	if !ok {
-		return
-	}
 	n, err1 := strconv.Atoi(id)
 	code, err2 := strconv.Atoi(status)
-	if err1 != nil || err2 != nil || n != c.cur {
+	if !ok || err1 != nil || err2 != nil || n != c.cur || n == 0 {
+		// Not a marker of ours: output that happens to look like one.
+		c.emit([]byte(marker + line + "\n"))
 		return
 	}
 	out := bytes.Clone(c.out.Bytes())

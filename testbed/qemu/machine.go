@@ -302,6 +302,9 @@ func New(cfg Config) (*Machine, error) {
 // Name is the machine's Config.Name.
 func (m *Machine) Name() string { return m.cfg.Name }
 
+// Config is the machine's configuration, with the defaults filled in.
+func (m *Machine) Config() Config { return m.cfg }
+
 // ConsolePath is the file the serial console is written to (appended to
 // across boots).
 func (m *Machine) ConsolePath() string { return m.console }
