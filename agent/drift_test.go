@@ -361,3 +361,106 @@ func TestDriftAgent(t *testing.T) {
 		t.Errorf("drift records out of order: %v", ids)
 	}
 }
+
+// BenchmarkDriftObserve puts the drift summary's cost per prediction
+// beside the prediction itself, in one run, on the Silero bundle with its
+// profile and frames of synthetic speech:
+//
+//   - infer-raw: model.Infer of one PCM frame (the WASM pre-processor and
+//     ONNX Runtime), what the request path runs;
+//   - observe: the agent's hook on the observer goroutine
+//     (driftWindows.observe: lock, bundle check, ObserveHealth,
+//     ObserveTensors of the features and the output), per prediction;
+//     pct-of-infer is its share of infer-raw;
+//   - summary-only: ObserveHealth and ObserveTensors alone;
+//   - close-window: closing a 5-minute window of 9,375 predictions (one
+//     frame every 32 ms): the window's own Compare against the profile,
+//     the base64 encoding and the record's JSON; payload-B is the
+//     record's size, summary-B the binary summary's.
+func BenchmarkDriftObserve(b *testing.B) {
+	v1 := sileroProfileBundle(b, "1.0.0")
+	s := newSetupRate(b, 0, "")
+	a := startAgent(b, s)
+	ctx := context.Background()
+	if _, err := a.Install(ctx, v1.path, "", InstallOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	a.modelMu.Lock()
+	mdl := a.serving
+	a.modelMu.Unlock()
+	_, p := sileroProfile(b)
+
+	frames := speechFrames(b, audio.Normal(11), 2000)
+	outs := make([]*model.Output, len(frames))
+	for i, f := range frames {
+		out, err := mdl.Infer(ctx, model.Input{Raw: f})
+		if err != nil {
+			b.Fatal(err)
+		}
+		outs[i] = out
+	}
+	pred := func(i int) api.Prediction {
+		return api.Prediction{Model: "silero-vad", Version: "1.0.0", Raw: true, Latency: 400 * time.Microsecond, Code: 200, Output: outs[i%len(outs)]}
+	}
+
+	var inferNs float64
+	b.Run("infer-raw", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, err := mdl.Infer(ctx, model.Input{Raw: frames[i%len(frames)]}); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		inferNs = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	})
+	b.Run("observe", func(b *testing.B) {
+		d := newDriftWindows(nil, testLogger(b), time.Hour)
+		d.swap("silero-vad", "1.0.0", p)
+		i := 0
+		for b.Loop() {
+			d.observe(pred(i))
+			i++
+		}
+		if d.invalid.Load() != 0 || d.ignored.Load() != 0 {
+			b.Fatalf("%d invalid, %d ignored", d.invalid.Load(), d.ignored.Load())
+		}
+		if inferNs > 0 {
+			b.ReportMetric(100*float64(b.Elapsed().Nanoseconds())/float64(b.N)/inferNs, "pct-of-infer")
+		}
+	})
+	b.Run("summary-only", func(b *testing.B) {
+		sum := drift.NewSummary(p)
+		i := 0
+		for b.Loop() {
+			o := outs[i%len(outs)]
+			sum.ObserveHealth(400*time.Microsecond, false)
+			if err := sum.ObserveTensors(o.Features, o.Tensors); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("close-window", func(b *testing.B) {
+		const n = 9375
+		w := &driftWindow{model: "silero-vad", version: "1.0.0", profile: p, sum: drift.NewSummary(p)}
+		w.sum.Start = time.Now()
+		for i := range n {
+			o := outs[i%len(outs)]
+			w.sum.ObserveHealth(400*time.Microsecond, false)
+			if err := w.sum.ObserveTensors(o.Features, o.Tensors); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var rec []byte
+		for b.Loop() {
+			var err error
+			if rec, err = w.record(time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		bin, _ := w.sum.MarshalBinary()
+		b.ReportMetric(float64(len(rec)), "payload-B")
+		b.ReportMetric(float64(len(bin)), "summary-B")
+	})
+}
