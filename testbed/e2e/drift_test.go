@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/agent"
+	"github.com/edgefleet/edgefleet/controlplane/client"
+	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/testbed/audio"
+	"github.com/edgefleet/edgefleet/testbed/fleet"
+)
+
+const (
+	// driftDevices: half of them ("room=noisy") hear the raised noise
+	// floor in the second phase.
+	driftDevices = 4
+	// driftFrames is each device's predictions per phase: 400 frames
+	// (12.8 s of audio) per device, 800 per room, keep the normed
+	// Wasserstein distances of normal audio under 0.06 and those of
+	// the raised noise floor's level and bands above 0.14 (its
+	// zero-crossing rate under 0.07), against the threshold of 0.1.
+	driftFrames = 400
+	// driftWindow is the agents' drift window: short, so that the
+	// phases' windows reach fleetd within a second of their end.
+	driftWindow = 250 * time.Millisecond
+)
+
+// TestDrift: real agents run the Silero VAD bundle with its reference
+// profile on synthetic speech and report drift windows over MQTT; fleetd
+// merges them. In a first phase every device hears normal speech, and
+// fleetd's report over that time range flags nothing. In a second phase
+// the "noisy" room's devices hear the noise floor raised by 18 dB: the
+// report for that room flags the level (rms) and every band but not the
+// zero-crossing rate; the quiet room's report flags nothing.
+func TestDrift(t *testing.T) {
+	ctx := t.Context()
+	art := fleet.TestArtifacts(t)
+	pub := fleet.TestPublisher(t)
+	b := sileroWithProfile(t, art, pub, "5.1.0")
+
+	room := func(i int) string {
+		if i%2 == 1 {
+			return "noisy"
+		}
+		return "quiet"
+	}
+	f := fleet.Start(t, fleet.Options{
+		Devices:      driftDevices,
+		Artifacts:    art,
+		TrustKeys:    []string{pub.PublicKey},
+		SampleRate:   -1, // no prediction samples: the drift records are the point
+		Labels:       func(i int) map[string]string { return map[string]string{"room": room(i)} },
+		AgentOptions: []agent.Option{agent.WithDriftWindow(driftWindow)},
+	})
+	if err := f.Push(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.AssignAll(ctx, b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitAll(t, b.ID()+" active on every device", fleet.Active(b.ID()))
+
+	// Phase 1: normal speech everywhere.
+	t0 := time.Now()
+	driftPhase(t, f, func(i int) audio.Config { return audio.Normal(uint64(100 + i)) })
+	t1 := phaseEnd(t, f, b.ID(), t0, driftDevices*driftFrames)
+
+	// Phase 2: the noisy room's noise floor is raised.
+	driftPhase(t, f, func(i int) audio.Config {
+		if room(i) == "noisy" {
+			return audio.RaisedNoise(uint64(200 + i))
+		}
+		return audio.Normal(uint64(200 + i))
+	})
+	phaseEnd(t, f, b.ID(), t1, driftDevices*driftFrames)
+
+	report := func(what string, q client.DriftQuery, wantDevices int, wantDrifted []string, wantNot ...string) {
+		t.Helper()
+		q.Bundle = b.ID()
+		r, err := f.API.Drift(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		var drifted []string
+		for _, fr := range r.Report.Features {
+			if fr.Drift {
+				drifted = append(drifted, fr.Name)
+			}
+			t.Logf("%s: %-15s %s %.3f ± %.3f (threshold %g) drift=%v, %d values", what, fr.Name, fr.Test, fr.Statistic, fr.Bound, fr.Threshold, fr.Drift, fr.Count)
+			if want := uint64(wantDevices * driftFrames); fr.Count != want || fr.Missing != 0 {
+				t.Errorf("%s: %s: %d values (%d missing), want %d", what, fr.Name, fr.Count, fr.Missing, want)
+			}
+		}
+		t.Logf("%s: %d devices, %d reporting, %d windows, drifted %v (share %.2f)", what, r.Devices, r.Reporting, r.Windows, drifted, r.Report.Share)
+		if r.Reporting != wantDevices || r.Invalid != 0 || r.Report.Tested != len(r.Report.Features) {
+			t.Errorf("%s: %d devices reporting, %d invalid windows, %d features tested; want %d, 0, all", what, r.Reporting, r.Invalid, r.Report.Tested, wantDevices)
+		}
+		for _, name := range wantDrifted {
+			if !slices.Contains(drifted, name) {
+				t.Errorf("%s: %s not flagged (drifted: %v)", what, name, drifted)
+			}
+		}
+		for _, name := range wantNot {
+			if slices.Contains(drifted, name) {
+				t.Errorf("%s: %s flagged (drifted: %v)", what, name, drifted)
+			}
+		}
+	}
+	features := []string{"rms", "zcr", "band_0_300", "band_300_1000", "band_1000_3000", "band_3000_8000", "speech"}
+	rfc := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+	phase1 := client.DriftQuery{Since: rfc(t0), Until: rfc(t1)}
+	report("phase 1, every device", phase1, driftDevices, nil, features...)
+	phase2 := client.DriftQuery{Since: rfc(t1)}
+	phase2.Selector = "room=noisy"
+	report("phase 2, noisy room", phase2, driftDevices/2,
+		[]string{"rms", "band_0_300", "band_300_1000", "band_1000_3000", "band_3000_8000"}, "zcr")
+	phase2.Selector = "room=quiet"
+	report("phase 2, quiet room", phase2, driftDevices/2, nil, features...)
+}
+
+// sileroWithProfile builds and signs the Silero VAD bundle with the WASM
+// pre-processor and the reference drift profile of
+// testbed/bundles/silero-vad (the harness's SileroBundle ships none).
+func sileroWithProfile(t *testing.T, art fleet.Artifacts, pub *fleet.Publisher, version string) fleet.Bundle {
+	t.Helper()
+	dir := t.TempDir()
+	spec := fmt.Sprintf(`name: silero-vad
+version: %s
+model: %s
+pre: %s
+profile: %s
+inputs:
+  - {name: input, datatype: FP32, shape: [-1, 512]}
+  - {name: state, datatype: FP32, shape: [2, -1, 128]}
+  - {name: sr, datatype: INT64, shape: [1]}
+outputs:
+  - {name: output, datatype: FP32, shape: [-1, 1]}
+  - {name: stateN, datatype: FP32, shape: [2, -1, 128]}
+executionProviders: [cpu]
+`, version, strconv.Quote(art.SileroModel), strconv.Quote(art.PreWASM),
+		strconv.Quote(filepath.Join(art.Root, "testbed", "bundles", "silero-vad", "profile.json")))
+	if err := os.WriteFile(filepath.Join(dir, bundle.SpecName), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "silero-vad-"+version+".bundle")
+	m, err := bundle.Build(t.Context(), dir, out, bundle.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Sign(out); err != nil {
+		t.Fatal(err)
+	}
+	return fleet.Bundle{Path: out, Sig: out + ".sig", Manifest: m}
+}
+
+// driftPhase makes driftFrames raw predictions on every agent at once,
+// on frames of audio config(i) for agent i.
+func driftPhase(t *testing.T, f *fleet.Fleet, config func(i int) audio.Config) {
+	t.Helper()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, a := range f.Agents {
+		wg.Go(func() {
+			g, err := audio.New(config(i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			frame := make([]byte, 1024) // 512 samples of 16-bit PCM
+			for range driftFrames {
+				g.Read(frame)
+				if _, err := a.Predict(t.Context(), "silero-vad", frame, true); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("%d raw predictions on %d agents: %v", driftFrames*len(f.Agents), len(f.Agents), time.Since(start).Round(time.Millisecond))
+}
+
+// phaseEnd waits until the agents' drift windows since `since` hold want
+// predictions at fleetd, and returns a time after every one of them (so
+// that the next phase's windows come after it).
+func phaseEnd(t *testing.T, f *fleet.Fleet, bundleID string, since time.Time, want int) time.Time {
+	t.Helper()
+	// The last windows close within driftWindow of the last prediction.
+	time.Sleep(2 * driftWindow)
+	end := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), fleet.WaitTimeout)
+	defer cancel()
+	var last string
+	for {
+		r, err := f.API.Drift(ctx, client.DriftQuery{Bundle: bundleID, Since: since.UTC().Format(time.RFC3339Nano), Until: end.UTC().Format(time.RFC3339Nano)})
+		if err == nil && r.Report.Health.Predictions == uint64(want) {
+			return end
+		}
+		last = fmt.Sprint(err)
+		if err == nil {
+			last = fmt.Sprintf("%d predictions in %d windows", r.Report.Health.Predictions, r.Windows)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %d predictions in fleetd's drift windows: %s", want, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
