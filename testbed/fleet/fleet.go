@@ -111,6 +111,10 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the agents' reconnect backoff
 	// (defaults 100 ms and 2 s, faster than a device's 1 s to 2 min).
 	MinBackoff, MaxBackoff time.Duration
+	// ReportDebounce is how long the agents collect changes of their
+	// reported state before publishing it (default 100 ms; a device's is
+	// 1 s).
+	ReportDebounce time.Duration
 	// ModelCache, if set, is shared by every agent (agent.WithModelCache):
 	// one loaded model per bundle for the whole fleet.
 	ModelCache *agent.ModelCache
@@ -195,6 +199,9 @@ func New(ctx context.Context, o Options) (_ *Fleet, err error) {
 	}
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = 2 * time.Second
+	}
+	if o.ReportDebounce == 0 {
+		o.ReportDebounce = 100 * time.Millisecond
 	}
 	if o.AgentLogLevel == "" {
 		o.AgentLogLevel = "warn"
@@ -435,6 +442,14 @@ func (f *Fleet) Agent(id string) *Agent {
 	return nil
 }
 
+// URL is fleetd's API base URL.
+func (f *Fleet) URL() string {
+	if f.Server != nil {
+		return f.Server.URL()
+	}
+	return f.opts.Remote.URL
+}
+
 // Dir is the directory holding fleetd's and the agents' data.
 func (f *Fleet) Dir() string { return f.dir }
 
@@ -580,7 +595,7 @@ func (f *Fleet) wasmCache() string { return filepath.Join(f.dir, "wasm-cache") }
 // API and returns the desired seq each was issued, by device id.
 func (f *Fleet) AssignAll(ctx context.Context, bundleID string) (map[string]uint64, error) {
 	seqs := make([]uint64, len(f.Agents))
-	err := parallel(len(f.Agents), 8, func(i int) error {
+	err := parallel(len(f.Agents), 16, func(i int) error {
 		a, err := f.API.Assign(ctx, f.Agents[i].ID, bundleID, "")
 		if err != nil {
 			return fmt.Errorf("fleet: assigning %s to %s: %w", bundleID, f.Agents[i].ID, err)
@@ -667,7 +682,7 @@ func (f *Fleet) Close() error {
 // uplinkTune is the agents' uplink tuning.
 func (f *Fleet) uplinkTune(c *uplink.Config) {
 	c.MinBackoff, c.MaxBackoff = f.opts.MinBackoff, f.opts.MaxBackoff
-	c.ReportDebounce = 100 * time.Millisecond
+	c.ReportDebounce = f.opts.ReportDebounce
 	if f.opts.BatchRecords > 0 {
 		c.BatchRecords = f.opts.BatchRecords
 	}
