@@ -75,6 +75,7 @@ type options struct {
 	installHook     func(point string)
 	models          *ModelCache
 	uplinkTune      func(*uplink.Config)
+	shadow          shadowOptions
 	driftWindow     time.Duration
 }
 
@@ -142,6 +143,7 @@ type Agent struct {
 	srv     *api.Server
 	up      *uplink.Uplink
 	tel     *telemetry
+	shadow  *shadowRunner // set by start
 	drift   *driftWindows
 	runCtx  context.Context
 	started time.Time
@@ -187,6 +189,9 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Agent, error
 	}
 	if a.opts.metricsInterval <= 0 || a.opts.shutdownTimeout <= 0 || a.opts.sampleQueue <= 0 {
 		return nil, errors.New("agent: metrics interval, shutdown timeout and sample queue must be > 0")
+	}
+	if err := a.opts.shadow.resolve(); err != nil {
+		return nil, err
 	}
 	if a.opts.driftWindow <= 0 {
 		return nil, errors.New("agent: the drift window must be > 0")
@@ -375,6 +380,7 @@ func (a *Agent) start(ctx context.Context) (*session, error) {
 	reg := api.NewRegistry()
 	tel := newTelemetry(a.ob, a.log, a.cfg.Buffer.PredictionSampleRate, a.opts.metricsInterval, a.opts.sampleQueue)
 	dw := newDriftWindows(a.ob, a.log, a.opts.driftWindow)
+	sh := newShadowRunner(a.ob, a.log, a.opts.shadow)
 	srv, err := api.New(api.Options{
 		Backend:      reg,
 		Logger:       a.log,
@@ -383,7 +389,8 @@ func (a *Agent) start(ctx context.Context) (*session, error) {
 			st := a.ob.Stats()
 			return api.BufferStats{Records: st.Records, Bytes: st.Bytes, Dropped: st.Dropped}
 		},
-		OnPrediction: func(p api.Prediction) { tel.observe(p); dw.observe(p) },
+		OnPrediction: func(p api.Prediction) { tel.observe(p); dw.observe(p); sh.observe(p) },
+		KeepInput:    sh.keep,
 	})
 	if err != nil {
 		return s, fmt.Errorf("agent: %w", err)
@@ -397,6 +404,7 @@ func (a *Agent) start(ctx context.Context) (*session, error) {
 	a.reg, a.srv, a.tel, a.drift, a.started = reg, srv, tel, dw, time.Now()
 	a.mu.Unlock()
 	tel.start()
+	a.startShadowRunner(sh)
 	dw.start()
 
 	// Listen first, so that clients get 503 rather than no socket while
@@ -440,6 +448,7 @@ func (a *Agent) start(ctx context.Context) (*session, error) {
 	}
 
 	a.loadActive(ctx)
+	a.restoreShadow(ctx)
 	a.event(protocol.Event{Type: protocol.EventAgentStarted, Bundle: a.activeID(), Data: mustJSON(map[string]any{"agentVersion": version.Version, "pid": os.Getpid()})})
 
 	if a.cfg.Uplink.Broker != "" {
@@ -543,6 +552,7 @@ func (a *Agent) shutdown(s *session) error {
 	if a.tel != nil {
 		a.tel.stop()
 	}
+	a.stopShadowRunner()
 	if a.drift != nil {
 		a.drift.stop() // the partial window
 	}

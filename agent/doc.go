@@ -51,6 +51,23 @@
 // samples go through a bounded queue to one appender; what does not fit is
 // dropped and counted.
 //
+// # Shadow
+//
+// A desired state may name a shadow candidate beside the bundle to run
+// (protocol.DesiredState.Shadow). Apply installs the active bundle as
+// usual, then fetches and verifies the candidate through the slot store
+// without activating it (slot.Store.Unpack, into DATA/shadow), loads it
+// and runs its smoke test. From then on a share of the active model's
+// successful requests (WithShadowRate) is run on the candidate too, on
+// the same inputs, by one goroutine fed through a bounded queue: clients
+// always get the active model's answer and never wait for the candidate.
+// The outputs are compared (the same top class for class probabilities,
+// every element within the candidate's smoke tolerance otherwise) and
+// every shadow window (WithShadowWindow) a "shadow" record goes to the
+// outbox: candidate, samples, agreed, the candidate's latency. The
+// candidate is reported in the reported state, restored at start, and
+// stopped and removed when a desired state no longer names it.
+//
 // # Admin API
 //
 // The unix socket also serves a small admin API for the CLI, outside the

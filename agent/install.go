@@ -173,12 +173,11 @@ func (a *Agent) Rollback(ctx context.Context) (Result, error) {
 // by a rollback to the last-known-good when that is the version asked for
 // (no download), otherwise by an install from d.Bundle's URL with its
 // digest and size checked and its identity pinned (a downgrade only for
-// ActionRollback). Errors carry a reason (uplink.WithReason). Shadow
-// candidates are not supported by this agent yet and are ignored.
+// ActionRollback). Then it starts d.Shadow's candidate, or stops the
+// shadow when d names none (see shadow.go); a candidate d does not name
+// is stopped before the install. Errors carry a reason
+// (uplink.WithReason; "shadow-" + the reason for the candidate's).
 func (a *Agent) Apply(ctx context.Context, d *protocol.DesiredState, progress uplink.ProgressFunc) error {
-	if d.Shadow != nil {
-		a.log.Warn("desired state asks for a shadow candidate; this agent does not run shadows yet", "shadow", d.Shadow.Bundle.ID())
-	}
 	// Wait for a local install in progress rather than fail: fleetd's
 	// instruction must not be lost to an operator's command.
 	unlock, err := a.lock(ctx, true)
@@ -186,25 +185,25 @@ func (a *Agent) Apply(ctx context.Context, d *protocol.DesiredState, progress up
 		return uplink.WithReason(ReasonOf(err), err)
 	}
 	defer unlock()
+	a.keepShadowOnly(d.Shadow)
 	want := d.Bundle.ID()
 	c := change{progress: progress}
 	// Decided under the lock: no other install can change the slots now.
-	if act, ok := a.store.Active(); ok && act.ID == want {
-		return nil
-	}
-	if lkg, ok := a.store.LastKnownGood(); ok && lkg.ID == want {
-		c.rollback = true
-	} else {
-		c.req = slot.Request{
-			Bundle: d.Bundle.URL, Sig: d.Bundle.SigURL, ID: want,
-			Size: d.Bundle.Size, SHA256: d.Bundle.SHA256,
-			AllowDowngrade: d.Action == protocol.ActionRollback,
+	if act, ok := a.store.Active(); !ok || act.ID != want {
+		if lkg, ok := a.store.LastKnownGood(); ok && lkg.ID == want {
+			c.rollback = true
+		} else {
+			c.req = slot.Request{
+				Bundle: d.Bundle.URL, Sig: d.Bundle.SigURL, ID: want,
+				Size: d.Bundle.Size, SHA256: d.Bundle.SHA256,
+				AllowDowngrade: d.Action == protocol.ActionRollback,
+			}
+		}
+		if _, err := a.changeLocked(ctx, c); err != nil {
+			return uplink.WithReason(ReasonOf(err), err)
 		}
 	}
-	if _, err := a.changeLocked(ctx, c); err != nil {
-		return uplink.WithReason(ReasonOf(err), err)
-	}
-	return nil
+	return a.applyShadow(ctx, d, progress)
 }
 
 var _ uplink.Agent = (*Agent)(nil)

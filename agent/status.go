@@ -47,7 +47,9 @@ type Status struct {
 	Trust       TrustStatus      `json:"trust"`
 	Buffer      BufferStatus     `json:"buffer"`
 	Predictions *PredictionStats `json:"predictions,omitempty"`
-	Uplink      *UplinkStatus    `json:"uplink,omitempty"`
+	// Shadow is the candidate running in shadow, if any.
+	Shadow *ShadowStatus `json:"shadow,omitempty"`
+	Uplink *UplinkStatus `json:"uplink,omitempty"`
 }
 
 // TrustStatus lists the publisher keys installs are checked against.
@@ -127,6 +129,7 @@ func (a *Agent) Status() (Status, error) {
 		a.modelMu.Unlock()
 		ps := a.tel.stats()
 		s.Predictions = &ps
+		s.Shadow = a.shadowStatus()
 	}
 	if a.up != nil {
 		us := a.up.Stats()
@@ -144,6 +147,7 @@ func (a *Agent) Reported() protocol.ReportedState {
 		AgentVersion: version.Version,
 		Labels:       maps.Clone(a.cfg.Labels),
 		Provider:     a.provider(),
+		Shadow:       a.shadowID(),
 	}
 	if a.store != nil {
 		if s, ok := a.store.Active(); ok {
