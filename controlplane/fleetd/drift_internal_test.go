@@ -1,0 +1,162 @@
+package fleetd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/controlplane/telemetry"
+	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/drift"
+	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
+)
+
+// BenchmarkDriftQuery measures a drift report over 100 devices and a day
+// of 5-minute Silero windows (28,800 records of the real profile's seven
+// features), stored as ingest stores them:
+//
+//   - cold: every device-hour read from the records store, decoded,
+//     merged and cached (the cache emptied before each query);
+//   - warm: the same query again, the whole hours from the cache and the
+//     current hour from the store;
+//
+// µs/device-hour divides a query by the 2,400 device-hours it spans;
+// cache-MiB is the cache's size once warm.
+func BenchmarkDriftQuery(b *testing.B) {
+	const (
+		devices = 100
+		hours   = 24
+		perHour = 12
+	)
+	ctx := context.Background()
+	dir := b.TempDir()
+	s, err := New(Config{
+		DataDir: filepath.Join(dir, "data"),
+		HTTP:    HTTPConfig{Listen: "127.0.0.1:0"},
+		Broker:  BrokerConfig{Listen: "127.0.0.1:0"},
+		Logger:  slog.New(slog.DiscardHandler), Announce: io.Discard,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+
+	// The Silero bundle's profile, in a signed bundle in the registry.
+	profile := filepath.Join(testenv.Root(b), "testbed", "bundles", "silero-vad", "profile.json")
+	p, err := drift.LoadProfile(profile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec := filepath.Join(dir, "spec")
+	os.MkdirAll(spec, 0o755)
+	os.WriteFile(filepath.Join(spec, "model.onnx"), []byte("fake"), 0o644)
+	os.WriteFile(filepath.Join(spec, bundle.SpecName), []byte("name: vad\nversion: 1.0.0\nmodel: model.onnx\nprofile: "+profile+
+		"\ninputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\noutputs: [{name: \"y\", datatype: FP32, shape: [-1, 1]}]\n"), 0o644)
+	out := filepath.Join(dir, "vad-1.0.0.bundle")
+	if _, err := bundle.Build(ctx, spec, out, bundle.BuildOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	keys := filepath.Join(dir, "keys")
+	if err := bundle.GenerateKey(keys, ""); err != nil {
+		b.Fatal(err)
+	}
+	signer, err := bundle.LoadSigner(filepath.Join(keys, bundle.PrivateKeyFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sig, err := bundle.SignFile(out, signer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bundle.WriteSignature(out+".sig", sig)
+	if _, err := s.reg.Put(ctx, out, out+".sig"); err != nil {
+		b.Fatal(err)
+	}
+
+	// 16 distinct windows of 9,375 predictions drawn from the reference.
+	rng := rand.New(rand.NewPCG(1, 2))
+	payloads := make([]json.RawMessage, 16)
+	for i := range payloads {
+		sum := drift.NewSummary(p)
+		row := make([]float64, len(p.Features))
+		for range 9375 {
+			for j := range row {
+				smp := p.Features[j].Numerical.Sample
+				row[j] = smp[rng.IntN(len(smp))]
+			}
+			sum.Observe(row)
+			sum.ObserveHealth(time.Duration(300+rng.IntN(200))*time.Microsecond, false)
+		}
+		enc, err := sum.MarshalBase64JSON()
+		if err != nil {
+			b.Fatal(err)
+		}
+		payloads[i] = json.RawMessage(fmt.Sprintf(`{"model":"vad@1.0.0","profile":%q,"summary":%s}`, p.ID(), enc))
+	}
+	enrol, err := os.ReadFile(filepath.Join(dir, "data", EnrolTokenFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now().UTC()
+	start := now.Truncate(time.Hour).Add(-(hours - 1) * time.Hour)
+	ids := make([]string, devices)
+	for d := range devices {
+		ids[d] = fmt.Sprintf("dev-%03d", d)
+		if _, err := s.inv.Enroll(ctx, ids[d], nil, strings.TrimSpace(string(enrol))); err != nil {
+			b.Fatal(err)
+		}
+		recs := make([]telemetry.Record, 0, hours*perHour)
+		for w := range hours * perHour {
+			at := start.Add(time.Duration(w) * 5 * time.Minute).Add(time.Duration(d) * time.Second)
+			if at.After(now) {
+				break
+			}
+			recs = append(recs, telemetry.Record{Device: ids[d], Epoch: "e", ID: uint64(w + 1), Kind: protocol.RecordDrift, Time: at, Payload: payloads[(d+w)%len(payloads)]})
+		}
+		if err := s.storeRecords(ids[d], "e", recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	q := DriftQuery{Bundle: protocol.BundleID{Name: "vad", Version: "1.0.0"}, Devices: ids, Since: start}
+	query := func(b *testing.B) {
+		r, err := s.Drift(ctx, q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r.Reporting != devices || r.Report.Drift {
+			b.Fatalf("%d devices reporting, drift %v", r.Reporting, r.Report.Drift)
+		}
+	}
+	perDeviceHour := func(b *testing.B) {
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/(devices*hours), "µs/device-hour")
+	}
+	b.Run("cold", func(b *testing.B) {
+		for b.Loop() {
+			s.drift.mu.Lock()
+			s.drift.hours, s.drift.bytes = nil, 0
+			s.drift.lru.Init()
+			s.drift.mu.Unlock()
+			query(b)
+		}
+		perDeviceHour(b)
+	})
+	b.Run("warm", func(b *testing.B) {
+		query(b)
+		for b.Loop() {
+			query(b)
+		}
+		perDeviceHour(b)
+		s.drift.mu.Lock()
+		b.ReportMetric(float64(s.drift.bytes)/(1<<20), "cache-MiB")
+		s.drift.mu.Unlock()
+	})
+}
