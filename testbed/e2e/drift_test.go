@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgefleet/edgefleet/agent"
+	"github.com/edgefleet/edgefleet/controlplane/cli"
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/testbed/audio"
@@ -124,6 +126,17 @@ func TestDrift(t *testing.T) {
 		[]string{"rms", "band_0_300", "band_300_1000", "band_1000_3000", "band_3000_8000"}, "zcr")
 	phase2.Selector = "room=quiet"
 	report("phase 2, quiet room", phase2, driftDevices/2, nil, features...)
+
+	// What an operator sees.
+	t.Setenv("FLEETCTL_TOKEN", f.OperatorToken)
+	var out, errOut strings.Builder
+	if code := cli.Run(ctx, []string{"drift", b.ID(), "--server", f.Server.URL(), "--selector", "room=noisy", "--since", rfc(t1)}, &out, &errOut); code != 0 {
+		t.Fatalf("fleetctl drift: exit %d: %s", code, errOut.String())
+	}
+	t.Logf("fleetctl drift %s --selector room=noisy --since %s:\n%s", b.ID(), rfc(t1), out.String())
+	if !strings.Contains(out.String(), b.ID()+": DRIFT: ") {
+		t.Errorf("fleetctl drift printed\n%s", out.String())
+	}
 }
 
 // sileroWithProfile builds and signs the Silero VAD bundle with the WASM
