@@ -244,6 +244,20 @@ type driftPayload struct {
 	Summary json.RawMessage `json:"summary"`
 }
 
+// decodeDriftRecord reads a drift record's payload: the bundle it is of
+// ("" if it names none, or another than only when only is set) and its
+// summary (an error wrapping drift.ErrSummary if that does not decode).
+func decodeDriftRecord(payload []byte, only string) (model string, sum *drift.Summary, err error) {
+	var pl driftPayload
+	if json.Unmarshal(payload, &pl) != nil || pl.Model == "" || (only != "" && pl.Model != only) {
+		return "", nil, nil
+	}
+	if sum, err = drift.DecodeSummary(pl.Summary); err != nil {
+		return pl.Model, nil, err
+	}
+	return pl.Model, sum, nil
+}
+
 // mergeResult counts what a merge found.
 type mergeResult struct {
 	reporting, windows, invalid int
@@ -392,19 +406,15 @@ func (s *Server) readDrift(device string, since, until time.Time, only string) (
 				continue
 			}
 			fresh++
-			var pl driftPayload
-			if json.Unmarshal(r.Payload, &pl) != nil || pl.Model == "" {
-				continue // not a window of a bundle: nothing to count it under
+			model, sum, err := decodeDriftRecord(r.Payload, only)
+			if model == "" {
+				continue // not a window of a bundle (or not of bundle only)
 			}
-			if only != "" && pl.Model != only {
-				continue
-			}
-			b := out[pl.Model]
+			b := out[model]
 			if b == nil {
 				b = &bundleWindows{}
-				out[pl.Model] = b
+				out[model] = b
 			}
-			sum, err := drift.DecodeSummary(pl.Summary)
 			switch {
 			case err != nil:
 				b.invalid++

@@ -160,3 +160,78 @@ func BenchmarkDriftQuery(b *testing.B) {
 		s.drift.mu.Unlock()
 	})
 }
+
+// FuzzDriftRecord: whatever a device sends as a drift record, reading it
+// neither panics nor accepts a summary that does not re-encode and decode
+// to the same bytes; a record naming no bundle is skipped without error.
+func FuzzDriftRecord(f *testing.F) {
+	p, err := drift.LoadProfile(filepath.Join(testenv.Root(f), "testbed", "bundles", "silero-vad", "profile.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	sum := drift.NewSummary(p)
+	sum.Observe([]float64{0.01, 0.3, -40, -45, -50, -60, 0.2})
+	sum.ObserveHealth(time.Millisecond, false)
+	enc, _ := sum.MarshalBase64JSON()
+	js, _ := sum.MarshalJSON()
+	f.Add([]byte(fmt.Sprintf(`{"model":"vad@1.0.0","profile":%q,"summary":%s}`, p.ID(), enc)))
+	f.Add([]byte(fmt.Sprintf(`{"model":"vad@1.0.0","summary":%s}`, js)))
+	f.Add([]byte(`{"model":"vad@1.0.0","summary":"RUZEUw=="}`))
+	f.Add([]byte(`{"model":"","summary":"x"}`))
+	f.Add([]byte(`{"model":"vad@1.0.0"}`))
+	f.Add([]byte(`[1,2]`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		model, sum, err := decodeDriftRecord(payload, "")
+		switch {
+		case model == "":
+			if sum != nil || err != nil {
+				t.Fatalf("no model, but summary %v, error %v", sum, err)
+			}
+		case err != nil:
+			if sum != nil {
+				t.Fatal("a summary and an error")
+			}
+		default:
+			b1, err := sum.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := drift.DecodeSummary(b1)
+			if err != nil {
+				t.Fatalf("re-decoding: %v", err)
+			}
+			if b2, _ := again.MarshalBinary(); string(b1) != string(b2) {
+				t.Fatal("re-encoding differs")
+			}
+			if other, _, _ := decodeDriftRecord(payload, model+"x"); other != "" {
+				t.Fatalf("only %q: got %q", model+"x", other)
+			}
+		}
+	})
+}
+
+// FuzzParseSince: since/until parameters parse as an RFC 3339 time or a
+// non-negative duration before now, or fail; never a time after now from
+// a duration.
+func FuzzParseSince(f *testing.F) {
+	for _, s := range []string{"1h", "90m", "0s", "-1h", "2026-03-01T12:00:00Z", "2026-03-01T12:00:00.5+02:00", "yesterday", ""} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, v string) {
+		got, err := parseSince(v, now)
+		if err != nil {
+			return
+		}
+		if want, perr := time.Parse(time.RFC3339Nano, v); perr == nil {
+			if !got.Equal(want) {
+				t.Fatalf("%q: %v, want %v", v, got, want)
+			}
+			return
+		}
+		if got.After(now) {
+			t.Fatalf("%q: %v is after now", v, got)
+		}
+	})
+}
