@@ -119,3 +119,16 @@ deb-install-check: cross-amd64 build
 clean: clean-cross
 clean-cross:
 	rm -rf $(DIST)
+
+# The arm64 device image and the QEMU testbed (docs/device-image.md).
+IMAGE_CACHE := .cache/image
+
+.PHONY: image testbed-smoke
+
+## image: the arm64 device image (Debian bookworm, systemd, cloud kernel, the agent's package) into .cache/image (root; minutes cold, seconds when cached)
+image: cross-arm64
+	firmware/image/build.sh --deb $(DIST)/edge-agent_*_arm64.deb --cache $(IMAGE_CACHE)
+
+## testbed-smoke: boot one emulated arm64 device, let fleetd give it the Silero bundle, get one inference; then a network cut, a power cut and a reboot, and latency against a native agent (root)
+testbed-smoke: deps wasm
+	$(GO) test -count=1 -v -timeout 30m -run '^TestSmoke$$' ./testbed/ -args -testbed.compare -testbed.lifecycle

@@ -32,11 +32,12 @@ import (
 )
 
 var (
-	keep    = flag.Bool("testbed.keep", false, "keep every device's directory (console.log, qemu.log, disks) and print where")
-	compare = flag.Bool("testbed.compare", false, "also time inference through a native agent on this machine, for comparison")
-	cache   = flag.String("testbed.cache", "", "the device image cache (default: .cache/image in the repository)")
-	cpus    = flag.Int("testbed.cpus", 1, "virtual CPUs per device")
-	cpu     = flag.String("testbed.cpu", "", "the emulated CPU (-cpu; default qemu.DefaultCPU)")
+	keep      = flag.Bool("testbed.keep", false, "keep every device's directory (console.log, qemu.log, disks) and print where")
+	compare   = flag.Bool("testbed.compare", false, "also time inference through a native agent on this machine, for comparison")
+	cache     = flag.String("testbed.cache", "", "the device image cache (default: .cache/image in the repository)")
+	lifecycle = flag.Bool("testbed.lifecycle", false, "also cut the network link and the power of the smoke device, and check it recovers")
+	cpus      = flag.Int("testbed.cpus", 1, "virtual CPUs per device")
+	cpu       = flag.String("testbed.cpu", "", "the emulated CPU (-cpu; default qemu.DefaultCPU)")
 )
 
 // Guest ports of fleetd's services at qemu.FleetIP.

@@ -114,25 +114,8 @@ func TestSmoke(t *testing.T) {
 	t.Logf("%s: fleetd sees silero-vad@5.0.0 active (agent %s, provider %s) %.1fs after the device started",
 		id, dev1.Reported.AgentVersion, dev1.Reported.Provider, installed.Seconds())
 
-	const infer = "curl -sS --fail-with-body --unix-socket /run/edge-agent/api.sock " +
-		"-H 'Content-Type: application/octet-stream' --data-binary @" + qemu.SeedDir + "/two-sine.pcm " +
-		"http://localhost/v2/models/silero-vad/infer"
-	out, err := dev.Exec(bootCtx, infer)
-	if err != nil {
-		t.Fatalf("inference on the device: %v", err)
-	}
+	got := inferOnDevice(t, dev, bootCtx)
 	firstInference := time.Since(start) - prepared
-	var r inferResponse
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("decoding the device's answer: %v\n%s", err, out)
-	}
-	got, err := r.output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !near(got) || r.ModelVersion != "5.0.0" {
-		t.Fatalf("device answered output %v from model version %q, want %v ± %g from 5.0.0", got, r.ModelVersion, sileroOutput, tolerance)
-	}
 	t.Logf("%s: speech probability %v (want %v); first inference %.1fs after the device started (image ready in %.1fs before that)",
 		id, got, sileroOutput, firstInference.Seconds(), prepared.Seconds())
 
@@ -149,6 +132,10 @@ func TestSmoke(t *testing.T) {
 			native.Round(time.Microsecond), n, float64(emulated)/float64(native))
 	}
 
+	if *lifecycle {
+		lifecycleChecks(t, f, dev, id)
+	}
+
 	stopCtx, cancel2 := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel2()
 	stopStart := time.Now()
@@ -156,6 +143,80 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s: clean power-off in %.1fs", id, time.Since(stopStart).Seconds())
+}
+
+// inferOnDevice sends the two-sine PCM frame (from the seed disk) to the
+// agent's unix socket with curl on the device and checks the answer.
+func inferOnDevice(t *testing.T, dev *device, ctx context.Context) float64 {
+	t.Helper()
+	out, err := dev.Exec(ctx, "curl -sS --fail-with-body --unix-socket /run/edge-agent/api.sock "+
+		"-H 'Content-Type: application/octet-stream' --data-binary @"+qemu.SeedDir+"/two-sine.pcm "+
+		"http://localhost/v2/models/silero-vad/infer")
+	if err != nil {
+		t.Fatalf("inference on the device: %v", err)
+	}
+	var r inferResponse
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("decoding the device's answer: %v\n%s", err, out)
+	}
+	got, err := r.output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !near(got) || r.ModelVersion != "5.0.0" {
+		t.Fatalf("device answered output %v from model version %q, want %v ± %g from 5.0.0", got, r.ModelVersion, sileroOutput, tolerance)
+	}
+	return got
+}
+
+// lifecycleChecks exercises the machine controls the full testbed builds
+// on (-testbed.lifecycle, make testbed-smoke): a network cut (the device
+// keeps serving; its link comes back), then a power cut and a reboot
+// (the installed bundle survived and serves, and fleetd sees the device
+// back with it).
+func lifecycleChecks(t *testing.T, f *fleet, dev *device, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	carrier := func() string {
+		out, err := dev.Exec(ctx, "cat /sys/class/net/en*/carrier")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if err := dev.SetLink(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if c := carrier(); c != "0" {
+		t.Fatalf("carrier %q with the link down, want 0", c)
+	}
+	inferOnDevice(t, dev, ctx)
+	if err := dev.SetLink(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if c := carrier(); c != "1" {
+		t.Fatalf("carrier %q with the link up again, want 1", c)
+	}
+	t.Logf("%s: network cut: the link went down and up, the device served meanwhile", id)
+
+	if err := dev.PowerCut(); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	if err := dev.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	boot, err := dev.WaitReady(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := inferOnDevice(t, dev, ctx)
+	d := f.waitDevice(ctx, t, id, "back online after the power cut", func(d *api.Device) bool {
+		return d.Status.Online && d.Reported != nil && d.Reported.Active != nil &&
+			d.Reported.Active.ID() == "silero-vad@5.0.0" && d.Status.Since.After(cutAt)
+	})
+	t.Logf("%s: power cut and reboot: %v; serves %v again; fleetd sees it online since %s with %s",
+		id, boot, got, d.Status.Since.Format(time.TimeOnly), d.Reported.Active.ID())
 }
 
 // latency sends the two-sine PCM frame n+1 times to the agent at socket

@@ -48,7 +48,8 @@ usage: $0 --deb FILE [--cache DIR] [--size SIZE] [--keep N]
   --deb FILE   the arm64 edge-agent package (make cross-arm64)
   --cache DIR  where stages are cached (default: .cache/image in the repository)
   --size SIZE  root filesystem size (default $SIZE; the file is sparse)
-  --keep N     image-* directories kept in the cache (default $KEEP)
+  --keep N     image-* directories kept in the cache (default $KEEP; and
+               every one used in the last hour)
 EOF
 	exit 2
 }
@@ -245,23 +246,27 @@ json_times() {
 }
 
 prune() {
-	# Oldest first; keep the newest $KEEP images and the rootfs they use.
-	local old
+	# Keep the newest $KEEP images, and any used (touched) in the last
+	# hour: a test may be about to boot one. Then the rootfs tarballs no
+	# kept image uses.
+	local old d
 	mapfile -t old < <(ls -1dt "$CACHE"/image-* 2>/dev/null | tail -n +$((KEEP + 1)))
 	for d in "${old[@]}"; do
-		log "pruning $d"
-		rm -rf "$d"
+		if [ -n "$(find "$d" -maxdepth 0 -mmin +60)" ]; then
+			log "pruning $d"
+			rm -rf "$d"
+		fi
 	done
-	local keep_rootfs
+	local keep_rootfs f k
 	keep_rootfs=$(cat "$CACHE"/image-*/image.json 2>/dev/null | sed -n 's/.*"rootfsKey": "\([0-9a-f]*\)".*/\1/p' | sort -u)
 	for f in "$CACHE"/rootfs-*.tar; do
 		[ -e "$f" ] || continue
-		local k=${f##*/rootfs-}
+		k=${f##*/rootfs-}
 		k=${k%.tar}
-		grep -qx "$k" <<<"$keep_rootfs" || [ "$k" = "$1" ] || {
+		if [ "$k" != "$1" ] && ! grep -qx "$k" <<<"$keep_rootfs"; then
 			log "pruning $f"
 			rm -f "$f"
-		}
+		fi
 	done
 }
 
