@@ -112,6 +112,10 @@ func interruptible(t *testing.T) func(func()) {
 		signal.Stop(sig)
 		close(stop)
 	})
+	// The test's temporary directory (the parent of every t.TempDir),
+	// removed last.
+	tmp := filepath.Dir(t.TempDir())
+	fns = append(fns, func() { os.RemoveAll(tmp) })
 	return func(fn func()) {
 		mu.Lock()
 		defer mu.Unlock()
