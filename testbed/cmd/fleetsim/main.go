@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -67,6 +68,8 @@ func realMain(args []string) int {
 	fs.StringVar(&c.Prefix, "prefix", "sim-", "device id prefix")
 	fs.StringVar(&c.Version, "version", "5.0.0", "version of the Silero VAD bundle built and rolled out")
 	fs.BoolVar(&c.JSON, "json", false, "print the summary as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the load to this file")
 	logLevel := fs.String("log-level", "warn", "log level of fleetd and the agents (debug, info, warn, error), on stderr")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: fleetsim [flags]\n\nRuns -devices real edge agents in this process against a real fleetd (in process, or -server),\nrolls a signed Silero VAD bundle out to them, drives predictions and reports what fleetd received.\n\n")
@@ -91,6 +94,20 @@ func realMain(args []string) int {
 	if err := c.validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "fleetsim: %v\n", err)
 		return 2
+	}
+	c.MemProfile = *memProfile
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "fleetsim: -cpuprofile: %v\n", err)
+			return 2
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintf(os.Stderr, "fleetsim: -cpuprofile: %v\n", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,6 +51,8 @@ type simConfig struct {
 	Logger          *slog.Logger
 	// Artifacts are the checkout's files; zero means FindArtifacts.
 	Artifacts fleet.Artifacts
+	// MemProfile, if set, receives a heap profile at the end of the load.
+	MemProfile string
 }
 
 func (c *simConfig) validate() error {
@@ -286,6 +289,11 @@ func run(ctx context.Context, c simConfig, out io.Writer) (*summary, error) {
 		}
 	})
 	loadTime := time.Since(loadStart).Seconds()
+	if c.MemProfile != "" {
+		if err := writeHeapProfile(c.MemProfile); err != nil {
+			c.Logger.Error("heap profile", "err", err)
+		}
+	}
 	after, err := snapshot(ctx, f)
 	if err != nil {
 		return s, err
@@ -450,6 +458,18 @@ func ingestMessages(ctx context.Context, f *fleet.Fleet) (float64, error) {
 	return total, sc.Err()
 }
 
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // rssMiB reads a Vm* line of /proc/self/status in MiB.
 func rssMiB(key string) float64 {
 	b, err := os.ReadFile("/proc/self/status")
@@ -478,7 +498,12 @@ type load struct {
 	progressPeriod time.Duration
 }
 
-const maxLatencySamples = 100_000
+const (
+	// maxLatencySamples bounds the latencies kept (a uniform sample).
+	maxLatencySamples = 100_000
+	// requestTimeout bounds one prediction request.
+	requestTimeout = 30 * time.Second
+)
 
 func newLoad(art fleet.Artifacts, c simConfig) (*load, error) {
 	l := &load{raw: c.Raw, rate: c.Rate, rng: rand.New(rand.NewPCG(1, 2)), progressPeriod: c.Progress}
@@ -511,7 +536,7 @@ func (l *load) run(ctx context.Context, f *fleet.Fleet, d time.Duration, progres
 				t := time.NewTicker(period)
 				defer t.Stop()
 				for {
-					l.one(ctx, a)
+					l.one(a)
 					select {
 					case <-t.C:
 					case <-ctx.Done():
@@ -538,12 +563,13 @@ func (l *load) run(ctx context.Context, f *fleet.Fleet, d time.Duration, progres
 	wg.Wait()
 }
 
-func (l *load) one(ctx context.Context, a *fleet.Agent) {
+// one makes one prediction on a. It is not cancelled when the load
+// ends: the request in flight finishes, as a local application's would.
+func (l *load) one(a *fleet.Agent) {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
 	start := time.Now()
 	p, err := a.Predict(ctx, "silero-vad", l.body, l.raw)
-	if ctx.Err() != nil {
-		return // the load ended during the request
-	}
 	ms := float64(time.Since(start).Microseconds()) / 1000
 	if err != nil || p.ModelName != "silero-vad" {
 		l.errors.Add(1)
