@@ -56,13 +56,19 @@ func TestMain(m *testing.M) {
 // (it logs a warning then), so the C module is known to be interruptible.
 func load(t testing.TB, dir string) *processor.Processor {
 	t.Helper()
+	return loadWith(t, dir, processor.Config{})
+}
+
+func loadWith(t testing.TB, dir string, cfg processor.Config) *processor.Processor {
+	t.Helper()
 	wasm, err := os.ReadFile(testenv.BuildWASM(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := processor.New(context.Background(), "pre.wasm", wasm, processor.Config{CacheDir: cacheDir, PoolSize: 1}, log)
+	cfg.CacheDir, cfg.PoolSize = cacheDir, 1
+	p, err := processor.New(context.Background(), "pre.wasm", wasm, cfg, log)
 	if err != nil {
 		t.Fatalf("loading %s: %v", dir, err)
 	}
@@ -172,21 +178,32 @@ func compareOutputs(t *testing.T, what string, got, want []tensor.Tensor) float6
 }
 
 func TestWASMMatchesNative(t *testing.T) {
-	p := load(t, cModule)
-	ctx := context.Background()
-	worst := 0.0
-	for _, f := range frames() {
-		want, err := frame.Transform(f.raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := p.ProcessRaw(ctx, f.raw)
-		if err != nil {
-			t.Fatalf("%s: %v", f.name, err)
-		}
-		worst = max(worst, compareOutputs(t, f.name, got, want))
+	for _, engine := range []struct {
+		name string
+		cfg  processor.Config
+		n    int // frames to run
+	}{
+		{"compiler", processor.Config{}, len(frames())},
+		// Where wazero has no compiler (32-bit ARM, say): SIMD included.
+		{"interpreter", processor.Config{Interpreter: true}, 20},
+	} {
+		t.Run(engine.name, func(t *testing.T) {
+			p := loadWith(t, cModule, engine.cfg)
+			worst := 0.0
+			for _, f := range frames()[:engine.n] {
+				want, err := frame.Transform(f.raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := p.ProcessRaw(context.Background(), f.raw)
+				if err != nil {
+					t.Fatalf("%s: %v", f.name, err)
+				}
+				worst = max(worst, compareOutputs(t, f.name, got, want))
+			}
+			t.Logf("%d frames; largest feature difference %g", engine.n, worst)
+		})
 	}
-	t.Logf("%d frames; largest feature difference %g", len(frames()), worst)
 }
 
 // TestGoGuestMatchesNative keeps the Go build of the transform (the
@@ -317,16 +334,8 @@ func TestWASMRejectsLikeNative(t *testing.T) {
 // traps in ef_alloc, which the host reports as its memory limit; the next
 // call gets a fresh instance.
 func TestWASMMemoryLimit(t *testing.T) {
-	wasm, err := os.ReadFile(testenv.BuildWASM(t, cModule))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	p, err := processor.New(ctx, "pre.wasm", wasm, processor.Config{CacheDir: cacheDir, MemoryLimit: 2 << 16, PoolSize: 1}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(ctx)
+	p := loadWith(t, cModule, processor.Config{MemoryLimit: 2 << 16})
 	if _, err := p.ProcessRaw(ctx, make([]byte, 100<<10)); !errors.Is(err, processor.ErrMemory) {
 		t.Fatalf("100 KiB input under a 128 KiB limit: err = %v, want ErrMemory", err)
 	}
