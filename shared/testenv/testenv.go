@@ -70,9 +70,10 @@ var (
 // BuildWASM builds the processor at pkgDir (relative to the repository
 // root) into a WASI reactor module and returns the .wasm path. A directory
 // holding C sources (*.c) is compiled with clang for wasm32-wasi
-// (WASMCFlags; Debian packages WASMPackages); any other is a Go package,
-// built with GOOS=wasip1 GOARCH=wasm -buildmode=c-shared. Results are
-// cached per process (and Go's in the Go build cache).
+// (WASMCFlags; $WASM_CC names another clang; Debian packages
+// WASMPackages); any other is a Go package, built with GOOS=wasip1
+// GOARCH=wasm -buildmode=c-shared. Results are cached per process (and
+// Go's in the Go build cache).
 func BuildWASM(tb testing.TB, pkgDir string) string {
 	tb.Helper()
 	wasmMu.Lock()
@@ -85,6 +86,12 @@ func BuildWASM(tb testing.TB, pkgDir string) string {
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
+	built := false
+	defer func() {
+		if !built { // tb.Fatalf ends the goroutine; the deferred call still runs
+			os.RemoveAll(outDir)
+		}
+	}()
 	out := filepath.Join(outDir, filepath.Base(pkgDir)+".wasm")
 	csrc, err := filepath.Glob(filepath.Join(root, pkgDir, "*.c"))
 	if err != nil {
@@ -100,16 +107,19 @@ func BuildWASM(tb testing.TB, pkgDir string) string {
 			tb.Fatalf("testenv: building %s for wasip1: %v\n%s", pkgDir, err, b)
 		}
 	}
+	built = true
 	wasmBuilt[pkgDir] = out
 	return out
 }
 
-// WASMCFlags are the clang flags that build a C processor into a WASI
-// reactor (docs/wasm-abi.md, "Writing a processor in C"); the Makefile
-// uses the same.
-var WASMCFlags = []string{
-	"--target=wasm32-wasi", "-O2", "-msimd128", "-std=c11", "-Wall", "-Wextra", "-Werror",
-	"-mexec-model=reactor", "-Wl,--stack-first", "-Wl,-z,stack-size=16384", "-Wl,--strip-debug",
+// WASMCFlags returns the clang flags that build a C processor into a WASI
+// reactor (docs/wasm-abi.md, "Writing a processor in C"); the Makefile's
+// WASM_CFLAGS are the same.
+func WASMCFlags() []string {
+	return []string{
+		"--target=wasm32-wasi", "-O2", "-msimd128", "-std=c11", "-Wall", "-Wextra", "-Werror",
+		"-mexec-model=reactor", "-Wl,--stack-first", "-Wl,-z,stack-size=16384", "-Wl,--strip-debug",
+	}
 }
 
 // WASMPackages are the Debian packages that provide clang for wasm32-wasi.
@@ -125,7 +135,7 @@ func buildC(tb testing.TB, root, pkgDir string, srcs []string, out string) {
 	if _, err := exec.LookPath(cc); err != nil {
 		tb.Fatalf("testenv: building %s needs clang for wasm32-wasi: %v (apt-get install %s)", pkgDir, err, WASMPackages)
 	}
-	args := append(append([]string(nil), WASMCFlags...), "-o", out)
+	args := append(WASMCFlags(), "-o", out)
 	cmd := exec.Command(cc, append(args, srcs...)...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
