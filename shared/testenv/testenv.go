@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -82,30 +83,42 @@ func BuildWASM(tb testing.TB, pkgDir string) string {
 		return p
 	}
 	root := Root(tb)
-	outDir, err := os.MkdirTemp("", "edgefleet-wasm-")
+	// Modules go to a fixed place per package under the repository's
+	// ignored build cache, so test runs leave nothing behind in /tmp. Each
+	// process builds once into a temporary file and renames it into
+	// place: concurrent test binaries never see a partial module.
+	outDir := filepath.Join(root, ".cache", "build", "wasm")
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	out := filepath.Join(outDir, strings.ReplaceAll(filepath.ToSlash(pkgDir), "/", "_")+".wasm")
+	tmp, err := os.CreateTemp(outDir, ".build-*.wasm")
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
+	tmp.Close()
 	built := false
 	defer func() {
 		if !built { // tb.Fatalf ends the goroutine; the deferred call still runs
-			os.RemoveAll(outDir)
+			os.Remove(tmp.Name())
 		}
 	}()
-	out := filepath.Join(outDir, filepath.Base(pkgDir)+".wasm")
 	csrc, err := filepath.Glob(filepath.Join(root, pkgDir, "*.c"))
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
 	if len(csrc) > 0 {
-		buildC(tb, root, pkgDir, csrc, out)
+		buildC(tb, root, pkgDir, csrc, tmp.Name())
 	} else {
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", out, "./"+filepath.ToSlash(pkgDir))
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", tmp.Name(), "./"+filepath.ToSlash(pkgDir))
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			tb.Fatalf("testenv: building %s for wasip1: %v\n%s", pkgDir, err, b)
 		}
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		tb.Fatalf("testenv: %v", err)
 	}
 	built = true
 	wasmBuilt[pkgDir] = out
