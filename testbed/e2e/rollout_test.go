@@ -587,6 +587,7 @@ waves:
   - {percent: 100, bake: 0s}
 waveDeadline: 1m
 gates:
+  installSuccess: {min: 0.95, minReports: "100%"}
   shadowAgreement: {min: 0.9, minReports: "100%"}
 `
 	r := e.create("name: limiter in shadow\nbundle: " + lim.ID() + "\n" + steps)
@@ -647,6 +648,9 @@ gates:
 	// A candidate that answers as v1 does passes and goes out.
 	r2 := e.create("name: v2 in shadow\nbundle: " + v2.ID() + "\n" + steps)
 	st = e.wait(r2.ID, "v2 through its shadow step and wave", inState(rollout.StateSucceeded))
+	if st.Progress.Installed != n || st.Breach != nil {
+		t.Fatalf("succeeded rollout: progress %+v, breach %+v", st.Progress, st.Breach)
+	}
 	h, err := e.f.API.RolloutHistory(ctx, r2.ID)
 	if err != nil {
 		t.Fatal(err)

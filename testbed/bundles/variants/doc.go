@@ -6,7 +6,7 @@
 // fleet would:
 //
 //   - slowpre burns a fixed amount of CPU (BurnRounds xorshift rounds,
-//     10 to 40 ms under wazero on this project's busy 2-core machines)
+//     35 to 150 ms under wazero on this project's busy 2-core machines)
 //     before the transform: the same answers, a much higher latency (the
 //     latencyP95 gate).
 //   - limiter attenuates frames that come near full scale (peak at least
@@ -32,7 +32,7 @@ const (
 // their own copies; the tests check that they agree).
 const (
 	// BurnRounds is how many xorshift rounds slowpre runs per frame.
-	BurnRounds = 6_000_000
+	BurnRounds = 20_000_000
 	// LimiterThreshold is the peak (of samples normalized to [-1, 1))
 	// from which limiter attenuates a frame; the smoke frame peaks at
 	// 0.6.

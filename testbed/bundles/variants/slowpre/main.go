@@ -14,7 +14,7 @@ import (
 )
 
 // burnRounds is variants.BurnRounds.
-const burnRounds = 6_000_000
+const burnRounds = 20_000_000
 
 func init() { guest.Handle(process) }
 
