@@ -228,7 +228,7 @@ func (d *demo) Run(ctx context.Context) (err error) {
 
 	d.n.Header("edgefleet demo: a control plane, %d edge agents and two versions of a voice-activity model, on this machine", d.cfg.Agents)
 	d.n.Line("  workspace: %s", d.work)
-	d.n.Line("  Every fleetctl command below runs in the workspace with %s on its PATH; it takes about 2½ minutes.", d.rel(d.cfg.Bin))
+	d.n.Line("  Every command below runs in the workspace with %s on its PATH; it takes about 2½ minutes.", d.cfg.Bin)
 
 	steps := []struct {
 		title string
@@ -243,7 +243,7 @@ func (d *demo) Run(ctx context.Context) (err error) {
 		{"Push the signed bundle to fleetd's registry", d.stepPush},
 		{"Roll the bundle out in waves: a canary, half the fleet, everyone", d.stepFirstRollout},
 		{"Stream synthetic audio through every agent's local inference API", d.stepStream},
-		{"Build a deliberately bad version: same model, a pre-processor that wastes ~30 ms a call", d.stepBadBundle},
+		{"Build a deliberately bad version: same model, a pre-processor that burns CPU on every call", d.stepBadBundle},
 		{"Wait for every device's first metrics report on the good version (agents report once a minute)", d.stepBaseline},
 		{"Roll out the bad version: the canary breaches the latency gate, fleetd rolls back", d.stepSecondRollout},
 		{"Check the fleet: every device back on the good version", d.stepFleetCheck},

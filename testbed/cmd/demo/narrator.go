@@ -130,8 +130,8 @@ func (n *narrator) clearLive() {
 	}
 }
 
-// drawLive draws the running step's line: spinner, number, title,
-// elapsed time, progress.
+// drawLive draws the running step's line under its title: spinner,
+// number, elapsed time, progress.
 func (n *narrator) drawLive() {
 	if !n.tty || !n.open {
 		return
@@ -148,7 +148,7 @@ func (n *narrator) drawLive() {
 		}
 	}
 	elapsed := n.now().Sub(n.start)
-	head := fmt.Sprintf("%s %s %s  %s", spinnerFrames[n.frame%len(spinnerFrames)], n.counter(), n.title, fmtSeconds(elapsed))
+	head := fmt.Sprintf("%s %s %s", spinnerFrames[n.frame%len(spinnerFrames)], n.counter(), fmtSeconds(elapsed))
 	line := head
 	if n.frac >= 0 {
 		line += "  " + bar(n.frac, 20)

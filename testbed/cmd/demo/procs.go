@@ -119,7 +119,12 @@ func (s *supervisor) Stop(p *proc, grace time.Duration) {
 	}
 	s.log.Warn("did not stop in time: killing", "name", p.Name, "pid", p.Pid(), "grace", grace)
 	killGroup(p.Pid(), syscall.SIGKILL)
-	<-p.done
+	p.cmd.Process.Kill() // in case it left its group
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		s.log.Error("still running after SIGKILL", "name", p.Name, "pid", p.Pid())
+	}
 }
 
 // StopAll stops every process, the latest started first in groups: the

@@ -86,10 +86,11 @@ func (d *demo) watchRollout(ctx context.Context, id string, timeout time.Duratio
 		if !canarySaid && d.canarySlow(&st, installed) {
 			canarySaid = true
 		}
-		d.n.Progress(-1, "%s", d.rolloutStatusLine(&st, installed))
 		if !st.State.Active() {
+			d.n.Progress(-1, "")
 			return &st, nil
 		}
+		d.n.Progress(-1, "%s", d.rolloutStatusLine(&st, installed))
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("rollout %s is still %s after %v (%s)", id, st.State, timeout, st.Progress.Waiting)
 		}
@@ -137,7 +138,11 @@ func (d *demo) rolloutStatusLine(st *api.RolloutStatus, installed map[string]tim
 				waiting = append(waiting, g.Gate)
 			}
 		}
-		fmt.Fprintf(&b, " · %s wait(s) for the next metrics report", strings.Join(waiting, " and "))
+		verb := "waits"
+		if len(waiting) != 1 {
+			verb = "wait"
+		}
+		fmt.Fprintf(&b, " · %s %s for the next metrics report", strings.Join(waiting, " and "), verb)
 		if eta := d.nextReport(installed); eta > 0 {
 			fmt.Fprintf(&b, " (in ~%s)", fmtSeconds(eta))
 		}

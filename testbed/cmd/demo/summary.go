@@ -84,12 +84,12 @@ func (d *demo) story() []string {
 		len(d.devices), total, strings.Join(versions, ", "), failed))
 	if r := d.second; r != nil && r.Breach != nil {
 		b := r.Breach
-		canaries := 0
-		if b.Step < len(r.Steps) {
-			canaries = r.Steps[b.Step].Size
+		reached := "the canary"
+		if b.Step < len(r.Steps) && r.Steps[b.Step].Size != 1 {
+			reached = fmt.Sprintf("%d devices", r.Steps[b.Step].Size)
 		}
-		out = append(out, fmt.Sprintf("%s (a pre-processor wasting CPU on every call) reached %d canary device(s) only: gate %s breached with value %.1f against threshold %s (p95 new / p95 previous, %d/%d reports); fleetd rolled back on its own %s after the rollout started.",
-			d.bad.ID(), canaries, b.Gate, b.Value, fmtValue(b.Threshold), b.Reports, b.MinReports, fmtSeconds(d.rollbackTook)))
+		out = append(out, fmt.Sprintf("%s (a pre-processor burning CPU on every call) reached %s only (step %q): gate %s breached with value %.1f against threshold %s (p95 new / p95 previous, %d/%d reports); fleetd rolled back on its own %s after the rollout started.",
+			d.bad.ID(), reached, b.StepName, b.Gate, b.Value, fmtValue(b.Threshold), b.Reports, b.MinReports, fmtSeconds(d.rollbackTook)))
 		out = append(out, fmt.Sprintf("Every device runs %s again (state %s).", d.good.ID(), r.State))
 	}
 	if !d.drift.Available {
