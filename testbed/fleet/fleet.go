@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -245,37 +244,16 @@ func New(ctx context.Context, o Options) (_ *Fleet, err error) {
 // startFleetd starts the external servers asked for and fleetd.
 func (f *Fleet) startFleetd(ctx context.Context) error {
 	o := f.opts
-	cfg := fleetd.Config{
-		DataDir: filepath.Join(f.dir, "fleetd"),
-		HTTP:    fleetd.HTTPConfig{Listen: "127.0.0.1:0"},
-		Broker: fleetd.BrokerConfig{
-			Listen:     "127.0.0.1:0",
-			PublicURLs: []string{"tcp://" + f.Proxy.Addr()},
-		},
-		Logger:   f.log.With("component", "fleetd"),
-		Announce: io.Discard,
-	}
 	if o.Broker == BrokerMosquitto {
-		const user = "_fleetd-1"
 		dir := filepath.Join(f.dir, "mosquitto")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("fleet: %w", err)
 		}
-		m, err := StartMosquitto("", dir, []string{user})
+		m, err := StartMosquitto("", dir, []string{"_fleetd-1"})
 		if err != nil {
 			return err
 		}
 		f.Mosquitto = m
-		cfg.Broker = fleetd.BrokerConfig{
-			External:     "tcp://" + m.Addr,
-			PublicURLs:   []string{"tcp://" + f.Proxy.Addr()},
-			Username:     user,
-			PasswordFile: filepath.Join(m.ConfDir, user+".password"),
-			Mosquitto: fleetd.MosquittoConfig{
-				PasswordFile: filepath.Join(m.ConfDir, fleetd.MosquittoPasswdFile),
-				PIDFile:      m.PIDFile,
-			},
-		}
 		f.Proxy.SetTarget(m.Addr)
 	}
 	if o.Registry == RegistryMinIO {
@@ -288,16 +266,10 @@ func (f *Fleet) startFleetd(ctx context.Context) error {
 			return err
 		}
 		f.MinIO = m
-		creds, err := m.CredentialsFile(f.dir)
-		if err != nil {
-			return err
-		}
-		cfg.Registry = fleetd.RegistryConfig{Type: "s3", S3: fleetd.S3Config{
-			Endpoint: m.Addr, Bucket: "fleet", Prefix: "bundles/", CredentialsFile: creds, CreateBucket: true,
-		}}
 	}
-	if o.Fleetd != nil {
-		o.Fleetd(&cfg)
+	cfg, err := f.fleetdConfig()
+	if err != nil {
+		return err
 	}
 	srv, err := fleetd.New(cfg)
 	if err != nil {
@@ -645,19 +617,8 @@ func (f *Fleet) Close() error {
 	f.closeOnce.Do(func() {
 		var errs []error
 		errs = append(errs, f.StopAgents())
-		if f.cancel != nil {
-			f.cancel()
-			select {
-			case err := <-f.fleetdErr:
-				if err != nil {
-					errs = append(errs, fmt.Errorf("fleet: fleetd: %w", err))
-				}
-			case <-time.After(30 * time.Second):
-				errs = append(errs, errors.New("fleet: fleetd did not stop within 30s"))
-			}
-		}
 		if f.Server != nil {
-			errs = append(errs, f.Server.Close())
+			errs = append(errs, f.stopFleetd())
 		}
 		if f.Proxy != nil {
 			errs = append(errs, f.Proxy.Close())
