@@ -419,6 +419,10 @@ func printStatus(out io.Writer, s agent.Status) {
 	if p := s.Predictions; p != nil {
 		fmt.Fprintf(w, "predictions:\t%d observed, %d sampled at %g, %d dropped, %d failed\n", p.Observed, p.Sampled, p.SampleRate, p.Dropped, p.Failed)
 	}
+	if sh := s.Shadow; sh != nil {
+		fmt.Fprintf(w, "shadow:\t%s since %s: %d of %d samples agreed (rate %g), %d failed, %d dropped\n",
+			sh.Candidate, sh.Since.Local().Format(time.DateTime), sh.Agreed, sh.Samples, sh.Rate, sh.Errors, sh.Dropped)
+	}
 	switch u := s.Uplink; {
 	case u != nil:
 		conn := "disconnected"
