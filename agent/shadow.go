@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -808,10 +809,7 @@ func (a *Agent) restoreShadow(ctx context.Context) {
 	}
 	var st shadowState
 	if err == nil {
-		err = json.Unmarshal(b, &st)
-	}
-	if err == nil && (st.SchemaVersion != shadowStateSchema || st.Dir == "" || !filepath.IsLocal(st.Dir) || st.Candidate != st.Bundle.ID()) {
-		err = fmt.Errorf("invalid state (schema %d, candidate %q, dir %q)", st.SchemaVersion, st.Candidate, st.Dir)
+		st, err = parseShadowState(b)
 	}
 	var c *shadowCandidate
 	if err == nil {
@@ -828,6 +826,23 @@ func (a *Agent) restoreShadow(ctx context.Context) {
 	}
 	a.log.Info("shadow candidate restored", "candidate", c.id)
 	releaseMemory()
+}
+
+// parseShadowState decodes and checks DATA/shadow/state.json.
+func parseShadowState(b []byte) (shadowState, error) {
+	var st shadowState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return shadowState{}, fmt.Errorf("%s: %w", shadowStateName, err)
+	}
+	switch {
+	case st.SchemaVersion != shadowStateSchema:
+		return shadowState{}, fmt.Errorf("%s: schema version %d, want %d", shadowStateName, st.SchemaVersion, shadowStateSchema)
+	case !filepath.IsLocal(st.Dir) || strings.ContainsAny(st.Dir, `/\`):
+		return shadowState{}, fmt.Errorf("%s: dir %q is not a directory under %s", shadowStateName, st.Dir, ShadowDir)
+	case st.Candidate == "" || st.Candidate != st.Bundle.ID():
+		return shadowState{}, fmt.Errorf("%s: candidate %q is not its bundle's %q", shadowStateName, st.Candidate, st.Bundle.ID())
+	}
+	return st, nil
 }
 
 func (a *Agent) loadShadow(ctx context.Context, st shadowState) (*shadowCandidate, error) {

@@ -440,3 +440,35 @@ func TestShadowTolerance(t *testing.T) {
 		t.Fatalf("default tolerance %+v", got)
 	}
 }
+
+func FuzzShadowState(f *testing.F) {
+	good := `{"schemaVersion":1,"candidate":"silero-vad@2.0.0","dir":"silero-vad@2.0.0-0a1b2c3d4e5f","bundle":{"name":"silero-vad","version":"2.0.0","url":"http://r/b","sigUrl":"http://r/b.sig","sha256":"00","size":1},"since":"2026-03-01T12:00:00Z"}`
+	f.Add([]byte(good))
+	for _, s := range []string{
+		strings.Replace(good, `"dir":"silero-vad@2.0.0-0a1b2c3d4e5f"`, `"dir":"../../etc"`, 1),
+		strings.Replace(good, `"dir":"silero-vad@2.0.0-0a1b2c3d4e5f"`, `"dir":"a/b"`, 1),
+		strings.Replace(good, `"dir":"silero-vad@2.0.0-0a1b2c3d4e5f"`, `"dir":"/abs"`, 1),
+		strings.Replace(good, `"candidate":"silero-vad@2.0.0"`, `"candidate":"other@1.0.0"`, 1),
+		strings.Replace(good, `"schemaVersion":1`, `"schemaVersion":2`, 1),
+		`{}`, `null`, `[]`, `{"schemaVersion":"1"}`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := parseShadowState(b)
+		if err != nil {
+			return
+		}
+		if !filepath.IsLocal(st.Dir) || strings.ContainsAny(st.Dir, `/\`) || st.Candidate != st.Bundle.ID() || st.SchemaVersion != shadowStateSchema {
+			t.Fatalf("accepted %+v", st)
+		}
+		again, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st2, err := parseShadowState(again)
+		if err != nil || st2.Dir != st.Dir || st2.Candidate != st.Candidate || st2.Bundle != st.Bundle {
+			t.Fatalf("re-encoded state %s: %+v, %v", again, st2, err)
+		}
+	})
+}
