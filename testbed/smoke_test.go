@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,7 +46,8 @@ func (r *inferResponse) output() (float64, error) {
 // restricted user network), takes the retained desired state, downloads,
 // verifies, smoke-tests and activates the bundle and reports it; then a
 // client on the device sends the two-sine PCM frame to the agent's unix
-// socket and must get 0.0690874 back. It logs the image build, boot and
+// socket and must get 0.0690874 back. The device must reach fleetd's two
+// forwarded ports and nothing else. It logs the image build, boot and
 // first-inference times, and the latency of inference on the emulated
 // device (with -testbed.compare also through a native agent here).
 func TestSmoke(t *testing.T) {
@@ -118,6 +120,33 @@ func TestSmoke(t *testing.T) {
 	firstInference := time.Since(start) - prepared
 	t.Logf("%s: speech probability %v (want %v); first inference %.1fs after the device started (image ready in %.1fs before that)",
 		id, got, sileroOutput, firstInference.Seconds(), prepared.Seconds())
+
+	// The network rule: the device reaches fleetd's two forwarded ports
+	// and nothing else: not this machine (QEMU's host alias 10.0.2.2, at
+	// fleetd's real port), not another port of the fleet address, not
+	// the internet.
+	_, httpPort, _ := net.SplitHostPort(f.srv.HTTPAddr())
+	probe := func(url string) string {
+		return fmt.Sprintf("(curl -s -m 3 -o /dev/null %s && echo reached %s || echo blocked %s) &", url, url, url)
+	}
+	out, err := dev.Exec(bootCtx, strings.Join([]string{
+		probe(fmt.Sprintf("http://%s:%d/", qemu.FleetIP, guestHTTPPort)),
+		probe("http://10.0.2.2:" + httpPort + "/"),
+		probe(fmt.Sprintf("http://%s:22/", qemu.FleetIP)),
+		probe("http://1.1.1.1/"),
+		"wait"}, " "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"reached http://10.0.2.100:8080/", "blocked http://10.0.2.2:" + httpPort + "/", "blocked http://10.0.2.100:22/", "blocked http://1.1.1.1/"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("network rule: want %q in:\n%s", want, out)
+		}
+	}
+
+	if mem, err := dev.Exec(bootCtx, `grep VmRSS /proc/$(systemctl show -p MainPID --value edge-agent)/status; free -m | head -2`); err == nil {
+		t.Logf("%s: memory with the bundle loaded:\n%s", id, mem)
+	}
 
 	// Latency on the emulated device, as curl measures each request over
 	// the unix socket (one curl process and connection: the first request

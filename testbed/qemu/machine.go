@@ -440,6 +440,26 @@ func (m *Machine) Exited() <-chan struct{} {
 	return m.done
 }
 
+// Wait waits until QEMU exits (the guest powered off, or a PowerCut or
+// Close killed it) and returns its exit error: nil after a clean
+// power-off.
+func (m *Machine) Wait(ctx context.Context) error {
+	m.mu.Lock()
+	done := m.done
+	m.mu.Unlock()
+	if done == nil {
+		return fmt.Errorf("qemu: machine %s: %w", m.cfg.Name, ErrNotRunning)
+	}
+	select {
+	case <-done:
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.exitErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // live returns the running machine's channels.
 func (m *Machine) live() (*channel, *qmpConn, chan struct{}, error) {
 	m.mu.Lock()
@@ -595,10 +615,10 @@ func (m *Machine) killLocked() {
 	}
 }
 
-// Stop shuts the guest down cleanly (systemctl poweroff, or the ACPI power
-// button if the command channel does not answer) and waits for QEMU to
-// exit. If it has not when ctx ends, the power is cut and the error says
-// so.
+// Stop shuts the guest down cleanly (systemctl poweroff through the
+// command channel) and waits for QEMU to exit. If it has not when ctx
+// ends, the power is cut and the error says so. Stopping a machine that
+// does not run does nothing.
 func (m *Machine) Stop(ctx context.Context) error {
 	_, _, done, err := m.live()
 	if err != nil {
@@ -608,8 +628,9 @@ func (m *Machine) Stop(ctx context.Context) error {
 	_, err = m.Exec(ask, "systemctl --no-block poweroff")
 	cancel()
 	if err != nil {
-		m.log.Info("poweroff through the command channel failed; pressing the power button", "err", err)
-		m.QMP(ctx, "system_powerdown", nil)
+		// The shutdown may have closed the channel before the answer
+		// came; waiting tells.
+		m.log.Info("poweroff: no answer from the command channel; waiting for qemu to exit", "err", err)
 	}
 	select {
 	case <-done:
