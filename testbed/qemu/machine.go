@@ -345,7 +345,7 @@ func (m *Machine) args() []string {
 		"-drive", "if=none,id=seed,format=raw,readonly=on,file=" + esc(m.seed),
 		"-device", "virtio-blk-pci,drive=seed",
 		"-netdev", netdev,
-		"-device", "virtio-net-pci,netdev=net0,mac=" + c.MAC,
+		"-device", "virtio-net-pci,romfile=,netdev=net0,mac=" + c.MAC, // no PXE ROM (ipxe-qemu) needed
 		"-device", "virtio-serial-pci,id=vser0",
 		"-chardev", "socket,id=cmd,server=on,wait=off,path=" + esc(filepath.Join(m.sockDir, "cmd")),
 		"-device", "virtserialport,bus=vser0.0,chardev=cmd,name=" + CommandPort,
