@@ -147,7 +147,7 @@ func newDemo(cfg Config) (*demo, error) {
 		if err := os.MkdirAll(base, 0o755); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", base, err)
 		}
-		pruneRuns(base, keepRuns)
+		pruneRuns(base, keepRuns-1) // and this one makes keepRuns
 		cfg.Work = filepath.Join(base, d.start.Format("20060102-150405"))
 		d.cfg.Work = cfg.Work
 	}

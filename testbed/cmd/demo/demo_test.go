@@ -421,6 +421,18 @@ func TestSupervisorStopsGroups(t *testing.T) {
 		syscall.Kill(child, syscall.SIGKILL)
 	}
 
+	// A second interrupt kills at once; StopAll still waits for the exits.
+	sup4 := &supervisor{log: slog.New(slog.DiscardHandler)}
+	deaf, err := sup4.Start("deaf", dir, nil, filepath.Join(dir, "deaf.log"), "sh", "-c", "trap '' TERM; sleep 300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup4.KillAll()
+	sup4.StopAll(time.Minute, nil)
+	if len(sup4.Running()) != 0 || deaf.Err() == nil {
+		t.Errorf("after KillAll and StopAll: running %v", sup4.Running())
+	}
+
 	// An unexpected exit is reported.
 	sup3 := &supervisor{log: slog.New(slog.DiscardHandler)}
 	gone := make(chan string, 1)

@@ -70,6 +70,7 @@ func (d *demo) stepDrift(ctx context.Context) (string, error) {
 	d.n.Say("model's speech probability per window, and closes a window every 5 minutes, when it switches versions and")
 	d.n.Say("when it stops. Rather than wait 5 minutes, the demo restarts the agents, as an agent upgrade or a power cut")
 	d.n.Say("would: the window an agent closes while stopping waits in its outbox and reaches fleetd once it reconnects.")
+	d.n.Say("The audio streams end here.")
 	if err := d.restartAgents(ctx); err != nil {
 		return "", err
 	}

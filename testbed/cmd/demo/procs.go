@@ -127,15 +127,11 @@ func (s *supervisor) Stop(p *proc, grace time.Duration) {
 	}
 }
 
-// StopAll stops every process, the latest started first in groups: the
-// processes named in first (the agents) together, then the rest one by
-// one (fleetd). Later calls return at once.
+// StopAll stops every process and returns when they have exited: those
+// first selects (the agents) together, then the rest one by one, the
+// latest started first (fleetd). After it, nothing new starts.
 func (s *supervisor) StopAll(grace time.Duration, first func(*proc) bool) {
 	s.mu.Lock()
-	if s.stopping {
-		s.mu.Unlock()
-		return
-	}
 	s.stopping = true
 	procs := append([]*proc(nil), s.procs...)
 	s.mu.Unlock()
@@ -154,8 +150,9 @@ func (s *supervisor) StopAll(grace time.Duration, first func(*proc) bool) {
 	}
 }
 
-// KillAll kills every running process group at once, without waiting:
-// for a second interrupt while stopping.
+// KillAll kills every running process group at once, without waiting
+// (StopAll, running or to come, still waits for them to exit): for a
+// second interrupt while stopping.
 func (s *supervisor) KillAll() {
 	s.mu.Lock()
 	s.stopping = true

@@ -536,7 +536,7 @@ func (d *demo) stepStream(ctx context.Context) (string, error) {
 			d.n.Say("%s: %d request(s) failed, the last: %s", dev.ID, st.Failed, st.LastErr)
 		}
 	}
-	return fmt.Sprintf("%d audio streams run in the background until the end (%d answers in the first %s)", len(d.devices), total, fmtSeconds(warmup)), nil
+	return fmt.Sprintf("%d audio streams keep running in the background (%d answers in the first %s)", len(d.devices), total, fmtSeconds(warmup)), nil
 }
 
 func fmtProbs(ps []float64, n int) string {

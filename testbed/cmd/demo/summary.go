@@ -46,8 +46,10 @@ func (d *demo) finish(err error) {
 		n.Line("  To look around: cd %s; fleetd and the agents start again on their data with the commands above;", d.work)
 		n.Line("  then fleetctl devices list, rollout list, rollout history ID, drift %s, ...", d.good.ID())
 		n.Header("Done in %s: every step did what it said.", took)
+	} else if errors.Is(err, errInterrupted) || errors.Is(err, errTerminated) {
+		n.Line("  Exit after %s; make demo starts a fresh run in a new workspace.", took)
 	} else {
-		n.Line("  Exit after %s; the logs above say more (logs/demo.log has every command the demo ran and its output).", took)
+		n.Line("  Exit after %s; logs/demo.log has every command the demo ran and its output, logs/ the processes' logs.", took)
 	}
 }
 
