@@ -376,11 +376,7 @@ func TestSupervisorStopsGroups(t *testing.T) {
 	}
 	pids := []int{polite.Pid(), grandchild("polite"), stubborn.Pid(), grandchild("stubborn")}
 
-	start := time.Now()
 	sup.StopAll(300*time.Millisecond, func(p *proc) bool { return p.Name == "polite" })
-	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("StopAll took %v", took)
-	}
 	for _, pid := range pids {
 		// A signal is delivered, and the process gone, a moment after
 		// kill returns.
