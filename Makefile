@@ -48,7 +48,7 @@ endif
 ## build: the binaries, into bin/
 build: deps wasm
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./agent/cmd/edge-agent ./controlplane/cmd/fleetctl
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./agent/cmd/edge-agent ./controlplane/cmd/fleetd ./controlplane/cmd/fleetctl
 
 ## test: every test (unit, integration against real components)
 test: deps tools wasm
@@ -73,12 +73,11 @@ bench: deps wasm
 
 ## demo: the end-to-end product demo, about 2½ minutes after the build (testbed/cmd/demo; workspace in .cache/demo/TIME)
 demo: build
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./controlplane/cmd/fleetd ./testbed/cmd/demo
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./testbed/cmd/demo
 	$(BIN)/demo --repo $(CURDIR) --bin $(CURDIR)/$(BIN) $(DEMO_FLAGS)
 
 ## demo-test: run the demo end to end, and interrupted twice, checking its exit status and that nothing it started survives (about 4 minutes; not part of make test)
 demo-test: build
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./controlplane/cmd/fleetd
 	$(GO) test -count=1 -v -timeout 15m -tags demotest -run '^TestDemo' ./testbed/cmd/demo/ -args -demo.bin=$(CURDIR)/$(BIN)
 
 clean:

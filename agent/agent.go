@@ -41,7 +41,7 @@ const (
 
 // Defaults for the Options.
 const (
-	DefaultMetricsInterval = time.Minute
+	DefaultMetricsInterval = config.DefaultMetricsInterval
 	DefaultShutdownTimeout = 20 * time.Second
 	// DefaultDrainTimeout bounds the wait for requests still using a
 	// replaced model before it is closed.
@@ -80,7 +80,7 @@ type options struct {
 }
 
 // WithMetricsInterval sets how often the metrics window is appended to the
-// outbox (DefaultMetricsInterval).
+// outbox, overriding the configuration's metrics.interval.
 func WithMetricsInterval(d time.Duration) Option {
 	return func(o *options) { o.metricsInterval = d }
 }
@@ -176,11 +176,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Agent, error
 		cfg: cfg,
 		log: logger,
 		opts: options{
-			metricsInterval: DefaultMetricsInterval,
+			metricsInterval: time.Duration(cfg.Metrics.Interval),
 			shutdownTimeout: DefaultShutdownTimeout,
 			drainTimeout:    DefaultDrainTimeout,
 			sampleQueue:     DefaultSampleQueue,
-			driftWindow:     DefaultDriftWindow,
+			driftWindow:     time.Duration(cfg.Metrics.DriftWindow),
 		},
 		sem: make(chan struct{}, 1),
 	}

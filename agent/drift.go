@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgefleet/edgefleet/agent/config"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgefleet/edgefleet/agent/api"
@@ -20,12 +22,12 @@ import (
 )
 
 // DefaultDriftWindow is the length of a drift window (WithDriftWindow).
-const DefaultDriftWindow = 5 * time.Minute
+const DefaultDriftWindow = config.DefaultDriftWindow
 
 // WithDriftWindow sets the length of the drift windows: every d, the
 // summary of the predictions of the active bundle (when it ships a drift
 // profile) is appended to the outbox as a "drift" record
-// (DefaultDriftWindow).
+// (default: the configuration's metrics.driftWindow).
 func WithDriftWindow(d time.Duration) Option {
 	return func(o *options) { o.driftWindow = d }
 }

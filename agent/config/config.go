@@ -72,6 +72,13 @@ type Metrics struct {
 	// Listen optionally serves /metrics on a loopback address, e.g.
 	// "127.0.0.1:9101"; empty disables it.
 	Listen string `yaml:"listen" json:"listen"`
+	// Interval is how often the request metrics window (counts, errors,
+	// latency quantiles) is appended to the outbox for the rollout gates.
+	Interval Duration `yaml:"interval" json:"interval"`
+	// DriftWindow is the length of a drift window: every window, the
+	// drift summary of the served bundle (when it ships a profile) is
+	// appended to the outbox.
+	DriftWindow Duration `yaml:"driftWindow" json:"driftWindow"`
 }
 
 // Buffer is the outbox that keeps what the agent reports while offline.
@@ -157,6 +164,8 @@ const (
 	DefaultPredictionSampleRate = 0.01
 	DefaultWASMMemoryLimitMiB   = 64
 	DefaultWASMTimeout          = 2 * time.Second
+	DefaultMetricsInterval      = time.Minute
+	DefaultDriftWindow          = 5 * time.Minute
 	DefaultMaxBundleBytes       = 2 << 30  // as bundle.DefaultLimits().MaxBundleBytes
 	DefaultMinFreeBytes         = 32 << 20 // as fetch.DefaultMinFreeBytes
 	DefaultKeepAlive            = 30 * time.Second
@@ -182,6 +191,10 @@ func defaults() *Config {
 			Socket:       DefaultSocket,
 			SocketMode:   DefaultSocketMode,
 			MaxBodyBytes: DefaultMaxBodyBytes,
+		},
+		Metrics: Metrics{
+			Interval:    Duration(DefaultMetricsInterval),
+			DriftWindow: Duration(DefaultDriftWindow),
 		},
 		Buffer: Buffer{
 			MaxBytes:             DefaultBufferMaxBytes,

@@ -207,6 +207,7 @@ func TestRefusals(t *testing.T) {
 		{"socket path", "api:\n  socket: /" + strings.Repeat("x", 120) + "\n", []string{`api.socket: path is 121 bytes long; a unix socket path must be at most 107`}},
 		{"wasm timeout", "wasm:\n  timeout: 5\n", []string{`config: c.yaml:2: wasm.timeout: must be a duration with a unit such as "2s" or "500ms", got "5"`}},
 		{"wasm timeout range", "wasm:\n  timeout: 0s\n  memoryLimitMiB: 0\n", []string{`wasm.memoryLimitMiB: must be from 1 to 4096, got 0`, `wasm.timeout: must be from 1ms to 10m0s, got 0s`}},
+		{"metrics interval range", "metrics:\n  interval: 100ms\n  driftWindow: 48h\n", []string{`metrics.interval: must be from 1s to 1h0m0s, got 100ms`, `metrics.driftWindow: must be from 1s to 24h0m0s, got 48h0m0s`}},
 		{"install", "install:\n  maxBundleBytes: 0\n  minFreeBytes: -5\n", []string{`install.maxBundleBytes: must be > 0, got 0`, `install.minFreeBytes: must be >= 0, got -5`}},
 		{"uplink without broker", "uplink:\n  username: u\n  tls:\n    ca: /ca.pem\n", []string{`uplink.username: set without uplink.broker`, `uplink.tls.ca: set without uplink.broker`}},
 		{"uplink scheme", "uplink:\n  broker: http://x:1883\n", []string{`uplink.broker: unknown scheme "http"`}},

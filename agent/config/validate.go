@@ -112,6 +112,8 @@ func (v *validator) check(c *Config) {
 
 	v.intRange("wasm.memoryLimitMiB", c.WASM.MemoryLimitMiB, 1, 4096)
 	v.duration("wasm.timeout", c.WASM.Timeout, time.Millisecond, 10*time.Minute)
+	v.duration("metrics.interval", c.Metrics.Interval, time.Second, time.Hour)
+	v.duration("metrics.driftWindow", c.Metrics.DriftWindow, time.Second, 24*time.Hour)
 	v.absPath("wasm.cacheDir", c.WASM.CacheDir, true)
 
 	v.positive("install.maxBundleBytes", c.Install.MaxBundleBytes)
