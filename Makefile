@@ -132,3 +132,11 @@ image: cross-arm64
 ## testbed-smoke: boot one emulated arm64 device, let fleetd give it the Silero bundle, get one inference; then a network cut, a power cut and a reboot, and latency against a native agent (root)
 testbed-smoke: deps wasm
 	$(GO) test -count=1 -v -timeout 30m -run '^TestSmoke$$' ./testbed/ -args -testbed.compare -testbed.lifecycle
+
+.PHONY: testbed
+TESTBED_DEVICES ?= 3
+TESTBED_CUT ?= 2m
+
+## testbed: boot TESTBED_DEVICES emulated arm64 devices against one fleetd and run the scenarios: first deployment, staged rollout, bad version rolled back, network cut (TESTBED_CUT), power cut mid-install (root; ~15-25 minutes)
+testbed: deps wasm
+	$(GO) test -count=1 -v -tags testbed -timeout 60m -run '^TestScenarios$$' ./testbed/ -args -testbed.devices=$(TESTBED_DEVICES) -testbed.cut=$(TESTBED_CUT)
