@@ -276,8 +276,13 @@ func activeIs(bundleID string) func(*api.Device) bool {
 	return func(d *api.Device) bool {
 		r := d.Reported
 		return d.Status.Online && r != nil && r.Active != nil && r.Active.ID() == bundleID &&
-			(r.Install == nil || r.Install.Phase == protocol.PhaseSucceeded || r.Install.Bundle.ID() != bundleID)
+			(r.Install == nil || r.Install.Bundle.ID() != bundleID || settled(r.Install.Phase))
 	}
+}
+
+// settled reports whether an install phase is a result, not a step.
+func settled(p protocol.InstallPhase) bool {
+	return p == protocol.PhaseSucceeded || p == protocol.PhaseFailed || p == protocol.PhaseRolledBack
 }
 
 func (e *scEnv) waitAll(ctx context.Context, t *testing.T, bundleID string) {
