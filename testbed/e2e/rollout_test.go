@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,8 +38,8 @@ import (
 // loud frames.
 
 const (
-	// roMetrics is the agents' metrics interval: short, so that a
-	// 2-second bake has windows on the new version.
+	// roMetrics is the agents' metrics interval: short, so that a bake of
+	// a few seconds has windows on the new version.
 	roMetrics = time.Second
 	// roPeriod is the time between two predictions of one agent.
 	roPeriod = 200 * time.Millisecond
@@ -242,12 +243,20 @@ func pcmFrame(f func(i int) float64) []byte {
 var loud = pcmFrame(func(i int) float64 { return 0.99 * math.Sin(2*math.Pi*300*float64(i)/16000) })
 
 // startTraffic sends frames[k % len(frames)] as the k-th request of each
-// agent.
+// agent, one every roPeriod, the agents spread evenly over the period.
 func startTraffic(t *testing.T, f *fleet.Fleet, frames ...[]byte) *traffic {
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &traffic{cancel: cancel, answers: map[string]int{}}
-	for _, a := range f.Agents {
+	for i, a := range f.Agents {
 		tr.wg.Go(func() {
+			// Spread the agents over the period: all at once, the
+			// requests would queue behind each other on the machine's
+			// cores and every window's p95 would be that queue.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(roPeriod * time.Duration(i) / time.Duration(len(f.Agents))):
+			}
 			tick := time.NewTicker(roPeriod)
 			defer tick.Stop()
 			for k := 0; ; k++ {
@@ -264,8 +273,9 @@ func startTraffic(t *testing.T, f *fleet.Fleet, frames ...[]byte) *traffic {
 				switch {
 				case err == nil:
 					tr.answers[p.Bundle]++
-				case errors.Is(err, fleet.ErrPredict) && strings.Contains(err.Error(), "503 Service Unavailable"):
-					tr.unavailable++ // an agent (re)starting, loading its model
+				case errors.Is(err, fleet.ErrPredict) && strings.Contains(err.Error(), "503 Service Unavailable"),
+					errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+					tr.unavailable++ // an agent (re)starting: no socket yet, or loading its model
 				case ctx.Err() == nil && !errors.Is(err, context.Canceled) && a.Agent() != nil:
 					tr.failures = append(tr.failures, err.Error())
 				}
@@ -310,6 +320,11 @@ func TestRolloutWavesAndRollback(t *testing.T) {
 	tr := startTraffic(t, e.f, frame)
 	e.waitMetrics("silero-vad@1.0.0", time.Now())
 
+	// The latency gate's threshold is above a production one (1.2): on
+	// the shared 2-core machines these tests run on, a window's p95 (the
+	// slowest of its five requests) moves with every scheduling delay;
+	// two identical versions have been seen up to 4× apart (during the
+	// last wave's installs), the slow version 35 to 300× slower.
 	const waves = `waves:
   - {name: canary, count: 1, bake: 2s}
   - {percent: 5, bake: 1s}
@@ -319,7 +334,7 @@ waveDeadline: 1m
 gates:
   installSuccess: {min: 0.95, minReports: "100%"}
   errorRate: {max: 0.01, minReports: "50%"}
-  latencyP95: {maxRatio: 6, minReports: "50%", baseline: 5s}
+  latencyP95: {maxRatio: 8, minReports: "50%", baseline: 5s}
 limits: {maxConcurrentDownloads: 10}
 `
 	r := e.create("name: good version\nbundle: " + v2.ID() + "\n" + waves)
@@ -367,8 +382,8 @@ limits: {maxConcurrentDownloads: 10}
 	st = e.wait(r3.ID, "v3 rolled back", inState(rollout.StateRolledBack))
 	b := st.Breach
 	if b == nil || b.Gate != rollout.GateLatencyP95 || b.Step != 0 || b.StepName != "canary" || b.Evidence ||
-		b.Value <= b.Threshold || b.Threshold != 6 || b.Status != rollout.GateBreach {
-		t.Fatalf("breach %+v, want latencyP95 above 6 in the canary wave", b)
+		b.Value <= b.Threshold || b.Threshold != 8 || b.Status != rollout.GateBreach {
+		t.Fatalf("breach %+v, want latencyP95 above 8 in the canary wave", b)
 	}
 	t.Logf("breach: %s %.2f > %.2f (%s); reason %q", b.Gate, b.Value, b.Threshold, b.Detail, st.Reason)
 	status := e.fleetctl("rollout", "status", r3.ID)
@@ -501,7 +516,7 @@ func TestRolloutOfflineDevice(t *testing.T) {
 waves:
   - {name: wave, count: 3, bake: 4s}
 gates:
-  latencyP95: {maxRatio: 6, minReports: 1, baseline: 5s}
+  latencyP95: {maxRatio: 8, minReports: 1, baseline: 5s}
 `)
 	e.wait(r.ID, b.ID+" and "+c.ID+" running v3", func(*api.RolloutStatus) bool {
 		ok := 0
@@ -516,7 +531,7 @@ gates:
 		t.Fatal(err)
 	}
 	st := e.wait(r.ID, "v3 rolled back", inState(rollout.StateRolledBack))
-	if st.Breach == nil || st.Breach.Gate != rollout.GateLatencyP95 || st.Breach.Value <= 6 {
+	if st.Breach == nil || st.Breach.Gate != rollout.GateLatencyP95 || st.Breach.Value <= 8 {
 		t.Fatalf("breach %+v, want latencyP95", st.Breach)
 	}
 	for _, d := range e.devices(r.ID) {
