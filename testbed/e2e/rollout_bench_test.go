@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/agent/outbox"
 	"github.com/edgefleet/edgefleet/agent/uplink"
 	"github.com/edgefleet/edgefleet/controlplane/rollout"
@@ -124,34 +125,7 @@ func BenchmarkRolloutFanOut(b *testing.B) {
 			(wall / time.Duration(b.N)).Round(time.Millisecond), self/time.Duration(b.N), per(self), sims/time.Duration(b.N))
 	}
 	b.Run("rollout", func(b *testing.B) {
-		measure(b, "rollout", func(bundle string) {
-			spec := "name: fan-out\nbundle: " + bundle + `
-waves:
-  - {name: canary, count: 1}
-  - {percent: 5}
-  - {percent: 25}
-  - {percent: 100}
-gates:
-  installSuccess: {min: 1, minReports: "100%"}
-`
-			r, _, err := f.API.CreateRollout(ctx, []byte(spec), false)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for {
-				st, err := f.API.Rollout(ctx, r.ID, false)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if st.State == rollout.StateSucceeded {
-					break
-				}
-				if !st.State.Active() {
-					b.Fatalf("rollout %s: %s (%s)", r.ID, st.State, st.Reason)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
+		measure(b, "rollout", func(bundle string) { fanOut(b, f, bundle) })
 	})
 	b.Run("assign", func(b *testing.B) {
 		measure(b, "assign", func(bundle string) {
@@ -177,7 +151,98 @@ gates:
 	child.stop(b)
 }
 
-var benchDevices = flag.Int("rollout.devices", 1000, "simulated devices of BenchmarkRolloutFanOut")
+var (
+	benchDevices = flag.Int("rollout.devices", 1000, "simulated devices of BenchmarkRolloutFanOut")
+	benchAgents  = flag.Int("rollout.agents", 200, "agents of BenchmarkRolloutAgents")
+	benchDir     = flag.String("rollout.dir", "", "BenchmarkRolloutAgents: directory for fleetd's and the agents' data (default: a temporary directory; one under /dev/shm puts it on tmpfs)")
+)
+
+// BenchmarkRolloutAgents is the same zero-bake rollout as
+// BenchmarkRolloutFanOut to full edge agents in this process (through
+// testbed/fleet, one shared model per bundle): each device downloads,
+// verifies, unpacks, loads and smoke-tests the bundle itself, which is
+// what the time is then made of. fleetd and the agents share the process,
+// so the CPU reported is theirs together.
+//
+//	go test -run '^$' -bench RolloutAgents -benchtime 1x ./testbed/e2e/ -rollout.agents 1000 [-rollout.dir /dev/shm/ro]
+func BenchmarkRolloutAgents(b *testing.B) {
+	n := *benchAgents
+	ctx := b.Context()
+	art := fleet.TestArtifacts(b)
+	pub := fleet.TestPublisher(b)
+	dir := *benchDir
+	if dir == "" {
+		dir = b.TempDir()
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	mc := agent.NewModelCache()
+	defer mc.Close()
+	start := time.Now()
+	f := fleet.Start(b, fleet.Options{Devices: n, Dir: dir, Artifacts: art, TrustKeys: []string{pub.PublicKey}, SampleRate: -1, ModelCache: mc})
+	b.Logf("%d agents enrolled and started: %v", n, time.Since(start).Round(time.Millisecond))
+	var versions []string
+	for _, v := range []string{"1.0.0", "2.0.0"} {
+		bn := fleet.SileroBundle(b, b.TempDir(), v, fleet.SileroOptions{Publisher: pub, Artifacts: art})
+		if err := f.Push(ctx, bn); err != nil {
+			b.Fatal(err)
+		}
+		versions = append(versions, bn.ID())
+	}
+	start = time.Now()
+	if _, err := f.AssignAll(ctx, versions[0]); err != nil {
+		b.Fatal(err)
+	}
+	waitDevices(b, f, n, func(r protocol.ReportedState, online bool) bool {
+		return online && r.Active != nil && r.Active.ID() == versions[0]
+	})
+	b.Logf("%s assigned and active on %d agents: %v", versions[0], n, time.Since(start).Round(time.Millisecond))
+
+	var wall, cpu time.Duration
+	turn := 0
+	for b.Loop() {
+		turn++
+		s0, t0 := selfCPU(b), time.Now()
+		fanOut(b, f, versions[turn%2])
+		wall += time.Since(t0)
+		cpu += selfCPU(b) - s0
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*n), "process-cpu-µs/device")
+	b.Logf("rollout to %d agents: %v a run, %v of CPU (fleetd and agents) a run", n, (wall / time.Duration(b.N)).Round(time.Millisecond), cpu/time.Duration(b.N))
+}
+
+// fanOut runs the zero-bake four-wave rollout of bundle to every device
+// and waits until it has succeeded.
+func fanOut(b *testing.B, f *fleet.Fleet, bundle string) {
+	ctx := b.Context()
+	spec := "name: fan-out\nbundle: " + bundle + `
+waves:
+  - {name: canary, count: 1}
+  - {percent: 5}
+  - {percent: 25}
+  - {percent: 100}
+waveDeadline: 30m
+gates:
+  installSuccess: {min: 1, minReports: "100%"}
+`
+	r, _, err := f.API.CreateRollout(ctx, []byte(spec), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		st, err := f.API.Rollout(ctx, r.ID, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.State == rollout.StateSucceeded {
+			return
+		}
+		if !st.State.Active() {
+			b.Fatalf("rollout %s: %s (%s)", r.ID, st.State, st.Reason)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 // waitDevices polls fleetd's device list until n devices meet cond.
 func waitDevices(b *testing.B, f *fleet.Fleet, n int, cond func(r protocol.ReportedState, online bool) bool) {
