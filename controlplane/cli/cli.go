@@ -89,6 +89,7 @@ edgefleet control plane.`,
 		newAssignCmd(a),
 		newEnrollCmd(a),
 		newRolloutCmd(a),
+		newExperimentCmd(a),
 		newProfileCmd(a),
 		newDriftCmd(a),
 	)

@@ -461,3 +461,22 @@ func printStatus(w io.Writer, st *api.RolloutStatus) error {
 	}
 	return nil
 }
+
+// newExperimentCmd is the A/B face of the rollout commands: an experiment
+// is a rollout of kind "experiment", so these are the same commands under
+// the name an operator looks for.
+func newExperimentCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "experiment",
+		Short: "A/B experiments: two versions on two cohorts, compared (same as the rollout commands)",
+		Long: `An experiment runs two bundle versions on two deterministic cohorts for a set
+time and compares their error rate, latency and outputs with a confidence
+statement; "promote --arm NAME -f rollout.yaml" starts a rollout of the
+winner. Experiments are rollouts of kind "experiment" (docs/rollouts.md,
+section 8): these commands are the rollout commands under another name.`,
+	}
+	cmd.AddCommand(newRolloutCreateCmd(a), newRolloutListCmd(a), newRolloutStatusCmd(a), newRolloutHistoryCmd(a),
+		newRolloutActionCmd(a, "abort", "End an experiment, leaving every device as it is"),
+		newRolloutPromoteCmd(a))
+	return cmd
+}

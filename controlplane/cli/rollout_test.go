@@ -78,6 +78,10 @@ func TestRolloutCommands(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", want, r.stdout)
 		}
 	}
+	// The experiment commands are the rollout commands under another name.
+	if e := fc("experiment", "status", ro.ID, "--devices"); e.stdout != r.stdout {
+		t.Errorf("experiment status printed %q, rollout status %q", e.stdout, r.stdout)
+	}
 	r = fc("rollout", "pause", ro.ID, "--note", "lunch")
 	wantOK(t, r, "pause")
 	if r.stdout != ro.ID+": paused\n" {
