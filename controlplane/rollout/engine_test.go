@@ -671,6 +671,17 @@ gates:
 			}
 		}
 	})
+	t.Run("candidate fails to install", func(t *testing.T) {
+		e := newEnv(t, 20)
+		e.fleet.failInstall[v2] = "smoke test: output 0.9 outside tolerance"
+		r := e.create(spec)
+		e.advance(time.Minute)
+		r = e.get(r.ID)
+		wantState(t, r, StateRolledBack)
+		if r.Breach == nil || r.Breach.Gate != GateInstallSuccess {
+			t.Fatalf("breach %+v, want installSuccess at once (not a wait for evidence)", r.Breach)
+		}
+	})
 	t.Run("disagrees", func(t *testing.T) {
 		e := newEnv(t, 20)
 		e.fleet.agreement[v2] = 0.6

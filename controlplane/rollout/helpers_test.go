@@ -220,6 +220,10 @@ func (f *memFleet) applyLocked(d *memDevice) {
 		d.downloading = false
 	case f.failInstall[b] != "":
 		st.Phase, st.Error = protocol.PhaseFailed, f.failInstall[b]
+	case ds.Shadow != nil && f.failInstall[protocol.BundleID{Name: ds.Shadow.Bundle.Name, Version: ds.Shadow.Bundle.Version}] != "":
+		// Like the agent: the main bundle's install status fails with
+		// the candidate's reason.
+		st.Phase, st.Error = protocol.PhaseFailed, "shadow-smoke-failed"
 	case f.async && !d.downloading && (rep.Active == nil || *rep.Active != b || ds.Shadow != nil):
 		st.Phase, st.Progress = protocol.PhaseDownloading, &protocol.Progress{Done: 10, Total: 1000}
 		d.downloading = true

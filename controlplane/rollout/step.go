@@ -164,7 +164,11 @@ func (rn *run) observe(d *Device, v *inventory.Device, now time.Time) {
 	case d.Mode == ModeInstall && sameBundle(rep.Active, target),
 		d.Mode == ModeShadow && sameBundle(rep.Shadow, target):
 		phase, msg = PhaseInstalled, ""
-	case rep.Install != nil && rep.Install.Seq >= d.Seq && rep.Install.Bundle == target:
+	// The device's report of this desired state (or a later one). In
+	// shadow mode the install status names the main bundle, not the
+	// candidate: a failure there (e.g. the candidate's smoke test) is the
+	// step's failure all the same.
+	case rep.Install != nil && rep.Install.Seq >= d.Seq && (rep.Install.Bundle == target || d.Mode == ModeShadow):
 		switch rep.Install.Phase {
 		case protocol.PhaseFailed, protocol.PhaseRolledBack:
 			phase, msg = PhaseFailed, rep.Install.Error
