@@ -188,10 +188,18 @@ func TestScenarios(t *testing.T) {
 		}
 		d.Close()
 	}
-	if out, err := exec.Command("pgrep", "-a", "-P", fmt.Sprint(os.Getpid()), "qemu-system-aarch64").Output(); err == nil && len(out) > 0 {
+	for _, d := range env.devs {
+		if d.Running() {
+			t.Errorf("%s: still running after Close", d.Name())
+		}
+	}
+	// pgrep -f: a process name longer than 15 bytes never matches without it.
+	out, err := exec.Command("pgrep", "-a", "-f", "-P", fmt.Sprint(os.Getpid()), "qemu-system-aarch64").Output()
+	switch {
+	case err == nil:
 		t.Errorf("qemu-system-aarch64 processes left after the scenarios:\n%s", out)
-	} else {
-		t.Logf("cleanup: every device stopped, no qemu-system-aarch64 child of this test remains")
+	case len(out) == 0:
+		t.Logf("cleanup: %d devices stopped, no qemu-system-aarch64 child of this test remains (pgrep -f -P %d)", len(env.devs), os.Getpid())
 	}
 }
 
@@ -567,35 +575,40 @@ func (e *scEnv) powerCut(t *testing.T) string {
 	defer cancel()
 	d, id := e.devs[0], e.ids[0]
 	const old, next = "silero-vad@5.0.1", "silero-vad@5.0.3"
+	// A watcher in the guest returns as soon as the install's download
+	// file or unpack staging directory appears (slot's layout under the
+	// agent's data directory); the host cuts the power at once.
+	type seen struct {
+		out []byte
+		err error
+	}
+	watch := make(chan seen, 1)
+	watchCtx, stopWatch := context.WithTimeout(ctx, 5*time.Minute)
+	defer stopWatch()
+	go func() {
+		out, err := d.Exec(watchCtx, `while :; do for f in /var/lib/edge-agent/downloads/* /var/lib/edge-agent/bundles/.staging-*; do `+
+			`if [ -e "$f" ]; then case "$f" in */downloads/*) echo downloading;; *) echo unpacking;; esac; echo "$f"; exit 0; fi; done; sleep 0.005; done`)
+		watch <- seen{out, err}
+	}()
+	time.Sleep(2 * time.Second) // the watcher runs before the assignment goes out
 	a, err := e.f.api.Assign(ctx, id, next, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Cut as soon as fleetd sees the install of next under way
-	// (downloading, verifying or unpacking, if caught there).
-	var phase protocol.InstallPhase
-	for phase == "" {
-		fd, err := e.f.api.Device(ctx, id)
-		if err == nil && fd.Reported != nil && fd.Reported.Install != nil && fd.Reported.Install.Bundle.ID() == next &&
-			fd.Reported.Install.Seq == a.Desired.Seq {
-			switch p := fd.Reported.Install.Phase; p {
-			case protocol.PhaseSucceeded, protocol.PhaseFailed, protocol.PhaseRolledBack:
-				t.Fatalf("the install ended (%s) before the power cut could catch it", p)
-			default:
-				phase = p
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the install never started")
-		case <-time.After(20 * time.Millisecond):
-		}
+	w := <-watch
+	if w.err != nil {
+		t.Fatalf("watching the install of %s in the guest: %v\n%s", next, w.err, w.out)
 	}
 	if err := d.PowerCut(); err != nil {
 		t.Fatal(err)
 	}
+	phase := strings.Fields(string(w.out))[0]
+	var reported protocol.InstallPhase
+	if fd, err := e.f.api.Device(ctx, id); err == nil && fd.Reported != nil && fd.Reported.Install != nil && fd.Reported.Install.Seq == a.Desired.Seq {
+		reported = fd.Reported.Install.Phase
+	}
+	t.Logf("%s: power cut when the guest showed %s; fleetd's last reported phase: %q", id, strings.Join(strings.Fields(string(w.out)), " "), reported)
 	cutAt := time.Now()
-	t.Logf("%s: power cut while fleetd saw the install in phase %s", id, phase)
 	if err := d.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
