@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/model"
+	"github.com/edgefleet/edgefleet/shared/processor"
 )
 
 // SileroOutput is Silero VAD v5's output for the two-sine frame with a
@@ -156,7 +158,10 @@ smoke:
 		}
 		lib := o.Artifacts.ORTLibrary
 		opts.Check = func(ctx context.Context, dir string, m *bundle.Manifest) error {
-			return model.Check(ctx, dir, m, model.Options{ORTLibrary: lib})
+			// A generous per-call limit: the build-time check of a
+			// deliberately slow pre-processor must not time out on a
+			// loaded test machine (the agents keep their own limit).
+			return model.Check(ctx, dir, m, model.Options{ORTLibrary: lib, WASM: processor.Config{Timeout: 30 * time.Second}})
 		}
 	}
 	out := filepath.Join(dir, name+"-"+version+".bundle")
