@@ -20,9 +20,24 @@ TEST_TIMEOUT ?= 25m
 
 export EDGEFLEET_CACHE ?= $(CURDIR)/.cache/deps
 
-.PHONY: all deps tools wasm build test lint fmt vet staticcheck bench demo demo-test clean
+.PHONY: all setup setup-demo setup-test deps tools wasm build test lint fmt vet staticcheck bench demo demo-test clean
 
 all: build
+
+# As root (every machine here), make demo and make test install what they
+# need through scripts/setup.sh first; as anyone else they check and stop
+# with the one command to run. Quiet when everything is present.
+SETUP := $(if $(filter 0,$(shell id -u)),scripts/setup.sh,scripts/setup.sh --check)
+
+## setup: install every Debian package and pinned tool make demo and make test need (root; idempotent)
+setup:
+	scripts/setup.sh test
+
+setup-demo:
+	@$(SETUP) demo
+
+setup-test:
+	@$(SETUP) test
 
 ## deps: fetch the pinned ONNX Runtime libraries and the Silero VAD model (.cache/deps)
 deps:
@@ -51,7 +66,8 @@ build: deps wasm
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./agent/cmd/edge-agent ./controlplane/cmd/fleetd ./controlplane/cmd/fleetctl
 
 ## test: every test (unit, integration against real components)
-test: deps tools wasm
+test: setup-test
+	@$(MAKE) --no-print-directory wasm
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
@@ -72,7 +88,8 @@ bench: deps wasm
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./... | tee .cache/bench.txt
 
 ## demo: the end-to-end product demo, about 2½ minutes after the build (testbed/cmd/demo; workspace in .cache/demo/TIME)
-demo: build
+demo: setup-demo
+	@$(MAKE) --no-print-directory build
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./testbed/cmd/demo
 	$(BIN)/demo --repo $(CURDIR) --bin $(CURDIR)/$(BIN) $(DEMO_FLAGS)
 

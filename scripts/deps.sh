@@ -60,4 +60,3 @@ VAD_TGZ=ricky0123-vad-web-0.0.31.tgz
 npm_tarball @ricky0123/vad-web@0.0.31 $VAD_TGZ d1a211cf1a2ed26297da52cc08de79e75d79838a274bfc6de546feb1f828c940
 extract $VAD_TGZ package/dist/silero_vad_v5.onnx "$cache/models/silero_vad_v5.onnx" 2623a2953f6ff3d2c1e61740c6cdb7168133479b267dfef114a4a3cc5bdd788f
 
-echo "deps: ok ($cache)" >&2

@@ -38,9 +38,22 @@ installed_version() {
   go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $3; exit }'
 }
 
+# current NAME VERSION: whether the installed tool is at the pinned version.
+current() {
+  [ -x "$bin/$1" ] && [ "$(installed_version "$bin/$1")" = "$2" ]
+}
+
+if [ "${1:-}" = "--missing" ]; then
+  for t in "${tools[@]}"; do
+    IFS='|' read -r name _ version <<<"$t"
+    current "$name" "$version" || echo "$name"
+  done
+  exit 0
+fi
+
 for t in "${tools[@]}"; do
   IFS='|' read -r name pkg version <<<"$t"
-  if [ -x "$bin/$name" ] && [ "$(installed_version "$bin/$name")" = "$version" ]; then
+  if current "$name" "$version"; then
     continue
   fi
   echo "tools: installing $pkg@$version into $bin" >&2
@@ -51,4 +64,3 @@ for t in "${tools[@]}"; do
     die "installing $pkg@$version failed"
 done
 
-echo "tools: ok ($bin)" >&2
