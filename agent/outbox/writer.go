@@ -220,6 +220,13 @@ func (o *Outbox) flush() bool {
 	return true
 }
 
+// testAnswerBeforeWrite is set only by the crash test's broken mode
+// (TestCrashDurabilityCatchesLostWrites): commit then answers a batch from
+// inside its transaction, before bbolt has written anything, and waits a
+// little, so that a kill in between loses records whose Append returned.
+// It is the bug the crash test exists to catch.
+var testAnswerBeforeWrite time.Duration
+
 // commit runs one transaction for a batch, then answers its requests.
 func (o *Outbox) commit(batch []*request) {
 	next := o.state
@@ -278,8 +285,29 @@ func (o *Outbox) commit(batch []*request) {
 			}
 			dropped = n
 		}
-		return tx.Bucket(metaBucket).Put(countersKey, next.encode())
+		if err := tx.Bucket(metaBucket).Put(countersKey, next.encode()); err != nil {
+			return err
+		}
+		if testAnswerBeforeWrite > 0 {
+			o.state = next
+			o.publish()
+			select {
+			case o.notify <- struct{}{}:
+			default:
+			}
+			for _, r := range batch {
+				close(r.done)
+			}
+			time.Sleep(testAnswerBeforeWrite)
+		}
+		return nil
 	})
+	if testAnswerBeforeWrite > 0 {
+		if err != nil {
+			panic(err) // the requests were answered already
+		}
+		return
+	}
 	if err != nil {
 		err = fmt.Errorf("outbox: commit: %w", err)
 		o.log.Error("commit failed", "err", err, "requests", len(batch))
