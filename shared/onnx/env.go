@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -54,13 +55,16 @@ func LibraryName() string {
 	return "libonnxruntime.so.1"
 }
 
-// DefaultLibraryPath finds the ONNX Runtime shared library. It looks, in
-// order, at $EDGEFLEET_ORT_LIB (which, when set, must exist: it is never
-// silently ignored), next to the running executable, in
-// /usr/lib/edge-agent, and in the repository's dependency cache
+// DefaultLibraryPath finds the ONNX Runtime shared library when no path
+// is configured (a configured one, e.g. the agent's runtime.ortLibrary, is
+// given to Init and used as it is). It looks, in order, at
+// $EDGEFLEET_ORT_LIB (which, when set, must exist: it is never silently
+// ignored), next to the running executable, in /usr/lib/edge-agent (where
+// the edge-agent package installs it), on the system library path
+// (SystemLibraryDirs), and last in a checkout's dependency cache
 // (.cache/deps/onnxruntime/GOOS-GOARCH/ under the directory holding go.mod,
-// found by walking up from the working directory). The error lists every
-// place searched.
+// found by walking up from the working directory; what `make deps` fills).
+// The error lists every place it looked.
 func DefaultLibraryPath() (string, error) {
 	name := LibraryName()
 	if p := os.Getenv(EnvLibraryPath); p != "" {
@@ -69,27 +73,95 @@ func DefaultLibraryPath() (string, error) {
 		}
 		return p, nil
 	}
-	var tried []string
-	try := func(p string) bool {
-		tried = append(tried, p)
-		fi, err := os.Stat(p)
-		return err == nil && !fi.IsDir()
-	}
+	var dirs []string
 	if exe, err := os.Executable(); err == nil {
-		if p := filepath.Join(filepath.Dir(exe), name); try(p) {
-			return p, nil
-		}
+		dirs = append(dirs, filepath.Dir(exe))
 	}
-	if p := filepath.Join(SystemLibraryDir, name); try(p) {
-		return p, nil
-	}
+	dirs = append(dirs, SystemLibraryDir)
+	dirs = append(dirs, SystemLibraryDirs()...)
 	if root, ok := moduleRoot(); ok {
-		p := filepath.Join(root, ".cache", "deps", "onnxruntime", runtime.GOOS+"-"+runtime.GOARCH, name)
-		if try(p) {
+		dirs = append(dirs, filepath.Join(root, ".cache", "deps", "onnxruntime", runtime.GOOS+"-"+runtime.GOARCH))
+	}
+	var tried []string
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		tried = append(tried, p)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: %s not found (set $%s; tried %q; in a checkout run `make deps`)", ErrLibrary, name, EnvLibraryPath, tried)
+	return "", fmt.Errorf("%w: %s not found: set runtime.ortLibrary or $%s, or install it in one of the places looked at: %s (in a checkout, `make deps` fetches it)",
+		ErrLibrary, name, EnvLibraryPath, strings.Join(tried, ", "))
+}
+
+// SystemLibraryDirs is the system library path the dynamic linker
+// searches, in its order: $LD_LIBRARY_PATH, the directories of
+// /etc/ld.so.conf and the files it includes (one level of
+// /etc/ld.so.conf.d/*.conf, as Debian ships it), then the multiarch and
+// plain /usr/lib and /lib. Missing directories are kept: the list says
+// where a library would be looked for.
+func SystemLibraryDirs() []string {
+	var dirs []string
+	for d := range strings.SplitSeq(os.Getenv("LD_LIBRARY_PATH"), ":") {
+		if d != "" {
+			dirs = append(dirs, d)
+		}
+	}
+	dirs = append(dirs, ldSoConf("/etc/ld.so.conf", 0)...)
+	if triple := multiarch(); triple != "" {
+		dirs = append(dirs, "/usr/lib/"+triple, "/lib/"+triple)
+	}
+	return append(dirs, "/usr/lib", "/lib")
+}
+
+// ldSoConf reads the directories of an ld.so.conf file, following its
+// include lines (globs) one level deep.
+func ldSoConf(path string, depth int) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var dirs []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "":
+		case strings.HasPrefix(line, "include "):
+			if depth > 0 {
+				continue
+			}
+			pattern := strings.TrimSpace(strings.TrimPrefix(line, "include "))
+			if !filepath.IsAbs(pattern) {
+				pattern = filepath.Join(filepath.Dir(path), pattern)
+			}
+			matches, _ := filepath.Glob(pattern)
+			for _, m := range matches {
+				dirs = append(dirs, ldSoConf(m, depth+1)...)
+			}
+		case filepath.IsAbs(line):
+			dirs = append(dirs, line)
+		}
+	}
+	return dirs
+}
+
+// multiarch is Debian's multiarch triple for this architecture.
+func multiarch() string {
+	if runtime.GOOS != "linux" {
+		return ""
+	}
+	return map[string]string{
+		"amd64": "x86_64-linux-gnu",
+		"arm64": "aarch64-linux-gnu",
+		"arm":   "arm-linux-gnueabihf",
+		"386":   "i386-linux-gnu",
+	}[runtime.GOARCH]
 }
 
 // moduleRoot walks up from the working directory to the directory holding

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -134,15 +135,46 @@ func TestDefaultLibraryPath(t *testing.T) {
 			t.Errorf("DefaultLibraryPath() error = %v, want ErrLibrary naming %s", err, p)
 		}
 	})
+	t.Run("system library path before the checkout", func(t *testing.T) {
+		// The package directory is inside the checkout, so the repository
+		// cache would be found too; the system library path comes first.
+		if _, err := os.Stat(filepath.Join(SystemLibraryDir, LibraryName())); err == nil {
+			t.Fatalf("%s exists on this machine; this case needs a machine without it", SystemLibraryDir)
+		}
+		dir := t.TempDir()
+		p := filepath.Join(dir, LibraryName())
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(EnvLibraryPath, "")
+		t.Setenv("LD_LIBRARY_PATH", "/nonexistent-edgefleet:"+dir)
+		if got, err := DefaultLibraryPath(); err != nil || got != p {
+			t.Errorf("DefaultLibraryPath() = %q, %v; want %q from $LD_LIBRARY_PATH", got, err, p)
+		}
+	})
 	t.Run("nowhere", func(t *testing.T) {
 		t.Setenv(EnvLibraryPath, "")
+		ld := filepath.Join(t.TempDir(), "ld")
+		t.Setenv("LD_LIBRARY_PATH", ld)
 		t.Chdir(t.TempDir())
 		if _, err := os.Stat(filepath.Join(SystemLibraryDir, LibraryName())); err == nil {
 			t.Fatalf("%s exists on this machine; this case needs a machine without it", SystemLibraryDir)
 		}
-		_, err := DefaultLibraryPath()
-		if !errors.Is(err, ErrLibrary) || !strings.Contains(err.Error(), SystemLibraryDir) {
-			t.Errorf("DefaultLibraryPath() error = %v, want ErrLibrary listing the places tried", err)
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = DefaultLibraryPath()
+		if !errors.Is(err, ErrLibrary) {
+			t.Fatalf("DefaultLibraryPath() error = %v, want ErrLibrary", err)
+		}
+		for _, dir := range []string{filepath.Dir(exe), SystemLibraryDir, ld, "/usr/lib"} {
+			if !strings.Contains(err.Error(), filepath.Join(dir, LibraryName())) {
+				t.Errorf("DefaultLibraryPath() error = %v, want it to list %s", err, dir)
+			}
+		}
+		if !strings.Contains(err.Error(), EnvLibraryPath) || !strings.Contains(err.Error(), "runtime.ortLibrary") {
+			t.Errorf("DefaultLibraryPath() error = %v, want it to name the config key and $%s", err, EnvLibraryPath)
 		}
 	})
 }
@@ -234,12 +266,16 @@ func TestProviderFallback(t *testing.T) {
 		t.Fatalf("Provider() = %q, want cpu", s.Provider())
 	}
 	fb := s.Fallbacks()
-	if len(fb) != 1 || fb[0].Provider != ProviderCUDA || fb[0].Err == nil {
-		t.Fatalf("Fallbacks() = %v, want the CUDA failure", fb)
+	if len(fb) != 1 || fb[0].Provider != ProviderCUDA || !errors.Is(fb[0].Err, ErrNotInstalled) {
+		t.Fatalf("Fallbacks() = %v, want CUDA not installed (the CPU build of ONNX Runtime)", fb)
 	}
 	t.Logf("cuda fallback: %v", fb[0])
-	if !strings.Contains(logs.String(), "provider=cuda") || !strings.Contains(logs.String(), "next=cpu") {
-		t.Errorf("fallback not logged; log:\n%s", logs.String())
+	// One line, at info level, naming the provider in use and why CUDA
+	// was skipped.
+	if lines := strings.Split(strings.TrimSpace(logs.String()), "\n"); len(lines) != 1 ||
+		!strings.Contains(lines[0], "level=INFO") || !strings.Contains(lines[0], "provider=cpu") ||
+		!strings.Contains(lines[0], "libonnxruntime_providers_cuda.so") {
+		t.Errorf("want one info line naming cpu and the missing CUDA library; log:\n%s", logs.String())
 	}
 	if _, err := s.Run(context.Background(), sileroInputs(twoSine())); err != nil {
 		t.Fatalf("Run after fallback: %v", err)
@@ -249,6 +285,70 @@ func TestProviderFallback(t *testing.T) {
 	s2 := newSilero(t, Options{Providers: []string{ProviderTensorRT, ProviderCUDA}})
 	if s2.Provider() != ProviderCPU || len(s2.Fallbacks()) != 2 {
 		t.Errorf("Provider() = %q with fallbacks %v, want cpu after tensorrt and cuda", s2.Provider(), s2.Fallbacks())
+	}
+}
+
+// quietChildEnv makes TestHelperQuietProviders do its work.
+const quietChildEnv = "EDGEFLEET_ONNX_QUIET_CHILD"
+
+// TestHelperQuietProviders is the child of TestProviderProbeIsQuiet: it
+// creates a session preferring every provider there is. Run directly, it
+// does nothing.
+func TestHelperQuietProviders(t *testing.T) {
+	if os.Getenv(quietChildEnv) == "" {
+		return
+	}
+	s := newSilero(t, Options{Providers: Providers})
+	t.Logf("provider %s, skipped %v", s.Provider(), s.Fallbacks())
+}
+
+// TestProviderProbeIsQuiet checks what ONNX Runtime itself prints (to the
+// process's stderr, past Go's logging) while a session passes over every
+// provider this CPU build lacks: nothing at error level.
+func TestProviderProbeIsQuiet(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperQuietProviders$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), quietChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "provider cpu") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if strings.Contains(line, "[E:onnxruntime") || strings.Contains(line, "providers_shared.so: cannot open") {
+			t.Errorf("ONNX Runtime printed an error while probing providers: %s", line)
+		}
+	}
+}
+
+func TestProviderInstalled(t *testing.T) {
+	dir := t.TempDir()
+	touch := func(name string) {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := providerInstalled(dir, ProviderCUDA); !errors.Is(err, ErrNotInstalled) ||
+		!strings.Contains(err.Error(), "libonnxruntime_providers_shared.so, libonnxruntime_providers_cuda.so") {
+		t.Errorf("empty dir: %v, want both CUDA libraries named", err)
+	}
+	touch("libonnxruntime_providers_shared.so")
+	if err := providerInstalled(dir, ProviderCUDA); !errors.Is(err, ErrNotInstalled) ||
+		strings.Contains(err.Error(), "providers_shared") || !strings.Contains(err.Error(), dir) {
+		t.Errorf("bridge only: %v, want the CUDA library named, in %s", err, dir)
+	}
+	touch("libonnxruntime_providers_cuda.so")
+	if err := providerInstalled(dir, ProviderCUDA); err != nil {
+		t.Errorf("CUDA libraries present: %v", err)
+	}
+	if err := providerInstalled(dir, ProviderTensorRT); !errors.Is(err, ErrNotInstalled) {
+		t.Errorf("TensorRT without its library: %v", err)
+	}
+	for _, p := range []string{ProviderCPU, ProviderQNN, ProviderXNNPACK} {
+		if err := providerInstalled(dir, p); err != nil {
+			t.Errorf("%s: %v, want it left to ONNX Runtime", p, err)
+		}
+	}
+	if err := providerInstalled(dir, ProviderDirectML); !errors.Is(err, ErrNotInstalled) || !strings.Contains(err.Error(), "windows") {
+		t.Errorf("DirectML on linux: %v", err)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -230,7 +232,16 @@ func NewSession(modelPath string, opts Options) (*Session, error) {
 
 	prefs := providerOrder(opts.Providers)
 	s := &Session{path: modelPath, inputs: inputs, outputs: outputs}
+	libDir := filepath.Dir(LibraryPath())
 	for i, name := range prefs {
+		// A provider that is not installed is passed over without asking
+		// ONNX Runtime, which would print an error of its own for each
+		// library it fails to load; the reason goes into the one log line
+		// below.
+		if err := providerInstalled(libDir, name); err != nil {
+			s.fallbacks = append(s.fallbacks, ProviderError{Provider: name, Err: err})
+			continue
+		}
 		sess, err := tryProvider(modelPath, name, inNames, outNames, opts)
 		if err == nil {
 			s.sess, s.provider = sess, name
@@ -238,7 +249,9 @@ func NewSession(modelPath string, opts Options) (*Session, error) {
 		}
 		s.fallbacks = append(s.fallbacks, ProviderError{Provider: name, Err: err})
 		if i+1 < len(prefs) {
-			log.Warn("onnx: execution provider unavailable, falling back", "model", modelPath, "provider", name, "next", prefs[i+1], "err", err)
+			// Installed but failing (no GPU, a driver mismatch): worth a
+			// warning.
+			log.Warn("onnx: execution provider failed, falling back", "model", modelPath, "provider", name, "next", prefs[i+1], "err", err)
 		}
 	}
 	if s.sess == nil {
@@ -248,8 +261,56 @@ func NewSession(modelPath string, opts Options) (*Session, error) {
 		}
 		return nil, fmt.Errorf("%w: loading %s: %w", ErrModel, modelPath, errors.Join(errs...))
 	}
-	log.Info("onnx: session ready", "model", modelPath, "provider", s.provider, "fallbacks", len(s.fallbacks))
+	attrs := []any{"model", modelPath, "provider", s.provider}
+	if len(s.fallbacks) > 0 {
+		skipped := make([]string, len(s.fallbacks))
+		for i, f := range s.fallbacks {
+			skipped[i] = f.Error()
+		}
+		attrs = append(attrs, "skipped", strings.Join(skipped, "; "))
+	}
+	log.Info("onnx: session ready", attrs...)
 	return s, nil
+}
+
+// ErrNotInstalled: an execution provider's libraries are not installed
+// beside ONNX Runtime, or it does not exist on this operating system.
+var ErrNotInstalled = errors.New("not installed")
+
+// providerLibraries are the provider-bridge libraries ONNX Runtime loads
+// from its own directory for the providers that ship as separate shared
+// libraries (the CPU build of ONNX Runtime has none of them).
+var providerLibraries = map[string][]string{
+	ProviderCUDA:     {"libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"},
+	ProviderTensorRT: {"libonnxruntime_providers_shared.so", "libonnxruntime_providers_tensorrt.so"},
+	ProviderOpenVINO: {"libonnxruntime_providers_shared.so", "libonnxruntime_providers_openvino.so"},
+}
+
+// providerOS are the providers that exist on one operating system only.
+var providerOS = map[string]string{ProviderCoreML: "darwin", ProviderDirectML: "windows"}
+
+// providerInstalled reports, with ErrNotInstalled, a provider that cannot
+// be created here without asking ONNX Runtime: one for another operating
+// system, or one whose libraries are missing from libDir, the directory
+// of the ONNX Runtime library in use. Built-in providers (QNN, XNNPACK in
+// builds that have them) pass; ONNX Runtime answers for those quietly.
+func providerInstalled(libDir, name string) error {
+	if goos, ok := providerOS[name]; ok && goos != runtime.GOOS {
+		return fmt.Errorf("%w: only on %s", ErrNotInstalled, goos)
+	}
+	if runtime.GOOS != "linux" {
+		return nil
+	}
+	var missing []string
+	for _, lib := range providerLibraries[name] {
+		if _, err := os.Stat(filepath.Join(libDir, lib)); err != nil {
+			missing = append(missing, lib)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: no %s in %s", ErrNotInstalled, strings.Join(missing, ", "), libDir)
+	}
+	return nil
 }
 
 // providerOrder is the preference without empty entries or duplicates,
