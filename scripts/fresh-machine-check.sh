@@ -47,8 +47,9 @@ npm=$(command -v npm) || die "npm not found"
 [ -f /etc/ssl/certs/ca-certificates.crt ] || die "no certificate bundle at /etc/ssl/certs/ca-certificates.crt"
 
 # What the bare machines have besides Go and Node.js (the developers'
-# guide): gcc, make, git, PostgreSQL 15 installed but not running.
-base_packages=gcc,libc6-dev,make,git,postgresql-15
+# guide): gcc, make, git, PostgreSQL 15 installed but not running; and
+# Debian's certificate store, which this machine's bundle then replaces.
+base_packages=gcc,libc6-dev,make,git,ca-certificates,postgresql-15
 
 # The Debian mirror: this machine's own (deb822 or one-line sources).
 mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1)
@@ -148,7 +149,9 @@ copy_if() { # copy_if PATH...: copies each that exists to the same path in the r
 rm -rf "$chroot_dir/etc/apt/sources.list" "$chroot_dir/etc/apt/sources.list.d"
 copy_if /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/apt.conf.d /etc/apt/preferences.d \
   /etc/npmrc "$node_prefix/etc/npmrc" /root/.npmrc /root/.config/go/env \
-  /etc/ssl/certs/ca-certificates.crt /etc/resolv.conf /etc/hosts
+  /etc/ssl/certs/ca-certificates.crt /usr/local/share/ca-certificates /etc/resolv.conf /etc/hosts
+# (The local CA certificates too: a package that runs update-ca-certificates
+# in the root rebuilds the bundle from them.)
 # Sources this machine switched off stay off.
 rm -f "$chroot_dir"/etc/apt/sources.list.d/*.disabled*
 phase "Go, Node.js, registry settings and certificates copied in"

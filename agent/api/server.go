@@ -262,6 +262,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // created). Calling it again is harmless.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, net.ErrClosed) {
+		// A listener Serve already closed because its ctx ended: nothing
+		// to close twice.
+		err = nil
+	}
 	s.stopOnce.Do(func() { close(s.stop) })
 	select {
 	case <-s.workerDone:

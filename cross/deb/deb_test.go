@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/shared/onnx"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
@@ -199,5 +200,14 @@ func TestBuildErrors(t *testing.T) {
 		if entries, _ := os.ReadDir(out); len(entries) != 0 {
 			t.Errorf("%s: a failed build left %d files in %s", tc.name, len(entries), out)
 		}
+	}
+}
+
+// TestLibraryFoundAsInstalled: the agent's configuration leaves
+// runtime.ortLibrary empty, so the package must put ONNX Runtime where the
+// agent's search looks.
+func TestLibraryFoundAsInstalled(t *testing.T) {
+	if filepath.Dir(LibraryPath) != onnx.SystemLibraryDir || filepath.Base(LibraryPath) != onnx.LibraryName() {
+		t.Fatalf("the package installs %s; the agent searches %s for %s", LibraryPath, onnx.SystemLibraryDir, onnx.LibraryName())
 	}
 }
