@@ -20,7 +20,7 @@ TEST_TIMEOUT ?= 25m
 
 export EDGEFLEET_CACHE ?= $(CURDIR)/.cache/deps
 
-.PHONY: all setup setup-demo setup-test deps tools wasm build test lint fmt vet staticcheck bench demo demo-test clean
+.PHONY: all setup setup-demo setup-test deps tools wasm build test lint fmt vet staticcheck tidy bench demo demo-test clean
 
 all: build
 
@@ -67,12 +67,14 @@ build: deps wasm
 
 ## test: every test (unit, integration against real components)
 test: setup-test
-	@$(MAKE) --no-print-directory wasm
-	$(GO) vet ./...
+	@$(MAKE) --no-print-directory wasm lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-## lint: gofmt, go vet, staticcheck
-lint: fmt vet staticcheck
+## lint: gofmt, go vet, staticcheck, go mod tidy leaves go.mod and go.sum as they are
+lint: fmt vet staticcheck tidy
+
+tidy:
+	$(GO) mod tidy -diff
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
