@@ -28,7 +28,7 @@ func drained(t testing.TB, r *Registry, names ...string) {
 			t.Errorf("model %s is not active", n)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		if err := wait(ctx); err != nil {
 			t.Errorf("acquired and never released: %v", err)
 		}

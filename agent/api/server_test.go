@@ -430,7 +430,7 @@ func TestConcurrentInfer(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)

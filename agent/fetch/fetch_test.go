@@ -413,7 +413,9 @@ func TestStallResumes(t *testing.T) {
 	s, ts := newServer(t, 64<<10)
 	s.stalls = 1
 	dest := filepath.Join(t.TempDir(), "a.bundle")
-	f := testFetcher(t, Options{StallTimeout: 100 * time.Millisecond})
+	// The stall is forever, so the timeout only has to be longer than
+	// any hiccup of a busy machine.
+	f := testFetcher(t, Options{StallTimeout: 2 * time.Second})
 	if _, err := f.Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(s.content)}); err != nil {
 		t.Fatal(err)
 	}

@@ -180,7 +180,7 @@ func runAccessScenarios(t *testing.T, tg target) {
 				// Retained messages come in subscription order: were the
 				// first filter allowed, B's desired state would be first.
 				out, code := runCLI(t, "mosquitto_sub", append(cliArgs(tg.addr, devA, devA, devices[devA], v5),
-					"-d", "-v", "-C", "1", "-W", "8", "-q", "1", "-t", f, "-t", topic(devA, protocol.KindDesired))...)
+					"-d", "-v", "-C", "1", "-W", "25", "-q", "1", "-t", f, "-t", topic(devA, protocol.KindDesired))...)
 				if code != 0 || !strings.Contains(out, topic(devA, protocol.KindDesired)+" "+own) {
 					t.Fatalf("mosquitto_sub exit %d, own desired state not received:\n%s", code, out)
 				}
@@ -299,7 +299,7 @@ func runAccessScenarios(t *testing.T, tg target) {
 			publishRetained(t, topic("dev-c", protocol.KindDesired), string(payload))
 		}
 		out, code := runCLI(t, "mosquitto_sub", append(cliArgs(tg.addr, "dev-c", "dev-c", devices["dev-c"], true),
-			"-C", "1", "-W", "8", "-q", "1", "-t", topic("dev-c", protocol.KindDesired))...)
+			"-C", "1", "-W", "25", "-q", "1", "-t", topic("dev-c", protocol.KindDesired))...)
 		if code != 0 {
 			t.Fatalf("mosquitto_sub: exit %d: %s", code, out)
 		}
@@ -329,7 +329,7 @@ func runAccessScenarios(t *testing.T, tg target) {
 		obs.until(t, topic(devB, protocol.KindStatus), string(st(protocol.StateOffline)))
 		// And it is retained for whoever subscribes next.
 		out, code := runCLI(t, "mosquitto_sub", append(cliArgs(tg.addr, "_fleetd-5-late", "_fleetd-5", services["_fleetd-5"], false),
-			"-C", "1", "-W", "8", "-t", topic(devB, protocol.KindStatus))...)
+			"-C", "1", "-W", "25", "-t", topic(devB, protocol.KindStatus))...)
 		if code != 0 || strings.TrimSpace(out) != string(st(protocol.StateOffline)) {
 			t.Fatalf("retained status: exit %d, %q", code, out)
 		}

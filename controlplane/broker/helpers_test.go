@@ -20,7 +20,7 @@ import (
 
 // wait bounds every wait for something that should happen; it is a
 // safety net against hangs, never a measurement.
-const wait = 10 * time.Second
+const wait = 30 * time.Second
 
 // syncBuffer collects logs from goroutines that may outlive the test.
 type syncBuffer struct {

@@ -945,7 +945,7 @@ func TestRunNotify(t *testing.T) {
 	go func() { done <- e.eng.Run(ctx) }()
 	e.fleet.finish()
 	e.eng.Notify()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for e.get(r.ID).State != StateSucceeded {
 		if time.Now().After(deadline) {
 			t.Fatalf("not done after Notify: %+v", e.get(r.ID))

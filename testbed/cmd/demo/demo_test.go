@@ -107,7 +107,10 @@ func TestNarratorTerminal(t *testing.T) {
 	n.width = func() int { return 40 }
 	n.Step("Wait")
 	n.Progress(0.25, "a status long enough to be cut at forty columns")
-	time.Sleep(250 * time.Millisecond) // a few spinner frames
+	// A few spinner frames: until the second one is drawn.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), "⠙") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	n.Say("a line above the spinner")
 	n.Done("waited")
 	n.Close()
@@ -409,10 +412,10 @@ func TestSupervisorStopsGroups(t *testing.T) {
 		if !errors.Is(err, errInterrupted) {
 			t.Errorf("Run returned %v, want the context's cause", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}
-	if err := waitFor(context.Background(), 5*time.Second, func() (bool, error) { return !alive(child), nil }); err != nil {
+	if err := waitFor(context.Background(), 30*time.Second, func() (bool, error) { return !alive(child), nil }); err != nil {
 		t.Errorf("the short command's child %d survived", child)
 		syscall.Kill(child, syscall.SIGKILL)
 	}
@@ -441,7 +444,7 @@ func TestSupervisorStopsGroups(t *testing.T) {
 		if name != "brief" {
 			t.Errorf("onExit(%q)", name)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Error("an unexpected exit was not reported")
 	}
 }

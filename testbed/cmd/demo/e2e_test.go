@@ -132,15 +132,39 @@ func waitExit(t *testing.T, cmd *exec.Cmd, timeout time.Duration, out *lockedBuf
 
 // noOrphans fails the test if a process the demo started is still
 // running: a child of this (subreaper) process, or any process whose
-// command line or working directory is in the workspace.
+// command line or working directory is in the workspace. A process that
+// the demo killed may take a moment to be reaped on a busy machine, so
+// it looks again until none is left, for up to 30 s; what is still there
+// then fails the test (and is killed).
 func noOrphans(t *testing.T, work string) {
 	t.Helper()
-	time.Sleep(500 * time.Millisecond) // reparenting follows an exit closely, not at once
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		left := leftovers(t, work)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for pid, args := range left {
+				t.Errorf("process %d (%s) is still running 30 s after the demo exited", pid, args)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// leftovers are the processes noOrphans looks for, by pid, with their
+// command lines.
+func leftovers(t *testing.T, work string) map[int]string {
+	t.Helper()
 	me := os.Getpid()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
+	left := map[int]string{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == me {
@@ -162,10 +186,10 @@ func noOrphans(t *testing.T, work string) {
 		orphan := len(fields) > 1 && fields[1] == strconv.Itoa(me) && fields[0] != "Z"
 		inWork := strings.Contains(args, work) || cwd == work || strings.HasPrefix(cwd, work+"/")
 		if orphan || inWork {
-			t.Errorf("process %d (%s) is still running after the demo exited", pid, args)
-			syscall.Kill(pid, syscall.SIGKILL)
+			left[pid] = args
 		}
 	}
+	return left
 }
 
 // TestDemo runs the whole demo and checks that it succeeds, says what
