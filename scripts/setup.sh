@@ -46,7 +46,7 @@ packages=(
   "procps|test|pgrep for the process-cleanup checks"
 )
 
-die() { echo "setup: $*" >&2; exit "${2:-1}"; }
+die() { echo "setup: $1" >&2; exit "${2:-1}"; }
 
 mode=install target=test
 case "${1:-}" in
