@@ -3,6 +3,7 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -585,12 +586,25 @@ func (e *scEnv) powerCut(t *testing.T) string {
 	watch := make(chan seen, 1)
 	watchCtx, stopWatch := context.WithTimeout(ctx, 5*time.Minute)
 	defer stopWatch()
+	// The watcher says on the serial console that it is watching (Exec
+	// answers only at its end, and runs one command at a time), and the
+	// assignment goes out only once the console shows it.
+	marker := fmt.Sprintf("edgefleet-watcher-%d", time.Now().UnixNano())
 	go func() {
-		out, err := d.Exec(watchCtx, `while :; do for f in /var/lib/edge-agent/downloads/* /var/lib/edge-agent/bundles/.staging-*; do `+
+		out, err := d.Exec(watchCtx, `echo `+marker+` >/dev/console; `+
+			`while :; do for f in /var/lib/edge-agent/downloads/* /var/lib/edge-agent/bundles/.staging-*; do `+
 			`if [ -e "$f" ]; then case "$f" in */downloads/*) echo downloading;; *) echo unpacking;; esac; echo "$f"; exit 0; fi; done; sleep 0.005; done`)
 		watch <- seen{out, err}
 	}()
-	time.Sleep(2 * time.Second) // the watcher runs before the assignment goes out
+	for {
+		if b, _ := d.Console(); bytes.Contains(b, []byte(marker)) {
+			break
+		}
+		if watchCtx.Err() != nil {
+			t.Fatalf("the watcher in the guest never started: %v; console:\n%s", watchCtx.Err(), d.ConsoleTail(40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	a, err := e.f.api.Assign(ctx, id, next, "")
 	if err != nil {
 		t.Fatal(err)
