@@ -303,12 +303,18 @@ func TestInterruptedApplyExpired(t *testing.T) {
 	r := newRig(t, testConfig(t, b.url()))
 	r.agent.setBlock(4)
 	d := desired(4, protocol.ActionInstall, "1.4.0")
-	d.ExpiresAt = time.Now().Add(time.Second)
+	// Valid long enough for the uplink to connect and start the Apply on
+	// a busy machine; the test then waits it out. Round(0) drops the
+	// monotonic reading: the guard compares wall-clock times.
+	d.ExpiresAt = time.Now().Add(8 * time.Second).Round(0)
 	f.publishDesired(encode(t, d))
 	r.start()
 	eventually(t, "Apply started", func() bool { return len(r.agent.appliedSeqs()) == 1 })
 	r.stop()
-	time.Sleep(time.Until(d.ExpiresAt))
+	// Wait, on the wall clock the guard reads, until seq 4 has expired.
+	for !time.Now().After(d.ExpiresAt) {
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	// The retained seq 4 comes back expired: not resumed, reported failed.
 	r.start()

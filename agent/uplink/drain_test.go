@@ -88,11 +88,20 @@ func TestAckOnlyAfterPuback(t *testing.T) {
 	f := newFleetd(t, b.url(), fleetdUser)
 	p := newProxy(t, b.addr())
 	cfg := testConfig(t, p.url())
-	cfg.PublishTimeout = 300 * time.Millisecond
+	// Short, so that the paused link below shows timeouts soon; still
+	// far above a loopback PUBACK on a busy machine.
+	cfg.PublishTimeout = time.Second
 	r := newRig(t, cfg)
 	u := r.start()
 	r.waitConnected()
-	eventually(t, "the connect-time publishes", func() bool { return len(f.reported()) == 1 })
+	// The short PublishTimeout also bounds the connection's setup (online
+	// status, SUBACK, reported state); a setup that was too slow for it is
+	// made again, and a reported state whose PUBACK was late is published
+	// again. Wait until one reported state has been acknowledged, so that
+	// nothing of the setup is still in flight when the link is paused.
+	eventually(t, "the connect-time publishes", func() bool {
+		return len(f.reported()) >= 1 && u.Stats().ReportedPublished >= 1
+	})
 
 	// The broker never sees the publish, so no PUBACK: the records stay.
 	p.pause(true)

@@ -29,7 +29,7 @@ const (
 	svcPass    = "service-secret-0123456789"
 	// waitLimit bounds every wait for something to happen; tests normally
 	// take milliseconds.
-	waitLimit = 20 * time.Second
+	waitLimit = 60 * time.Second
 )
 
 // aclFile is the ACL of docs/protocol.md: devices only in their subtree.
@@ -581,7 +581,9 @@ type rig struct {
 	done   chan error
 }
 
-// testConfig is a Config with short timeouts for tests.
+// testConfig is a Config with short backoffs for tests, and connect,
+// publish and keepalive limits long enough that a busy machine never
+// meets them by accident (a test about one of them sets it itself).
 func testConfig(t testing.TB, brokers ...string) Config {
 	return Config{
 		DeviceID:       devID,
@@ -589,9 +591,9 @@ func testConfig(t testing.TB, brokers ...string) Config {
 		Username:       devID,
 		Password:       devPass,
 		StateDir:       filepath.Join(t.TempDir(), "state"),
-		KeepAlive:      5 * time.Second,
-		ConnectTimeout: 2 * time.Second,
-		PublishTimeout: 2 * time.Second,
+		KeepAlive:      15 * time.Second,
+		ConnectTimeout: 15 * time.Second,
+		PublishTimeout: 15 * time.Second,
 		MinBackoff:     20 * time.Millisecond,
 		MaxBackoff:     200 * time.Millisecond,
 		ReportDebounce: 20 * time.Millisecond,

@@ -115,7 +115,6 @@ func scenario(t *testing.T, o fleet.Options) {
 	drained(t, f, ids)
 
 	// Cut the link: fleetd sees every device go, by its last will.
-	before := deliveredCounts(t, f)
 	if n := f.CutBroker(); n < devices {
 		t.Fatalf("cut %d connections, want at least %d", n, devices)
 	}
@@ -129,6 +128,11 @@ func scenario(t *testing.T, o fleet.Options) {
 		}
 		return true, ""
 	})
+	// Counted once the broker has sent every last will (so it read its
+	// last packet from every device) and every agent knows it is cut: a
+	// record in flight at the cut is in the count, not a record received
+	// while cut.
+	before := deliveredCounts(t, f)
 	buffered := map[string]int{}
 	for _, a := range f.Agents {
 		st, err := a.Status()

@@ -41,6 +41,9 @@ type Agent struct {
 	stopErr error
 }
 
+// AgentWASMTimeout is the per-call WASM deadline of the fleet's agents.
+const AgentWASMTimeout = 30 * time.Second
+
 // setup writes the agent's configuration and password file.
 func (a *Agent) setup(f *Fleet, sharedWASM string) error {
 	o := f.opts
@@ -83,7 +86,10 @@ func (a *Agent) setup(f *Fleet, sharedWASM string) error {
 	fmt.Fprintf(&y, "api:\n  socket: %s\n", quote(a.Socket))
 	fmt.Fprintf(&y, "buffer:\n  predictionSampleRate: %g\n", rate)
 	fmt.Fprintf(&y, "runtime:\n  ortLibrary: %s\n  intraOpThreads: 1\n", quote(o.Artifacts.ORTLibrary))
-	fmt.Fprintf(&y, "wasm:\n  cacheDir: %s\n", quote(wasm))
+	// A generous WASM deadline: the device default (2 s a call) is for one
+	// agent on its own CPU, not for dozens sharing two busy cores, where
+	// one slow call would fail a prediction the tests count on.
+	fmt.Fprintf(&y, "wasm:\n  cacheDir: %s\n  timeout: %s\n", quote(wasm), AgentWASMTimeout)
 	fmt.Fprintf(&y, "uplink:\n  broker: tcp://%s\n  username: %s\n  passwordFile: %s\n", f.Proxy.Addr(), a.ID, quote(pw))
 	if err := os.WriteFile(a.ConfigFile, []byte(y.String()), 0o600); err != nil {
 		return fmt.Errorf("fleet: %w", err)

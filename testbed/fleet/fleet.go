@@ -551,7 +551,7 @@ func (f *Fleet) warmWASM(ctx context.Context, b Bundle) error {
 		WASM: processor.Config{
 			CacheDir:    f.wasmCache(),
 			MemoryLimit: config.DefaultWASMMemoryLimitMiB << 20,
-			Timeout:     config.DefaultWASMTimeout,
+			Timeout:     AgentWASMTimeout,
 		},
 	})
 	if err != nil {
