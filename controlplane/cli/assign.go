@@ -26,7 +26,7 @@ device ran before.`,
 		Args: exactArgs("DEVICE", "NAME@VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !strings.Contains(args[1], "@") {
-				return fmt.Errorf("bundle %q: want NAME@VERSION", args[1])
+				return usagef("bundle %q: want NAME@VERSION", args[1])
 			}
 			c, err := rf.client()
 			if err != nil {
@@ -75,7 +75,7 @@ $` + envEnrolToken + `, or ./` + defaultDataDir + "/" + enrolTokenRel + ` when i
 			for _, l := range labelArgs {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
-					return fmt.Errorf("--label %q: want KEY=VALUE", l)
+					return usagef("--label %q: want KEY=VALUE", l)
 				}
 				lbls[k] = v
 			}

@@ -19,8 +19,9 @@ import (
 )
 
 // Run runs fleetctl with args (without the program name), writing results
-// to stdout and diagnostics to stderr, and returns the process exit code:
-// 0 on success, 1 on any error (printed as "fleetctl: <message>").
+// to stdout and diagnostics to stderr, and returns the process exit code
+// (ExitOK, ExitError, ExitUsage, ...; see exit.go). An error is printed as
+// "fleetctl: <message>".
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return run(ctx, args, stdout, stderr, nil)
 }
@@ -51,11 +52,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, check che
 	a := &app{stdout: stdout, stderr: stderr, check: check, log: slog.New(slog.DiscardHandler)}
 	root := newRoot(a)
 	root.SetArgs(args)
-	if err := root.ExecuteContext(ctx); err != nil {
+	err := root.ExecuteContext(ctx)
+	if err != nil {
 		fmt.Fprintf(stderr, "fleetctl: %v\n", err)
-		return 1
 	}
-	return 0
+	return exitCode(err)
 }
 
 func newRoot(a *app) *cobra.Command {
@@ -63,7 +64,9 @@ func newRoot(a *app) *cobra.Command {
 		Use:   "fleetctl",
 		Short: "Ship ML models to fleets of edge devices",
 		Long: `fleetctl builds, signs and verifies model bundles, and drives the
-edgefleet control plane.`,
+edgefleet control plane.
+
+` + exitCodesHelp,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
@@ -78,7 +81,7 @@ edgefleet control plane.`,
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return fmt.Errorf("%w (usage: %s)", err, cmd.UseLine())
+		return withCode(ExitUsage, fmt.Errorf("%w (usage: %s)", err, cmd.UseLine()))
 	})
 	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "log progress to stderr")
 	root.AddCommand(
@@ -93,6 +96,7 @@ edgefleet control plane.`,
 		newProfileCmd(a),
 		newDriftCmd(a),
 	)
+	groupCommands(root)
 	return root
 }
 
@@ -120,9 +124,9 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		switch {
 		case len(args) < len(names):
-			return fmt.Errorf("%s: missing %s (usage: %s)", cmd.CommandPath(), strings.Join(names[len(args):], " "), cmd.UseLine())
+			return usagef("%s: missing %s (usage: %s)", cmd.CommandPath(), strings.Join(names[len(args):], " "), cmd.UseLine())
 		case len(args) > len(names):
-			return fmt.Errorf("%s: unexpected argument %q (usage: %s)", cmd.CommandPath(), args[len(names)], cmd.UseLine())
+			return usagef("%s: unexpected argument %q (usage: %s)", cmd.CommandPath(), args[len(names)], cmd.UseLine())
 		}
 		return nil
 	}

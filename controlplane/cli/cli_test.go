@@ -67,10 +67,17 @@ func wantOK(t *testing.T, r result, what string) {
 	}
 }
 
+// wantFail wants an ExitError failure saying msg.
 func wantFail(t *testing.T, r result, what, msg string) {
 	t.Helper()
-	if r.code != 1 || !strings.HasPrefix(r.stderr, "fleetctl: ") || !strings.Contains(r.stderr, msg) {
-		t.Fatalf("%s: exit %d, stderr %q; want exit 1 with \"fleetctl: ...%s...\"", what, r.code, r.stderr, msg)
+	wantExit(t, r, ExitError, what, msg)
+}
+
+// wantExit wants a failure with exit code code, saying msg.
+func wantExit(t *testing.T, r result, code int, what, msg string) {
+	t.Helper()
+	if r.code != code || !strings.HasPrefix(r.stderr, "fleetctl: ") || !strings.Contains(r.stderr, msg) {
+		t.Fatalf("%s: exit %d, stderr %q; want exit %d with \"fleetctl: ...%s...\"", what, r.code, r.stderr, code, msg)
 	}
 }
 
@@ -212,23 +219,32 @@ func TestErrors(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		args []string
+		code int
 		msg  string
 	}{
-		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"bundle", "verify", "x.bundle"}, `required flag(s) "key" not set`},
-		{[]string{"bundle", "verify", "--key", "k.pub"}, "missing FILE"},
-		{[]string{"bundle", "build"}, "missing SPEC_DIR"},
-		{[]string{"bundle", "build", "a", "b"}, `unexpected argument "b"`},
-		{[]string{"bundle", "inspect", "-o", "yaml", "x.bundle"}, `unknown output format "yaml"`},
-		{[]string{"bundle", "inspect", "--bogus", "x.bundle"}, "unknown flag: --bogus"},
-		{[]string{"bundle", "inspect", filepath.Join(dir, "missing.bundle")}, "no such file"},
-		{[]string{"bundle", "build", dir}, "bundle.yaml"},
-		{[]string{"bundle", "sign", "--key", filepath.Join(dir, "nope.key"), "x.bundle"}, "reading signing key"},
-		{[]string{"keys", "generate"}, `required flag(s) "out" not set`},
-		{[]string{"keys", "generate", "--out", dir, "--algorithm", "rsa"}, `unknown key algorithm "rsa"`},
+		{[]string{"frobnicate"}, ExitUsage, `unknown command "frobnicate"`},
+		{[]string{"bundle", "verify", "x.bundle"}, ExitUsage, `required flag(s) "key" not set`},
+		{[]string{"bundle", "verify", "--key", "k.pub"}, ExitUsage, "missing FILE"},
+		{[]string{"bundle", "build"}, ExitUsage, "missing SPEC_DIR"},
+		{[]string{"bundle", "build", "a", "b"}, ExitUsage, `unexpected argument "b"`},
+		{[]string{"bundle", "inspect", "-o", "yaml", "x.bundle"}, ExitUsage, `unknown output format "yaml"`},
+		{[]string{"bundle", "inspect", "--bogus", "x.bundle"}, ExitUsage, "unknown flag: --bogus"},
+		{[]string{"bundle", "biuld"}, ExitUsage, `unknown command "biuld" for "fleetctl bundle"; did you mean "build"?`},
+		{[]string{"rollout", "abrot", "ro-1"}, ExitUsage, `did you mean "abort"?`},
+		{[]string{"bundle", "inspect", filepath.Join(dir, "missing.bundle")}, ExitNotFound, "no such file"},
+		{[]string{"bundle", "build", dir}, ExitNotFound, "bundle.yaml"},
+		{[]string{"bundle", "sign", "--key", filepath.Join(dir, "nope.key"), "x.bundle"}, ExitNotFound, "reading signing key"},
+		{[]string{"keys", "generate"}, ExitUsage, `required flag(s) "out" not set`},
+		{[]string{"keys", "generate", "--out", dir, "--algorithm", "rsa"}, ExitError, `unknown key algorithm "rsa"`},
 	}
 	for _, tc := range tests {
-		wantFail(t, fleetctl(t, okCheck, tc.args...), strings.Join(tc.args, " "), tc.msg)
+		wantExit(t, fleetctl(t, okCheck, tc.args...), tc.code, strings.Join(tc.args, " "), tc.msg)
+	}
+	// A group command run bare shows its commands.
+	r := fleetctl(t, nil, "rollout")
+	wantOK(t, r, "rollout")
+	if !strings.Contains(r.stdout, "wait") || !strings.Contains(r.stdout, "abort") {
+		t.Errorf("rollout printed %q", r.stdout)
 	}
 }
 

@@ -190,7 +190,7 @@ RFC 3339 time or a duration back from now (e.g. 15m).`,
 				if d, err := time.ParseDuration(since); err == nil {
 					q.Since = time.Now().Add(-d)
 				} else if q.Since, err = time.Parse(time.RFC3339, since); err != nil {
-					return fmt.Errorf("--since %q: want an RFC 3339 time or a duration such as 15m", since)
+					return usagef("--since %q: want an RFC 3339 time or a duration such as 15m", since)
 				}
 			}
 			c, err := rf.client()

@@ -16,6 +16,7 @@ import (
 func newDriftCmd(a *app) *cobra.Command {
 	var rf remoteFlags
 	var q client.DriftQuery
+	var exitOnDrift bool
 	out := &outputFlag{}
 	cmd := &cobra.Command{
 		Use:   "drift NAME@VERSION [--selector SEL | --devices ID,... | --rollout ID] [--since 1h|TIME] [--until TIME]",
@@ -30,18 +31,26 @@ summary line. -o json prints the whole report.
 --since and --until take an RFC 3339 time or a duration meaning that long
 ago (1h, 30m); --since defaults to fleetd's record retention. With
 --rollout, NAME@VERSION may be omitted: it is the version the rollout
-rolls out.`,
-		Args: cobra.RangeArgs(0, 1),
+rolls out.
+
+With --exit-code (as git diff --exit-code) fleetctl exits 5 when it
+reports drift, and 0 when it reports none or has not enough data.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("%s: unexpected argument %q (usage: %s)", cmd.CommandPath(), args[1], cmd.UseLine())
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				q.Bundle = args[0]
 			}
 			if q.Bundle == "" && q.Rollout == "" {
-				return fmt.Errorf("%s: missing NAME@VERSION (usage: %s)", cmd.CommandPath(), cmd.UseLine())
+				return usagef("%s: missing NAME@VERSION (usage: %s)", cmd.CommandPath(), cmd.UseLine())
 			}
 			if q.Bundle != "" {
 				if name, ver, ok := strings.Cut(q.Bundle, "@"); !ok || name == "" || ver == "" {
-					return fmt.Errorf("bundle %q: want NAME@VERSION", q.Bundle)
+					return usagef("bundle %q: want NAME@VERSION", q.Bundle)
 				}
 			}
 			for flag, v := range map[string]string{"--since": q.Since, "--until": q.Until} {
@@ -52,7 +61,7 @@ rolls out.`,
 					continue
 				}
 				if d, err := time.ParseDuration(v); err != nil || d < 0 {
-					return fmt.Errorf("%s %q: want an RFC 3339 time or a duration such as 1h", flag, v)
+					return usagef("%s %q: want an RFC 3339 time or a duration such as 1h", flag, v)
 				}
 			}
 			set := 0
@@ -62,7 +71,7 @@ rolls out.`,
 				}
 			}
 			if set > 1 {
-				return fmt.Errorf("give at most one of --selector, --devices and --rollout")
+				return usagef("give at most one of --selector, --devices and --rollout")
 			}
 			c, err := rf.client()
 			if err != nil {
@@ -73,9 +82,14 @@ rolls out.`,
 				return err
 			}
 			if out.json() {
-				return writeJSON(a.stdout, r)
+				err = writeJSON(a.stdout, r)
+			} else {
+				err = printDrift(a.stdout, r)
 			}
-			return printDrift(a.stdout, r)
+			if err == nil && exitOnDrift && r.Report.Drift {
+				err = withCode(ExitUnwanted, fmt.Errorf("%s: drift found", r.Bundle))
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVarP(&q.Selector, "selector", "l", "", "devices by label selector, e.g. ring=canary")
@@ -83,6 +97,7 @@ rolls out.`,
 	cmd.Flags().StringVar(&q.Rollout, "rollout", "", "the devices of this rollout")
 	cmd.Flags().StringVar(&q.Since, "since", "", "windows since this time or this long ago")
 	cmd.Flags().StringVar(&q.Until, "until", "", "windows before this time or this long ago")
+	cmd.Flags().BoolVar(&exitOnDrift, "exit-code", false, "exit 5 when drift is found")
 	rf.register(cmd)
 	out.register(cmd)
 	return cmd

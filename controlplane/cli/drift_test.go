@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +141,12 @@ func TestDriftCommand(t *testing.T) {
 		}
 	}
 
+	// --exit-code, with the built binary: 5 on drift, 0 without.
+	bin := newBinary(t)
+	flags := slices.Concat(remote, []string{"--since", "1h", "--exit-code"})
+	wantExit(t, bin.run(append([]string{"drift", "demo@0.3.0", "--selector", "ring=canary"}, flags...)...), ExitUnwanted, "drift --exit-code on drift", "demo@0.3.0: drift found")
+	wantOK(t, bin.run(append([]string{"drift", "demo@0.3.0", "--devices", "cam-2"}, flags...)...), "drift --exit-code without drift")
+
 	r = fc("drift", "demo@0.3.0", "--devices", "cam-2", "-o", "json")
 	wantOK(t, r, "drift --devices -o json")
 	var rep api.DriftReport
@@ -157,10 +164,10 @@ func TestDriftCommand(t *testing.T) {
 		t.Errorf("drift with nothing in range printed\n%s", r.stdout)
 	}
 
-	wantFail(t, fc("drift"), "no bundle", "missing NAME@VERSION")
-	wantFail(t, fc("drift", "demo"), "no version", "want NAME@VERSION")
-	wantFail(t, fc("drift", "demo@0.3.0", "--since", "yesterday"), "bad --since", "--since")
-	wantFail(t, fc("drift", "demo@0.3.0", "--selector", "ring=canary", "--devices", "cam-1"), "two device choices", "at most one of")
-	wantFail(t, fc("drift", "demo@9.9.9"), "unknown version", "HTTP 404")
-	wantFail(t, fc("drift", "demo@0.3.0", "-o", "yaml"), "bad output", "unknown output format")
+	wantExit(t, fc("drift"), ExitUsage, "no bundle", "missing NAME@VERSION")
+	wantExit(t, fc("drift", "demo"), ExitUsage, "no version", "want NAME@VERSION")
+	wantExit(t, fc("drift", "demo@0.3.0", "--since", "yesterday"), ExitUsage, "bad --since", "--since")
+	wantExit(t, fc("drift", "demo@0.3.0", "--selector", "ring=canary", "--devices", "cam-1"), ExitUsage, "two device choices", "at most one of")
+	wantExit(t, fc("drift", "demo@9.9.9"), ExitNotFound, "unknown version", "HTTP 404")
+	wantExit(t, fc("drift", "demo@0.3.0", "-o", "yaml"), ExitUsage, "bad output", "unknown output format")
 }

@@ -22,7 +22,7 @@ func (o *outputFlag) register(cmd *cobra.Command) {
 		switch o.format {
 		case "table", "json":
 		default:
-			return fmt.Errorf("unknown output format %q (want table or json)", o.format)
+			return usagef("unknown output format %q (want table or json)", o.format)
 		}
 		if prev != nil {
 			return prev(cmd, args)

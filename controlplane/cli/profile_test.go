@@ -46,7 +46,7 @@ func TestProfileBuild(t *testing.T) {
 		t.Error("the same data and schema gave different bytes")
 	}
 
-	wantFail(t, fleetctl(t, okCheck, "profile", "build", "--schema", schema), "no input", `"input" not set`)
+	wantExit(t, fleetctl(t, okCheck, "profile", "build", "--schema", schema), ExitUsage, "no input", `"input" not set`)
 	wantFail(t, fleetctl(t, okCheck, "profile", "build", "--input", input, "--schema", input), "bad schema", "invalid schema")
 	bad := filepath.Join(dir, "bad.csv")
 	os.WriteFile(bad, []byte("x,colour\n1,red\nabc,blue\n"), 0o644)

@@ -111,7 +111,7 @@ func TestRemoteCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &bl); err != nil || len(bl.Bundles) != 1 || bl.Bundles[0].Version != "0.3.0" {
 		t.Errorf("bundle list -o json: %+v %v", bl, err)
 	}
-	wantFail(t, fc("bundle", "list", "nope"), "bundle list nope", `no bundle named "nope" (HTTP 404)`)
+	wantExit(t, fc("bundle", "list", "nope"), ExitNotFound, "bundle list nope", `no bundle named "nope" (HTTP 404)`)
 
 	// Enrol two devices; one connects and sends a record.
 	enrolFile := filepath.Join(data, enrolTokenRel)
@@ -156,8 +156,8 @@ func TestRemoteCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &as); err != nil || as.Desired.Seq != 2 || as.Desired.Action != protocol.ActionRollback || !as.Published {
 		t.Errorf("assign -o json: %+v %v", as, err)
 	}
-	wantFail(t, fc("assign", "cam-1", "demo@9.9.9"), "assign unknown version", "HTTP 404")
-	wantFail(t, fc("assign", "cam-1", "demo"), "assign without version", "NAME@VERSION")
+	wantExit(t, fc("assign", "cam-1", "demo@9.9.9"), ExitNotFound, "assign unknown version", "HTTP 404")
+	wantExit(t, fc("assign", "cam-1", "demo"), ExitUsage, "assign without version", "NAME@VERSION")
 
 	r = fc("devices", "show", "cam-1")
 	wantOK(t, r, "devices show")
@@ -172,20 +172,20 @@ func TestRemoteCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &dev); err != nil || dev.ID != "cam-1" || dev.Desired == nil || dev.Desired.Seq != 2 {
 		t.Errorf("devices show -o json: %+v %v", dev, err)
 	}
-	wantFail(t, fc("devices", "show", "ghost"), "devices show ghost", "HTTP 404")
+	wantExit(t, fc("devices", "show", "ghost"), ExitNotFound, "devices show ghost", "HTTP 404")
 
 	r = fc("devices", "records", "cam-1", "--kind", "metrics")
 	wantOK(t, r, "devices records")
 	if !strings.Contains(r.stdout, "1 delivered") || !strings.Contains(r.stdout, `{"p95Ms":4.1}`) {
 		t.Errorf("devices records printed\n%s", r.stdout)
 	}
-	wantFail(t, fc("devices", "records", "cam-1", "--since", "yesterday"), "bad --since", "--since")
+	wantExit(t, fc("devices", "records", "cam-1", "--since", "yesterday"), ExitUsage, "bad --since", "--since")
 
 	wantOK(t, fc("devices", "delete", "cam-2"), "devices delete")
-	wantFail(t, fc("devices", "show", "cam-2"), "show deleted", "HTTP 404")
+	wantExit(t, fc("devices", "show", "cam-2"), ExitNotFound, "show deleted", "HTTP 404")
 
 	// Tokens and servers from elsewhere.
-	wantFail(t, fleetctl(t, nil, "devices", "list", "--server", srv.URL(), "--token-file", filepath.Join(dir, "none")), "missing token file", "reading the token")
+	wantExit(t, fleetctl(t, nil, "devices", "list", "--server", srv.URL(), "--token-file", filepath.Join(dir, "none")), ExitNotFound, "missing token file", "reading the token")
 	bad := filepath.Join(dir, "bad.token")
 	os.WriteFile(bad, []byte("wrong-token-0123456789\n"), 0o600)
 	wantFail(t, fleetctl(t, nil, "devices", "list", "--server", srv.URL(), "--token-file", bad), "wrong token", "invalid operator token (HTTP 401)")

@@ -2,15 +2,19 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/rollout"
 )
 
@@ -22,7 +26,7 @@ func newRolloutCmd(a *app) *cobra.Command {
 automatic fleet-wide rollback; or compare two versions on two cohorts.
 See docs/rollouts.md for the spec.`,
 	}
-	cmd.AddCommand(newRolloutCreateCmd(a), newRolloutListCmd(a), newRolloutStatusCmd(a), newRolloutHistoryCmd(a))
+	cmd.AddCommand(newRolloutCreateCmd(a), newRolloutListCmd(a), newRolloutStatusCmd(a), newRolloutWaitCmd(a), newRolloutHistoryCmd(a))
 	for _, act := range []struct{ name, short string }{
 		{"pause", "Pause a rollout: nothing more is assigned or evaluated"},
 		{"resume", "Resume a paused rollout (its bake and deadline move on by the pause)"},
@@ -39,7 +43,7 @@ See docs/rollouts.md for the spec.`,
 // mistakes are listed before anything is sent.
 func readSpec(a *app, file string) ([]byte, error) {
 	if file == "" {
-		return nil, fmt.Errorf("-f/--file is required (the rollout spec, YAML or JSON; - for stdin)")
+		return nil, usagef("-f/--file is required (the rollout spec, YAML or JSON; - for stdin)")
 	}
 	var b []byte
 	var err error
@@ -154,51 +158,194 @@ func newRolloutStatusCmd(a *app) *cobra.Command {
 		Long: `Show a rollout's state, its current step (bake end, evidence deadline), what
 it waits for, its devices' progress, the latest evaluation of its gates
 (value, threshold, reports), the breach that stopped it, and for an
-experiment the comparison of its arms. --watch prints it again every
---interval until it is no longer running. --devices lists every device.`,
+experiment the comparison of its arms. --devices lists every device.
+
+--watch shows it again on every change (redrawn in place on a terminal,
+appended otherwise) until it is no longer running or paused, riding out
+lost connections to fleetd; it then exits 0 if the rollout succeeded (an
+experiment: completed or promoted) and 5 if it was rolled back or
+aborted.`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := rf.client()
 			if err != nil {
 				return err
 			}
-			last := ""
-			for {
+			if !watch {
 				st, err := c.Rollout(cmd.Context(), args[0], devices)
 				if err != nil {
 					return err
 				}
-				var b strings.Builder
 				if out.json() {
-					err = writeJSON(&b, st)
-				} else {
-					err = printStatus(&b, st)
+					return writeJSON(a.stdout, st)
 				}
-				if err != nil {
-					return err
-				}
-				if b.String() != last {
-					if last != "" && !out.json() {
-						fmt.Fprintf(a.stdout, "--- %s\n", time.Now().UTC().Format(time.RFC3339))
-					}
-					io.WriteString(a.stdout, b.String())
-					last = b.String()
-				}
-				if !watch || (st.State != rollout.StateRunning && st.State != rollout.StatePaused && st.State != rollout.StateRollingBack) {
-					return nil
-				}
-				if err := sleep(cmd.Context(), interval); err != nil {
-					return err
-				}
+				return printStatus(a.stdout, st)
 			}
+			v := newView(a.stdout, out.json())
+			st, err := watchRollout(cmd.Context(), a, c, args[0], devices, interval, func(st *api.RolloutStatus) bool {
+				v.show(st)
+				return !activeState(st.State)
+			})
+			if err != nil {
+				return err
+			}
+			return endedWell(st)
 		},
 	}
-	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "print again on every change until it stops running")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "show again on every change until it stops running")
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "how often --watch asks fleetd")
 	cmd.Flags().BoolVar(&devices, "devices", false, "list every target device")
 	rf.register(cmd)
 	out.register(cmd)
 	return cmd
+}
+
+// waitConditions are the outcomes rollout wait --for waits for.
+var waitConditions = []string{"completed", "paused"}
+
+func newRolloutWaitCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	var cond string
+	var timeout, interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "wait ID [--for=completed|paused] [--timeout D]",
+		Short: "Wait until a rollout completes (or pauses); exit non-zero if it ends otherwise",
+		Long: `Wait, as kubectl wait does, until the rollout reaches the condition:
+
+  completed  it succeeded (an experiment: it completed, or an arm was
+             promoted)
+  paused     it is paused (by an operator, or by a breached gate with
+             rollback.auto false)
+
+Exits 0 when the condition holds, 5 when the rollout ended in a way that
+means it never will (rolled back, aborted; for paused also succeeded),
+and 6 when --timeout passes first. Lost connections to fleetd are ridden
+out until the timeout.`,
+		Args: exactArgs("ID"),
+		PreRunE: func(*cobra.Command, []string) error {
+			if !slices.Contains(waitConditions, cond) {
+				return usagef("--for=%q: want one of %s", cond, strings.Join(waitConditions, ", "))
+			}
+			if timeout < 0 {
+				return usagef("--timeout %v: want a positive duration (0: no limit)", timeout)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			last := rollout.State("")
+			st, err := watchRollout(ctx, a, c, args[0], false, interval, func(st *api.RolloutStatus) bool {
+				if st.State != last {
+					a.log.Info("rollout", "id", st.ID, "state", st.State, "step", stepText(&st.Rollout))
+					last = st.State
+				}
+				return (cond == "paused" && st.State == rollout.StatePaused) || !activeState(st.State) ||
+					(cond == "completed" && st.State == rollout.StateCompleted)
+			})
+			if errors.Is(err, context.DeadlineExceeded) && cmd.Context().Err() == nil {
+				return withCode(ExitTimeout, fmt.Errorf("rollout %s: still %s after %v, not %s", args[0], last, timeout, cond))
+			}
+			if err != nil {
+				return err
+			}
+			if cond == "paused" {
+				if st.State == rollout.StatePaused {
+					fmt.Fprintf(a.stdout, "%s: paused\n", st.ID)
+					return nil
+				}
+				return withCode(ExitUnwanted, fmt.Errorf("rollout %s ended %s%s: it will not pause", st.ID, st.State, reasonText(&st.Rollout)))
+			}
+			if err := endedWell(st); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s: %s\n", st.ID, st.State)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cond, "for", "completed", "the condition: completed or paused")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long, exit 6 (0: wait as long as it takes)")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "how often to ask fleetd")
+	rf.register(cmd)
+	return cmd
+}
+
+// activeState reports whether a rollout in state s may still change by
+// itself (the watch goes on).
+func activeState(s rollout.State) bool {
+	return s == rollout.StateRunning || s == rollout.StatePaused || s == rollout.StateRollingBack
+}
+
+// endedWell is nil for a rollout that ended as hoped (succeeded; an
+// experiment completed or promoted) and an ExitUnwanted error otherwise.
+func endedWell(st *api.RolloutStatus) error {
+	switch st.State {
+	case rollout.StateSucceeded, rollout.StateCompleted, rollout.StatePromoted:
+		return nil
+	}
+	return withCode(ExitUnwanted, fmt.Errorf("rollout %s ended %s%s", st.ID, st.State, reasonText(&st.Rollout)))
+}
+
+func reasonText(r *rollout.Rollout) string {
+	if r.Reason == "" {
+		return ""
+	}
+	return ": " + r.Reason
+}
+
+// watchRollout asks fleetd for the rollout every interval and calls seen
+// with each answer until seen returns true, and returns that last status.
+// A lost connection (or a fleetd error of its own, 5xx) is said on stderr
+// and retried with backoff up to a minute; an answer that fleetd will not
+// change (unknown rollout, refused token) ends the watch.
+func watchRollout(ctx context.Context, a *app, c *client.Client, id string, devices bool, interval time.Duration, seen func(*api.RolloutStatus) bool) (*api.RolloutStatus, error) {
+	backoff := interval
+	failing := false
+	for {
+		st, err := c.Rollout(ctx, id, devices)
+		switch {
+		case err == nil:
+			if failing {
+				fmt.Fprintf(a.stderr, "fleetctl: reconnected to fleetd\n")
+				failing, backoff = false, interval
+			}
+			if seen(st) {
+				return st, nil
+			}
+			err = sleep(ctx, interval)
+		case ctx.Err() == nil && transient(err):
+			failing = true
+			fmt.Fprintf(a.stderr, "fleetctl: %v; reconnecting in %v\n", err, backoff.Round(time.Millisecond))
+			err = sleep(ctx, jitter(backoff))
+			backoff = min(2*backoff, time.Minute)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// transient reports whether a request that failed with err may succeed
+// when tried again: fleetd unreachable or failing on its side.
+func transient(err error) bool {
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		return ce.Status >= 500
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// jitter is d ± 20%, so that many watchers do not retry in step.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()-0.5)*0.4*float64(d))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -297,7 +444,7 @@ experiment.`,
 			req := api.RolloutAction{Note: note, Arm: arm}
 			if file != "" {
 				if arm == "" {
-					return fmt.Errorf("-f is for promoting an experiment's arm: give --arm too")
+					return usagef("-f is for promoting an experiment's arm: give --arm too")
 				}
 				b, err := os.ReadFile(file)
 				if err != nil {

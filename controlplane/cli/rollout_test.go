@@ -24,7 +24,7 @@ func TestRolloutCreateChecksLocally(t *testing.T) {
 	if !strings.Contains(r.stderr, file+":") || !strings.Contains(r.stderr, "(line 6)") {
 		t.Errorf("stderr %q", r.stderr)
 	}
-	wantFail(t, fleetctl(t, nil, "rollout", "create"), "create without -f", "-f/--file is required")
+	wantExit(t, fleetctl(t, nil, "rollout", "create"), ExitUsage, "create without -f", "-f/--file is required")
 }
 
 // TestRolloutCommands drives a rollout on a running fleetd with fleetctl.
@@ -64,7 +64,7 @@ func TestRolloutCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &ro); err != nil || ro.State != rollout.StateRunning || ro.Progress.Assigned != 1 {
 		t.Fatalf("create -o json: %+v %v\n%s", ro, err, r.stdout)
 	}
-	wantFail(t, fc("rollout", "create", "-f", spec), "overlapping create", "held by rollout "+ro.ID)
+	wantExit(t, fc("rollout", "create", "-f", spec), ExitRefused, "overlapping create", "held by rollout "+ro.ID)
 
 	r = fc("rollout", "list")
 	wantOK(t, r, "list")
@@ -87,7 +87,7 @@ func TestRolloutCommands(t *testing.T) {
 	if r.stdout != ro.ID+": paused\n" {
 		t.Errorf("pause printed %q", r.stdout)
 	}
-	wantFail(t, fc("rollout", "pause", ro.ID), "second pause", "cannot pause "+ro.ID+": it is paused")
+	wantExit(t, fc("rollout", "pause", ro.ID), ExitRefused, "second pause", "cannot pause "+ro.ID+": it is paused")
 	wantOK(t, fc("rollout", "resume", ro.ID), "resume")
 	r = fc("rollout", "promote", ro.ID)
 	wantOK(t, r, "promote")
@@ -115,6 +115,6 @@ func TestRolloutCommands(t *testing.T) {
 			t.Errorf("history lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	wantFail(t, fc("rollout", "status", "ro-nope"), "status of an unknown rollout", "HTTP 404")
-	wantFail(t, fc("rollout", "promote", ro.ID, "-f", spec), "promote -f without --arm", "give --arm too")
+	wantExit(t, fc("rollout", "status", "ro-nope"), ExitNotFound, "status of an unknown rollout", "HTTP 404")
+	wantExit(t, fc("rollout", "promote", ro.ID, "-f", spec), ExitUsage, "promote -f without --arm", "give --arm too")
 }

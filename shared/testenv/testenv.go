@@ -155,3 +155,17 @@ func buildC(tb testing.TB, root, pkgDir string, srcs []string, out string) {
 		tb.Fatalf("testenv: building %s with %s: %v\n%s\n(clang for wasm32-wasi needs the Debian packages %s)", pkgDir, cmd, err, b, WASMPackages)
 	}
 }
+
+// Command builds the main package pkg (a path from the repository root,
+// such as "./controlplane/cmd/fleetctl") into a directory of tb's and
+// returns the binary's path, so that a test runs what a user runs.
+func Command(tb testing.TB, pkg string) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = Root(tb)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("testenv: go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
