@@ -499,6 +499,17 @@ func TestProcessConfigErrors(t *testing.T) {
 	if out, _, code := cli(t, nil, "version"); code != 0 || !strings.HasPrefix(out, "edge-agent ") {
 		t.Errorf("version: exit %d, %q", code, out)
 	}
+	// --help lists every subcommand and every flag of each.
+	out, _, code := cli(t, nil, "--help")
+	if code != 0 {
+		t.Errorf("--help: exit %d", code)
+	}
+	for _, want := range []string{"edge-agent install", "edge-agent rollback", "edge-agent status", "edge-agent predict", "edge-agent version",
+		"edge-agent run flags:", "-allow-downgrade", "-sha256", "-o format", "-request FILE", "-raw FILE", "-key FILE", "78 unusable configuration"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 // TestProcessPredict runs the one-shot predict command on a signed bundle

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -99,6 +100,9 @@ type TLSConfig struct {
 	// RequireClientCert refuses TLS clients without a verified
 	// certificate (otherwise they may use a password).
 	RequireClientCert bool
+	// Listener, if set, is a TCP listener already bound (Addr is then
+	// ignored); the broker adds TLS to it and closes it.
+	Listener net.Listener
 }
 
 // DeviceMessage is a publish from a device, handed to Config.Ingest.
@@ -116,6 +120,10 @@ type Config struct {
 	// Addr is the plain TCP listen address. Empty means DefaultAddr, or
 	// no plain listener when TLS is set.
 	Addr string
+	// Listener, if set, is a plain TCP listener already bound (Addr is
+	// then ignored): a caller that checks its addresses before writing
+	// any state binds them first. The broker closes it.
+	Listener net.Listener
 	// TLS, if set, adds a TLS listener.
 	TLS *TLSConfig
 	// DataDir holds the store (StoreFile) of retained messages and
@@ -293,15 +301,21 @@ func (b *Broker) Start() error {
 	if b.started {
 		return errors.New("broker: already started")
 	}
-	if b.cfg.Addr != "" {
-		l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.cfg.Addr})
+	if b.cfg.Listener != nil || b.cfg.Addr != "" {
+		var l listeners.Listener = listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.cfg.Addr})
+		if b.cfg.Listener != nil {
+			l = listeners.NewNet("tcp", b.cfg.Listener)
+		}
 		if err := b.srv.AddListener(l); err != nil {
 			return fmt.Errorf("broker: listen on %s: %w", b.cfg.Addr, err)
 		}
 		b.tcp = l
 	}
 	if b.tls != nil {
-		l := listeners.NewTCP(listeners.Config{ID: "tls", Address: b.cfg.TLS.Addr, TLSConfig: b.tls})
+		var l listeners.Listener = listeners.NewTCP(listeners.Config{ID: "tls", Address: b.cfg.TLS.Addr, TLSConfig: b.tls})
+		if b.cfg.TLS.Listener != nil {
+			l = listeners.NewNet("tls", tls.NewListener(b.cfg.TLS.Listener, b.tls))
+		}
 		if err := b.srv.AddListener(l); err != nil {
 			return fmt.Errorf("broker: listen (TLS) on %s: %w", b.cfg.TLS.Addr, err)
 		}

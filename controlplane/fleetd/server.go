@@ -74,6 +74,8 @@ type Server struct {
 
 	operatorHash [sha256.Size]byte
 	httpLn       net.Listener
+	mqttLn       net.Listener // embedded broker, until it takes it over
+	mqttTLSLn    net.Listener
 	httpSrv      *http.Server
 	publicURL    string // base URL of the HTTP server as devices reach it
 	brokerURLs   []string
@@ -130,6 +132,11 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}()
 
+	// Bind every address first: one in use fails here, before any state
+	// (data directory, generated tokens) is written.
+	if err := s.bind(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: dataDir: %w", ErrConfig, err)
 	}
@@ -172,9 +179,6 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("fleetd: %w", err)
 	}
 
-	if s.httpLn, err = net.Listen("tcp", c.HTTP.Listen); err != nil {
-		return nil, fmt.Errorf("%w: http.listen: %w", ErrConfig, err)
-	}
 	s.publicURL = strings.TrimSuffix(c.HTTP.PublicURL, "/")
 	if s.publicURL == "" {
 		scheme := "http"
@@ -217,6 +221,36 @@ func New(cfg Config) (_ *Server, err error) {
 	s.log.Info("fleetd: ready", "data_dir", c.DataDir, "http", s.httpLn.Addr().String(), "public_url", s.publicURL,
 		"broker", s.brokerMode(), "mqtt", strings.Join(s.brokerURLs, ","), "registry", c.Registry.Type)
 	return s, nil
+}
+
+// bind listens on the HTTP address and the embedded broker's.
+func (s *Server) bind() error {
+	c := s.cfg
+	listen := func(key, addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("fleetd: cannot listen on %s (%s): %w", addr, key, err)
+		}
+		return l, nil
+	}
+	var err error
+	if s.httpLn, err = listen("http.listen", c.HTTP.Listen); err != nil {
+		return err
+	}
+	if c.External() {
+		return nil
+	}
+	if c.Broker.Listen != "off" {
+		if s.mqttLn, err = listen("broker.listen", c.Broker.Listen); err != nil {
+			return err
+		}
+	}
+	if t := c.Broker.TLS; t != nil {
+		if s.mqttTLSLn, err = listen("broker.tls.listen", t.Listen); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Server) loadSecrets() error {
@@ -293,17 +327,19 @@ func (s *Server) startBroker() error {
 		Ingest:  s.ingestEmbedded,
 		Logger:  s.log,
 	}
-	if c.Broker.Listen != "off" {
-		bc.Addr = c.Broker.Listen
+	if s.mqttLn != nil {
+		bc.Addr, bc.Listener = c.Broker.Listen, s.mqttLn
 	}
 	if t := c.Broker.TLS; t != nil {
 		bc.TLS = &broker.TLSConfig{Addr: t.Listen, CertFile: t.CertFile, KeyFile: t.KeyFile,
-			ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert}
+			ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert, Listener: s.mqttTLSLn}
 	}
 	b, err := broker.New(bc)
 	if err != nil {
 		return fmt.Errorf("fleetd: broker: %w", err)
 	}
+	// The broker owns the listeners now, also when Start fails.
+	s.mqttLn, s.mqttTLSLn = nil, nil
 	if err := b.Start(); err != nil {
 		b.Close()
 		return fmt.Errorf("fleetd: broker: %w", err)
@@ -507,8 +543,10 @@ func (s *Server) closeStores() error {
 		<-s.touchDone
 		s.touchCh = nil
 	}
-	if s.httpLn != nil {
-		s.httpLn.Close()
+	for _, l := range []net.Listener{s.httpLn, s.mqttLn, s.mqttTLSLn} {
+		if l != nil {
+			l.Close()
+		}
 	}
 	if s.broker != nil {
 		s.broker.Close()

@@ -64,7 +64,9 @@ built-in defaults apply.
 // run runs the command line args and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		cmd, args = "help", args[1:]
+	} else if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -82,7 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintf(stdout, "edge-agent %s (%s %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		printHelp(ctx, stdout)
 	default:
 		err = fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
@@ -103,6 +105,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// printHelp prints the usage and every subcommand's flags, as each
+// subcommand's own -h prints them (so the list cannot miss one).
+func printHelp(ctx context.Context, w io.Writer) {
+	fmt.Fprint(w, usage)
+	fmt.Fprintf(w, "\nExit codes: 0 success, 1 error, 2 usage, %d unusable configuration (systemd does not restart it).\n", ExitConfig)
+	help := []string{"-h"}
+	for _, cmd := range []func() error{
+		func() error { return cmdRun(ctx, help, w) },
+		func() error { return cmdInstall(ctx, help, w, w) },
+		func() error { return cmdRollback(ctx, help, w, w) },
+		func() error { return cmdStatus(ctx, help, w, w) },
+		func() error { return cmdPredict(ctx, help, w, w) },
+	} {
+		fmt.Fprintln(w)
+		_ = cmd() // flag.ErrHelp
+	}
+}
+
 // flags is a subcommand's flag set with the common --config.
 type flags struct {
 	*flag.FlagSet
@@ -112,6 +132,10 @@ type flags struct {
 func newFlags(name string, stderr io.Writer) *flags {
 	f := &flags{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError)}
 	f.SetOutput(stderr)
+	f.Usage = func() {
+		fmt.Fprintf(f.Output(), "edge-agent %s flags:\n", name)
+		f.PrintDefaults()
+	}
 	f.StringVar(&f.config, "config", DefaultConfig, "configuration `FILE`")
 	return f
 }

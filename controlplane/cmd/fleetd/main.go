@@ -6,6 +6,11 @@
 //	fleetd [--config FILE] [--data-dir DIR] [--http-listen ADDR] [--mqtt-listen ADDR]
 //	       [--public-url URL] [--broker-external URL] [--log-level LEVEL] [--set KEY=VALUE]...
 //	fleetd mosquitto-config --out DIR [--service-user _fleetd]...
+//	fleetd version
+//
+// Exit codes: 0 stopped cleanly (or --help, version), 1 failed at run
+// time (an address in use, a store that cannot be opened), 2 bad command
+// line or configuration.
 package main
 
 import (
@@ -17,10 +22,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+	"github.com/edgefleet/edgefleet/shared/version"
 )
 
 func main() {
@@ -28,11 +35,37 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "mosquitto-config" {
-		return mosquittoConfig(args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "mosquitto-config":
+			return mosquittoConfig(args[1:], stdout, stderr)
+		case "version":
+			if len(args) > 1 {
+				fmt.Fprintf(stderr, "fleetd: version takes no arguments, got %q\n", args[1])
+				return 2
+			}
+			fmt.Fprintf(stdout, "fleetd %s (%s %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return 0
+		}
 	}
 	fs := flag.NewFlagSet("fleetd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `fleetd: the edgefleet control plane
+
+Usage:
+  fleetd [flags]                        run the daemon
+  fleetd mosquitto-config --out DIR [--service-user NAME]...
+                                        write an external mosquitto's configuration
+  fleetd version                        print the version
+
+Exit codes: 0 stopped cleanly, 1 failed while running (an address in use,
+a store that cannot be opened), 2 bad command line or configuration.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	configFile := fs.String("config", "", "YAML configuration file")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	// Flags that set one configuration key each, overriding the file.
@@ -108,6 +141,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	srv, err := fleetd.New(*cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
+		if errors.Is(err, fleetd.ErrConfig) {
+			return 2
+		}
 		return 1
 	}
 	if err := srv.Run(ctx); err != nil {
