@@ -190,13 +190,15 @@ type fleet struct {
 	logs     *syncBuffer
 }
 
-func startFleet(t *testing.T) *fleet {
+// startFleet runs fleetd trusting the publisher keys (PEM files).
+func startFleet(t *testing.T, trustedKeys ...string) *fleet {
 	t.Helper()
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	srv, err := fleetd.New(fleetd.Config{
-		DataDir: dir,
-		HTTP:    fleetd.HTTPConfig{Listen: "127.0.0.1:0", PublicURL: fmt.Sprintf("http://%s:%d", qemu.FleetIP, guestHTTPPort)},
+		DataDir:  dir,
+		Registry: fleetd.RegistryConfig{TrustedKeys: trustedKeys},
+		HTTP:     fleetd.HTTPConfig{Listen: "127.0.0.1:0", PublicURL: fmt.Sprintf("http://%s:%d", qemu.FleetIP, guestHTTPPort)},
 		Broker: fleetd.BrokerConfig{Listen: "127.0.0.1:0",
 			PublicURLs: []string{fmt.Sprintf("tcp://%s:%d", qemu.FleetIP, guestMQTTPort)}},
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -284,6 +286,8 @@ func newPublisher(t *testing.T) *publisher {
 	}
 	return p
 }
+
+func (p *publisher) publicKeyFile() string { return filepath.Join(p.dir, bundle.PublicKeyFile) }
 
 func (p *publisher) publicKey(t *testing.T) []byte {
 	t.Helper()

@@ -87,7 +87,7 @@ func TestScenarios(t *testing.T) {
 	slowArt := art
 	slowArt.PreWASM = testenv.BuildWASM(t, variants.SlowPre)
 	bdir := t.TempDir()
-	env := &scEnv{f: startFleet(t), bundles: map[string]tbfleet.Bundle{}}
+	env := &scEnv{f: startFleet(t, pub.PublicKey), bundles: map[string]tbfleet.Bundle{}}
 	for _, v := range []struct {
 		version string
 		art     tbfleet.Artifacts

@@ -65,8 +65,8 @@ func TestSmoke(t *testing.T) {
 	}
 	prepared := time.Since(start)
 
-	f := startFleet(t)
 	pub := newPublisher(t)
+	f := startFleet(t, pub.publicKeyFile())
 	bundlePath := pub.silero(t, root)
 	ctx := context.Background()
 	if _, _, err := f.api.Push(ctx, bundlePath, bundlePath+".sig"); err != nil {

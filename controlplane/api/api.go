@@ -15,6 +15,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
+	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -86,6 +87,20 @@ type AssignRequest struct {
 	Bundle string `json:"bundle"`
 	// Action is "install" (default) or "rollback".
 	Action protocol.Action `json:"action,omitempty"`
+}
+
+// TrustedKey is one publisher key fleetd verifies pushes with.
+type TrustedKey struct {
+	bundle.KeyInfo
+	// File is the PEM file it was read from (registry.trustedKeys).
+	File string `json:"file"`
+}
+
+// Keys is GET /api/v1/keys: the publisher keys fleetd trusts. With none,
+// every push is refused unless InsecureAcceptAnyKey.
+type Keys struct {
+	Keys                 []TrustedKey `json:"keys"`
+	InsecureAcceptAnyKey bool         `json:"insecureAcceptAnyKey"`
 }
 
 // Assignment is the answer to POST /api/v1/devices/{id}/assign: the

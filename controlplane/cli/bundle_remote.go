@@ -43,7 +43,7 @@ NAME@VERSION it already holds; pushing the same bundle again is a no-op.`,
 			if !created {
 				what = "already in the registry:"
 			}
-			verified := "signature not checked by fleetd (no trusted keys configured)"
+			verified := "signature NOT checked by fleetd (registry.insecureAcceptAnyKey)"
 			if b.Verified {
 				verified = "signature verified by fleetd"
 			}

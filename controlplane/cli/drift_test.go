@@ -68,7 +68,8 @@ func driftWindow(t *testing.T, p *drift.Profile, seed uint64, n int, shift float
 func TestDriftCommand(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, defaultDataDir)
-	srv := startFleetd(t, data)
+	keys := filepath.Join(dir, "keys")
+	srv := startFleetd(t, data, keys)
 	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
 	fc := func(args ...string) result {
 		t.Helper()
@@ -95,8 +96,6 @@ func TestDriftCommand(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(spec, "bundle.yaml"), []byte(specYAML+"profile: profile.json\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	keys := filepath.Join(dir, "keys")
-	wantOK(t, fleetctl(t, nil, "keys", "generate", "--out", keys), "keys generate")
 	file := filepath.Join(dir, "demo-0.3.0.bundle")
 	wantOK(t, fleetctl(t, okCheck, "bundle", "build", spec, "-o", file), "bundle build")
 	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -47,7 +48,8 @@ func (b *binary) run(args ...string) result {
 func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, defaultDataDir)
-	srv := startFleetd(t, data)
+	keys := filepath.Join(dir, "keys")
+	srv := startFleetd(t, data, keys)
 	fc := newBinary(t)
 	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
 	r := func(args ...string) result {
@@ -57,12 +59,30 @@ func TestExitCodes(t *testing.T) {
 
 	// A bundle and two devices, as in TestRolloutCommands (built
 	// in-process: the binary's model check would refuse its fake model).
-	keys := filepath.Join(dir, "keys")
-	wantOK(t, fc.run("keys", "generate", "--out", keys), "keys generate")
 	bfile := filepath.Join(dir, "demo-0.3.0.bundle")
 	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", bfile), "bundle build")
 	wantOK(t, fc.run("bundle", "sign", "--key", filepath.Join(keys, "signing.key"), bfile), "bundle sign")
 	wantOK(t, r("bundle", "push", bfile), "bundle push")
+
+	// Trust on push: a bundle signed by a key fleetd does not trust is
+	// refused (4) naming the key fleetd trusts, which keys list and keys
+	// fingerprint show.
+	stranger := filepath.Join(dir, "stranger")
+	wantOK(t, fc.run("keys", "generate", "--out", stranger), "keys generate (stranger)")
+	sfile := filepath.Join(dir, "demo-0.3.1.bundle")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", sfile), "bundle build")
+	wantOK(t, fc.run("bundle", "sign", "--key", filepath.Join(stranger, "signing.key"), sfile), "bundle sign (stranger)")
+	fp := fc.run("keys", "fingerprint", filepath.Join(keys, "signing.pub"), "-o", "json")
+	wantOK(t, fp, "keys fingerprint")
+	var fps []struct{ ID, File string }
+	if err := json.Unmarshal([]byte(fp.stdout), &fps); err != nil || len(fps) != 1 || len(fps[0].ID) != 16 {
+		t.Fatalf("keys fingerprint -o json: %q, %v", fp.stdout, err)
+	}
+	wantExit(t, r("bundle", "push", sfile), ExitRefused, "push signed by an untrusted key", "made by none of the 1 trusted key(s) "+fps[0].ID)
+	if l := r("keys", "list"); l.code != 0 || !strings.Contains(l.stdout, fps[0].ID) || !strings.Contains(l.stdout, filepath.Join(keys, "signing.pub")) {
+		t.Errorf("keys list: exit %d, %q", l.code, l.stdout)
+	}
+	wantExit(t, fc.run("keys", "fingerprint"), ExitUsage, "keys fingerprint without a file", "missing FILE.pub")
 	for _, id := range []string{"cam-1", "cam-2"} {
 		wantOK(t, fc.run("enroll", id, "--label", "ring=canary", "--server", srv.URL(), "--enrol-token-file", filepath.Join(data, enrolTokenRel)), "enroll")
 	}

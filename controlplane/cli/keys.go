@@ -14,7 +14,94 @@ func newKeysCmd(a *app) *cobra.Command {
 		Use:   "keys",
 		Short: "Manage bundle signing keys",
 	}
-	cmd.AddCommand(newKeysGenerateCmd(a))
+	cmd.AddCommand(newKeysGenerateCmd(a), newKeysFingerprintCmd(a), newKeysListCmd(a))
+	return cmd
+}
+
+func newKeysFingerprintCmd(a *app) *cobra.Command {
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "fingerprint FILE.pub...",
+		Short: "Print the id (fingerprint) of public keys",
+		Long: `Print the id of each public key in the files (PEM, as keys generate and
+cosign generate-key-pair write): the first 16 hex digits of the sha256 of
+its PKIX DER, the id fleetd and devices name keys by.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("%s: missing FILE.pub (usage: %s)", cmd.CommandPath(), cmd.UseLine())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			type key struct {
+				File string `json:"file"`
+				bundle.KeyInfo
+			}
+			var keys []key
+			for _, f := range args {
+				tr, err := bundle.LoadTrustRoot(f)
+				if err != nil {
+					return err
+				}
+				for _, k := range tr.Keys() {
+					keys = append(keys, key{f, k})
+				}
+			}
+			if out.json() {
+				return writeJSON(a.stdout, keys)
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "ID\tALGORITHM\tFILE")
+			for _, k := range keys {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Algorithm, k.File)
+			}
+			return tw.Flush()
+		},
+	}
+	out.register(cmd)
+	return cmd
+}
+
+func newKeysListCmd(a *app) *cobra.Command {
+	var rf remoteFlags
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the publisher keys fleetd accepts pushes from",
+		Long: `List the keys of fleetd's registry.trustedKeys: a push is stored only when
+one of them made its signature. Devices trust their own pinned keys
+(trust.publicKeys in their configuration), which fleetd cannot change.`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			k, err := c.Keys(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				return writeJSON(a.stdout, k)
+			}
+			switch {
+			case len(k.Keys) == 0 && k.InsecureAcceptAnyKey:
+				fmt.Fprintln(a.stdout, "fleetd trusts no key and stores any signed bundle (registry.insecureAcceptAnyKey)")
+				return nil
+			case len(k.Keys) == 0:
+				fmt.Fprintln(a.stdout, "fleetd trusts no key: every push is refused (set registry.trustedKeys)")
+				return nil
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "ID\tALGORITHM\tFILE")
+			for _, t := range k.Keys {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Algorithm, t.File)
+			}
+			return tw.Flush()
+		},
+	}
+	rf.register(cmd)
+	out.register(cmd)
 	return cmd
 }
 

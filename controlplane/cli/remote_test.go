@@ -18,15 +18,18 @@ import (
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
-// startFleetd runs fleetd in-process with its data in dataDir and returns
-// it; it stops when the test ends.
-func startFleetd(t *testing.T, dataDir string) *fleetd.Server {
+// startFleetd generates a publisher key pair into keysDir (fleetctl keys
+// generate), runs fleetd in-process trusting it, with its data in dataDir,
+// and returns it; it stops when the test ends.
+func startFleetd(t *testing.T, dataDir, keysDir string) *fleetd.Server {
 	t.Helper()
+	wantOK(t, fleetctl(t, nil, "keys", "generate", "--out", keysDir), "keys generate")
 	srv, err := fleetd.New(fleetd.Config{
-		DataDir: dataDir,
-		HTTP:    fleetd.HTTPConfig{Listen: "127.0.0.1:0"},
-		Broker:  fleetd.BrokerConfig{Listen: "127.0.0.1:0"},
-		Logger:  slog.New(slog.DiscardHandler), Announce: io.Discard,
+		DataDir:  dataDir,
+		Registry: fleetd.RegistryConfig{TrustedKeys: []string{filepath.Join(keysDir, "signing.pub")}},
+		HTTP:     fleetd.HTTPConfig{Listen: "127.0.0.1:0"},
+		Broker:   fleetd.BrokerConfig{Listen: "127.0.0.1:0"},
+		Logger:   slog.New(slog.DiscardHandler), Announce: io.Discard,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +74,8 @@ func connect(t *testing.T, addr, id, password string) {
 func TestRemoteCommands(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, defaultDataDir)
-	srv := startFleetd(t, data)
+	keys := filepath.Join(dir, "keys")
+	srv := startFleetd(t, data, keys)
 	tokenFile := filepath.Join(data, operatorTokenRel)
 	remote := []string{"--server", srv.URL(), "--token-file", tokenFile}
 	fc := func(args ...string) result {
@@ -80,15 +84,13 @@ func TestRemoteCommands(t *testing.T) {
 	}
 
 	// A signed bundle.
-	keys := filepath.Join(dir, "keys")
-	wantOK(t, fleetctl(t, nil, "keys", "generate", "--out", keys), "keys generate")
 	file := filepath.Join(dir, "demo-0.3.0.bundle")
 	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", file), "bundle build")
 	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")
 
 	r := fc("bundle", "push", file)
 	wantOK(t, r, "bundle push")
-	if !strings.HasPrefix(r.stdout, "pushed demo@0.3.0: ") || !strings.Contains(r.stdout, "not checked by fleetd") {
+	if !strings.HasPrefix(r.stdout, "pushed demo@0.3.0: ") || !strings.Contains(r.stdout, "signature verified by fleetd") {
 		t.Errorf("push printed %q", r.stdout)
 	}
 	r = fc("bundle", "push", file, "-o", "json")

@@ -31,14 +31,13 @@ func TestRolloutCreateChecksLocally(t *testing.T) {
 func TestRolloutCommands(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, defaultDataDir)
-	srv := startFleetd(t, data)
+	keys := filepath.Join(dir, "keys")
+	srv := startFleetd(t, data, keys)
 	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
 	fc := func(args ...string) result {
 		t.Helper()
 		return fleetctl(t, okCheck, append(args, remote...)...)
 	}
-	keys := filepath.Join(dir, "keys")
-	wantOK(t, fleetctl(t, nil, "keys", "generate", "--out", keys), "keys generate")
 	bfile := filepath.Join(dir, "demo-0.3.0.bundle")
 	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", bfile), "bundle build")
 	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), bfile), "bundle sign")

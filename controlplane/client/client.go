@@ -206,6 +206,15 @@ func (c *Client) Records(ctx context.Context, id string, rq RecordsQuery) (*api.
 	return &r, c.getJSON(ctx, "/devices/"+url.PathEscape(id)+"/records", q, &r)
 }
 
+// Keys calls GET /keys: the publisher keys fleetd verifies pushes with.
+func (c *Client) Keys(ctx context.Context) (*api.Keys, error) {
+	var k api.Keys
+	if err := c.getJSON(ctx, "/keys", nil, &k); err != nil {
+		return nil, err
+	}
+	return &k, nil
+}
+
 // Bundles lists the registry's bundles, or the versions of name.
 func (c *Client) Bundles(ctx context.Context, name string) ([]api.Bundle, error) {
 	path := "/bundles"

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
 // call makes a raw API request and returns the status and the decoded
@@ -94,7 +96,7 @@ func TestAPIErrors(t *testing.T) {
 	ts := startServer(t, baseConfig(t))
 	op := strings.TrimSpace(readFile(t, ts.cfg.DataDir+"/"+fleetd.OperatorTokenFile))
 	ts.enroll(t, "dev-1", nil)
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	bpath := pub.build(t, "vad", "1.0.0", 4<<10)
 	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
 		t.Fatal(err)
@@ -164,29 +166,77 @@ func TestAPIErrors(t *testing.T) {
 			t.Errorf("push with parts %v: %d %s, want 400", parts, code, msg)
 		}
 	}
-	// Without registry.trustedKeys fleetd cannot check signatures (devices
-	// do); it says so.
-	if b, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil || b.Verified {
-		t.Errorf("push without trusted keys: %+v, %v; want Verified false", b, err)
-	}
 }
 
-// TestTrustedKeys checks that with registry.trustedKeys fleetd refuses
-// bundles signed by anyone else.
+// TestTrustedKeys checks trust on push: with registry.trustedKeys fleetd
+// stores only bundles one of them signed, and refuses others with 403
+// naming the trusted keys and how to trust another; with none it refuses
+// every push, unless registry.insecureAcceptAnyKey.
 func TestTrustedKeys(t *testing.T) {
 	ctx := context.Background()
-	trusted, stranger := newPublisher(t), newPublisher(t)
+	trusted, stranger, next := testPublisher(t), newPublisher(t), newPublisher(t)
 	cfg := baseConfig(t)
-	cfg.Registry.TrustedKeys = []string{trusted.publicKey()}
+	// A rotation: the current key and the next one.
+	cfg.Registry.TrustedKeys = append(cfg.Registry.TrustedKeys, next.publicKey())
 	ts := startServer(t, cfg)
-	good := trusted.build(t, "vad", "1.0.0", 4<<10)
-	b, created, err := ts.api.Push(ctx, good, good+".sig")
-	if err != nil || !created || !b.Verified {
-		t.Fatalf("push of a trusted bundle: %+v %v %v", b, created, err)
+	for i, p := range []*publisher{trusted, next} {
+		good := p.build(t, "vad", fmt.Sprintf("1.0.%d", i), 4<<10)
+		b, _, err := ts.api.Push(ctx, good, good+".sig")
+		if err != nil || !b.Verified {
+			t.Fatalf("push of a trusted bundle: %+v %v", b, err)
+		}
 	}
+	ids := func(ps ...*publisher) []string {
+		var out []string
+		for _, p := range ps {
+			tr, err := bundle.LoadTrustRoot(p.publicKey())
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, tr.KeyIDs()...)
+		}
+		return out
+	}
+	keys, err := ts.api.Keys(ctx)
+	if err != nil || len(keys.Keys) != 2 || keys.Keys[0].ID != ids(trusted)[0] || keys.Keys[1].ID != ids(next)[0] ||
+		keys.Keys[1].File != next.publicKey() || keys.Keys[0].Algorithm != bundle.ECDSAP256 || keys.InsecureAcceptAnyKey {
+		t.Errorf("Keys = %+v, %v", keys, err)
+	}
+
 	bad := stranger.build(t, "vad", "1.1.0", 4<<10)
 	var ce *client.Error
-	if _, _, err := ts.api.Push(ctx, bad, bad+".sig"); !errors.As(err, &ce) || ce.Status != 400 || !strings.Contains(ce.Message, "signature") {
-		t.Errorf("push of an untrusted bundle = %v, want 400 naming the signature", err)
+	_, _, err = ts.api.Push(ctx, bad, bad+".sig")
+	if !errors.As(err, &ce) || ce.Status != 403 || !strings.Contains(ce.Message, "push of vad@1.1.0 refused") ||
+		!strings.Contains(ce.Message, strings.Join(ids(trusted, next), ", ")) || !strings.Contains(ce.Message, "registry.trustedKeys") {
+		t.Errorf("push of an untrusted bundle = %v, want 403 naming the trusted keys and registry.trustedKeys", err)
+	}
+	if _, err := ts.api.Bundle(ctx, "vad", "1.1.0"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("the refused bundle: %v, want not found", err)
+	}
+
+	// No trusted key: every push is refused, and fleetd said so at start.
+	cfg = baseConfig(t)
+	cfg.Registry.TrustedKeys = nil
+	ts = startServer(t, cfg)
+	good := trusted.build(t, "vad", "1.0.0", 4<<10)
+	if _, _, err := ts.api.Push(ctx, good, good+".sig"); !errors.As(err, &ce) || ce.Status != 403 || !strings.Contains(ce.Message, "fleetd trusts no publisher key") {
+		t.Errorf("push with no trusted keys = %v, want 403", err)
+	}
+	if !strings.Contains(ts.logs.String(), "registry.trustedKeys is empty: every bundle push will be refused") {
+		t.Errorf("fleetd did not warn at start:\n%s", ts.logs.String())
+	}
+
+	// Insecure: stored unchecked, loudly.
+	cfg = baseConfig(t)
+	cfg.Registry.TrustedKeys, cfg.Registry.InsecureAcceptAnyKey = nil, true
+	ts = startServer(t, cfg)
+	if b, _, err := ts.api.Push(ctx, bad, bad+".sig"); err != nil || b.Verified {
+		t.Errorf("insecure push: %+v, %v; want stored unverified", b, err)
+	}
+	if k, err := ts.api.Keys(ctx); err != nil || len(k.Keys) != 0 || !k.InsecureAcceptAnyKey {
+		t.Errorf("insecure Keys = %+v, %v", k, err)
+	}
+	if n := strings.Count(ts.logs.String(), "INSECURE"); n < 2 {
+		t.Errorf("%d INSECURE warnings, want one at start and one per push:\n%s", n, ts.logs.String())
 	}
 }

@@ -165,10 +165,14 @@ type RegistryConfig struct {
 	// URLKeyFile holds the key that signs file-registry download URLs
 	// (default DATA/registry-url.key, generated).
 	URLKeyFile string `yaml:"urlKeyFile"`
-	// TrustedKeys are publishers' public keys (PEM): a push whose
-	// signature none of them made is refused. Empty accepts any
-	// signature (devices still verify against their own trust root).
+	// TrustedKeys are publishers' public keys (PEM files, several for a
+	// key rotation): a push whose signature none of them made is refused.
+	// With none, every push is refused, unless InsecureAcceptAnyKey.
 	TrustedKeys []string `yaml:"trustedKeys"`
+	// InsecureAcceptAnyKey, with no TrustedKeys, stores any signed bundle
+	// unchecked (devices still verify against their own pinned keys);
+	// fleetd warns at start and on every push. For trying fleetd out.
+	InsecureAcceptAnyKey bool `yaml:"insecureAcceptAnyKey"`
 	// URLExpiry is how long download URLs are valid; at least
 	// desired.lifetime (the default).
 	URLExpiry Duration `yaml:"urlExpiry"`

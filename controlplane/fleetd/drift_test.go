@@ -156,7 +156,7 @@ func TestDriftReport(t *testing.T) {
 	ctx := context.Background()
 	ts := startServer(t, baseConfig(t))
 	p := driftProfile(t)
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	for _, path := range []string{pub.buildWithProfile(t, "vad", "1.0.0", p), pub.build(t, "plain", "1.0.0", 1000)} {
 		if _, _, err := ts.api.Push(ctx, path, path+".sig"); err != nil {
 			t.Fatal(err)

@@ -172,7 +172,7 @@ func TestExternalMosquitto(t *testing.T) {
 	}
 
 	// Desired state through mosquitto, retained.
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	bpath := pub.build(t, "vad", "1.0.0", 64<<10)
 	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
 		t.Fatal(err)

@@ -69,7 +69,7 @@ func TestEmbeddedEndToEnd(t *testing.T) {
 	}
 
 	// A bundle, pushed and assigned.
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	bpath := pub.build(t, "vad", "1.0.0", 300<<10)
 	if _, created, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil || !created {
 		t.Fatalf("Push = %v, created %v", err, created)
@@ -190,7 +190,7 @@ func TestRestart(t *testing.T) {
 	d.online()
 	d.report(0, nil)
 	d.mustPublish(protocol.KindTelemetry, batch("dev-1", "e", 1, 20))
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	bpath := pub.build(t, "vad", "1.0.0", 64<<10)
 	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
 		t.Fatal(err)
@@ -278,7 +278,7 @@ func TestDeleteDevice(t *testing.T) {
 	pw := ts.enroll(t, "dev-1", nil)
 	d := mustDialDevice(t, ts.srv.MQTTAddr(), "dev-1", pw)
 	d.mustPublish(protocol.KindTelemetry, batch("dev-1", "e", 1, 5))
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	bpath := pub.build(t, "vad", "1.0.0", 4<<10)
 	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
 		t.Fatal(err)

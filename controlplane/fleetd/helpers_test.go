@@ -67,9 +67,10 @@ type testServer struct {
 // baseConfig is a loopback configuration in a fresh data directory.
 func baseConfig(t testing.TB) fleetd.Config {
 	return fleetd.Config{
-		DataDir: t.TempDir(),
-		HTTP:    fleetd.HTTPConfig{Listen: "127.0.0.1:0"},
-		Broker:  fleetd.BrokerConfig{Listen: "127.0.0.1:0"},
+		DataDir:  t.TempDir(),
+		HTTP:     fleetd.HTTPConfig{Listen: "127.0.0.1:0"},
+		Broker:   fleetd.BrokerConfig{Listen: "127.0.0.1:0"},
+		Registry: fleetd.RegistryConfig{TrustedKeys: []string{testPublisher(t).publicKey()}},
 	}
 }
 
@@ -305,6 +306,21 @@ func batch(id, epoch string, from, to uint64) *protocol.TelemetryBatch {
 // publisher signs bundles with a fresh key.
 type publisher struct {
 	dir string
+}
+
+// publishers holds each running test's testPublisher.
+var publishers sync.Map // testing.TB -> *publisher
+
+// testPublisher is the test's own publisher, whose key baseConfig trusts.
+func testPublisher(t testing.TB) *publisher {
+	t.Helper()
+	if p, ok := publishers.Load(t); ok {
+		return p.(*publisher)
+	}
+	p := newPublisher(t)
+	publishers.Store(t, p)
+	t.Cleanup(func() { publishers.Delete(t) })
+	return p
 }
 
 func newPublisher(t testing.TB) *publisher {

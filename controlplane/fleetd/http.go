@@ -71,6 +71,7 @@ func (s *Server) routes() http.Handler {
 	handle("GET "+p+"/devices/{id}/records", authOperator, s.handleRecords)
 	handle("GET "+p+"/bundles", authOperator, s.handleBundles)
 	handle("POST "+p+"/bundles", authOperator, s.handlePush)
+	handle("GET "+p+"/keys", authOperator, s.handleKeys)
 	handle("GET "+p+"/bundles/{name}", authOperator, s.handleBundles)
 	handle("GET "+p+"/bundles/{name}/{version}", authOperator, s.handleBundle)
 	s.rolloutRoutes(handle)
@@ -412,7 +413,20 @@ func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) error {
 
 // handlePush stores an uploaded bundle: a multipart/form-data body with
 // the parts "bundle" (the .bundle file) and "sig" (its signature).
+func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, api.Keys{Keys: append([]api.TrustedKey{}, s.trustedKeys...), InsecureAcceptAnyKey: s.trust == nil && s.cfg.Registry.InsecureAcceptAnyKey})
+}
+
+// trustHint says how to make fleetd trust a publisher's key.
+const trustHint = "add the publisher's public key (the signing.pub of fleetctl keys generate) to registry.trustedKeys, " +
+	"e.g. --set registry.trustedKeys=old.pub,signing.pub, and restart fleetd; " +
+	"fleetctl keys fingerprint FILE.pub prints a key's id, fleetctl keys list the ids fleetd trusts"
+
 func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) error {
+	if s.trust == nil && !s.cfg.Registry.InsecureAcceptAnyKey {
+		s.metrics.pushRefused("no_trusted_keys")
+		return errStatus(http.StatusForbidden, "push refused: fleetd trusts no publisher key (registry.trustedKeys is empty); %s", trustHint)
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, int64(s.cfg.HTTP.MaxBundleBytes)+maxSigBytes+64<<10)
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -466,9 +480,18 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) error {
 		code = http.StatusOK // Put is a no-op for the same bundle, a conflict otherwise
 	}
 	e, err := s.reg.Put(r.Context(), bundlePath, sigPath)
+	if errors.Is(err, bundle.ErrUntrusted) {
+		s.metrics.pushRefused("untrusted_key")
+		return errStatus(http.StatusForbidden, "push of %s@%s refused: %v; to trust its key, %s", m.Name, m.Version, err, trustHint)
+	}
 	if err != nil {
+		s.metrics.pushRefused("invalid")
 		return err
 	}
+	if s.trust == nil {
+		s.log.Warn("fleetd: INSECURE: bundle stored without checking who signed it (registry.insecureAcceptAnyKey)", "bundle", e.ID())
+	}
+	s.metrics.pushed()
 	if code == http.StatusCreated {
 		s.log.Info("fleetd: bundle pushed", "bundle", e.ID(), "sha256", e.SHA256, "size", e.Size, "verified", e.Verified)
 	}

@@ -17,7 +17,15 @@ type metrics struct {
 	duplicates prometheus.Counter
 	desired    *prometheus.CounterVec // result
 	http       *prometheus.CounterVec // route, code
+	pushes     *prometheus.CounterVec // result: stored, or the refusal's reason
 }
+
+// pushResults are the values of fleetd_registry_pushes_total's result,
+// each present at zero from the start.
+var pushResults = []string{"stored", "no_trusted_keys", "untrusted_key", "invalid"}
+
+func (m *metrics) pushed()                { m.pushes.WithLabelValues("stored").Inc() }
+func (m *metrics) pushRefused(why string) { m.pushes.WithLabelValues(why).Inc() }
 
 // Results of an ingested message.
 const (
@@ -53,8 +61,15 @@ func newMetrics(s *Server) *metrics {
 			Name: "fleetd_http_requests_total",
 			Help: "API requests by route and status code.",
 		}, []string{"route", "code"}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetd_registry_pushes_total",
+			Help: "Bundle pushes by result: stored, or refused (no_trusted_keys, untrusted_key, invalid).",
+		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.ingested, m.refused, m.delivered, m.duplicates, m.desired, m.http,
+	for _, r := range pushResults {
+		m.pushes.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.ingested, m.refused, m.delivered, m.duplicates, m.desired, m.http, m.pushes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{s: s})
 	return m

@@ -37,7 +37,7 @@ func TestDesiredRefresh(t *testing.T) {
 	pw := ts.enroll(t, "dev-1", nil)
 	d := mustDialDevice(t, ts.srv.MQTTAddr(), "dev-1", pw)
 	d.subscribeDesired()
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	bpath := pub.build(t, "vad", "1.0.0", 8<<10)
 	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
 		t.Fatal(err)

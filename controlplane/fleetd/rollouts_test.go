@@ -53,7 +53,7 @@ func (d *rolloutDevice) metrics(requests, errs int, p95 float64) {
 func TestRolloutThroughFleetd(t *testing.T) {
 	ctx := context.Background()
 	ts := startServer(t, baseConfig(t))
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	for _, v := range []string{"1.0.0", "1.1.0"} {
 		b := pub.build(t, "vad", v, 10<<10)
 		if _, _, err := ts.api.Push(ctx, b, b+".sig"); err != nil {

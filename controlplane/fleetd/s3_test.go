@@ -94,7 +94,7 @@ func TestS3Registry(t *testing.T) {
 	cfg := baseConfig(t)
 	creds := filepath.Join(t.TempDir(), "s3.env")
 	os.WriteFile(creds, []byte(fmt.Sprintf("# MinIO\nAWS_ACCESS_KEY_ID=%s\nexport AWS_SECRET_ACCESS_KEY=%q\n", m.user, m.pass)), 0o600)
-	cfg.Registry = fleetd.RegistryConfig{Type: "s3", S3: fleetd.S3Config{
+	cfg.Registry = fleetd.RegistryConfig{Type: "s3", TrustedKeys: cfg.Registry.TrustedKeys, S3: fleetd.S3Config{
 		Endpoint: m.addr, Bucket: "fleetd-test", Prefix: "prod/", CredentialsFile: creds, CreateBucket: true,
 	}}
 	ts := startServer(t, cfg)
@@ -105,7 +105,7 @@ func TestS3Registry(t *testing.T) {
 	d := mustDialDevice(t, ts.srv.MQTTAddr(), "dev-1", pw)
 	d.subscribeDesired()
 
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	bpath := pub.build(t, "vad", "2.0.0", 200<<10)
 	if _, created, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil || !created {
 		t.Fatalf("Push = %v, %v", created, err)

@@ -45,6 +45,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/broker"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
@@ -66,7 +67,11 @@ type Server struct {
 	recs  *telemetry.Store
 	reg   registry.Registry
 	fsReg *registry.FS // nil with S3
-	codec *protocol.Codec
+	// trust is registry.trustedKeys (nil: none), trustedKeys the same
+	// keys with their files, for GET /api/v1/keys.
+	trust       *bundle.TrustRoot
+	trustedKeys []api.TrustedKey
+	codec       *protocol.Codec
 
 	broker *broker.Broker // embedded mode
 	ext    *external      // external mode
@@ -267,12 +272,29 @@ func (s *Server) loadSecrets() error {
 func (s *Server) openRegistry() error {
 	c := s.cfg
 	var trust *bundle.TrustRoot
-	if len(c.Registry.TrustedKeys) > 0 {
+	switch {
+	case len(c.Registry.TrustedKeys) > 0:
 		var err error
 		if trust, err = bundle.LoadTrustRoot(c.Registry.TrustedKeys...); err != nil {
 			return fmt.Errorf("%w: registry.trustedKeys: %w", ErrConfig, err)
 		}
+		s.trustedKeys = make([]api.TrustedKey, 0, len(c.Registry.TrustedKeys))
+		for _, file := range c.Registry.TrustedKeys {
+			tr, err := bundle.LoadTrustRoot(file)
+			if err != nil {
+				return fmt.Errorf("%w: registry.trustedKeys: %w", ErrConfig, err)
+			}
+			for _, k := range tr.Keys() {
+				s.trustedKeys = append(s.trustedKeys, api.TrustedKey{KeyInfo: k, File: file})
+			}
+		}
+		s.log.Info("fleetd: registry trusts publisher keys", "keys", strings.Join(trust.KeyIDs(), ","))
+	case c.Registry.InsecureAcceptAnyKey:
+		s.log.Warn("fleetd: INSECURE: registry.insecureAcceptAnyKey is set: pushed bundles are stored without checking who signed them; set registry.trustedKeys instead")
+	default:
+		s.log.Warn("fleetd: registry.trustedKeys is empty: every bundle push will be refused; set it to the publishers' public keys (e.g. --set registry.trustedKeys=keys/signing.pub)")
 	}
+	s.trust = trust
 	log := s.log.With("component", "registry")
 	switch c.Registry.Type {
 	case "s3":

@@ -105,7 +105,7 @@ func TestAgentUplink(t *testing.T) {
 	if _, err := uplink.AppendEvent(ctx, ob, protocol.Event{Type: protocol.EventAgentStarted}); err != nil {
 		t.Fatal(err)
 	}
-	pub := newPublisher(t)
+	pub := testPublisher(t)
 	agent := &installer{t: t, trust: pub.publicKey(), dir: t.TempDir()}
 	up, err := uplink.New(uplink.Config{DeviceID: "edge-1", Brokers: e.Brokers, Username: e.Username, Password: e.Password,
 		StateDir: filepath.Join(dir, "uplink"), ReportDebounce: 20 * time.Millisecond, MinBackoff: 50 * time.Millisecond},

@@ -9,6 +9,9 @@ var (
 	// ErrSignature: the signature is missing, malformed or made by none
 	// of the trusted keys.
 	ErrSignature = errors.New("signature not valid")
+	// ErrUntrusted (with ErrSignature): a well-formed signature made by
+	// none of the trusted keys, or over other bytes.
+	ErrUntrusted = errors.New("not signed by a trusted key")
 	// ErrManifest: manifest.json is missing, not first, not valid JSON,
 	// of an unknown schema version, or has missing or invalid fields.
 	ErrManifest = errors.New("invalid manifest")

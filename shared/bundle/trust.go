@@ -101,6 +101,22 @@ func ParseTrustRoot(pems ...[]byte) (*TrustRoot, error) {
 	return t, nil
 }
 
+// KeyInfo describes one trusted key.
+type KeyInfo struct {
+	// ID is the short fingerprint (KeyIDs).
+	ID        string    `json:"id"`
+	Algorithm Algorithm `json:"algorithm"`
+}
+
+// Keys describes the trusted keys, in the order they were given.
+func (t *TrustRoot) Keys() []KeyInfo {
+	ks := make([]KeyInfo, len(t.keys))
+	for i, k := range t.keys {
+		ks[i] = KeyInfo{ID: k.id, Algorithm: k.alg}
+	}
+	return ks
+}
+
 // KeyIDs lists the trusted keys' short fingerprints (the first 16 hex
 // digits of the sha256 of each key's PKIX DER encoding).
 func (t *TrustRoot) KeyIDs() []string {
@@ -189,7 +205,7 @@ func (t *TrustRoot) verify(ctx context.Context, r *io.SectionReader, sig []byte)
 		}
 	}
 	ids := t.KeyIDs()
-	return fmt.Errorf("%w: made by none of the %d trusted key(s) %s, or the file was modified", ErrSignature, len(ids), strings.Join(ids, ", "))
+	return fmt.Errorf("%w: %w: made by none of the %d trusted key(s) %s, or the file was modified", ErrSignature, ErrUntrusted, len(ids), strings.Join(ids, ", "))
 }
 
 // looksBase64 reports whether b is entirely base64 text (plus

@@ -96,7 +96,7 @@ type Options struct {
 	// and the tools directory (MinIO).
 	Artifacts Artifacts
 	// TrustKeys are the publisher public keys (PEM files) the agents
-	// trust (trust.publicKeys).
+	// trust (trust.publicKeys), and fleetd (registry.trustedKeys).
 	TrustKeys []string
 
 	// SampleRate is buffer.predictionSampleRate; 0 means 1 (every

@@ -91,6 +91,7 @@ func (f *Fleet) fleetdConfig() (fleetd.Config, error) {
 			Listen:     "127.0.0.1:0",
 			PublicURLs: []string{"tcp://" + f.Proxy.Addr()},
 		},
+		Registry: fleetd.RegistryConfig{TrustedKeys: o.TrustKeys},
 		Logger:   f.log.With("component", "fleetd"),
 		Announce: io.Discard,
 	}
@@ -112,7 +113,7 @@ func (f *Fleet) fleetdConfig() (fleetd.Config, error) {
 		if err != nil {
 			return fleetd.Config{}, err
 		}
-		cfg.Registry = fleetd.RegistryConfig{Type: "s3", S3: fleetd.S3Config{
+		cfg.Registry = fleetd.RegistryConfig{Type: "s3", TrustedKeys: o.TrustKeys, S3: fleetd.S3Config{
 			Endpoint: m.Addr, Bucket: "fleet", Prefix: "bundles/", CredentialsFile: creds, CreateBucket: true,
 		}}
 	}

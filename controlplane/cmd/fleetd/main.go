@@ -80,6 +80,7 @@ Flags:
 	for _, k := range keys {
 		vals[k.flag] = fs.String(k.flag, "", k.usage+" [config key "+k.key+"]")
 	}
+	insecure := fs.Bool("insecure-accept-any-key", false, "with no registry.trustedKeys, store pushed bundles without checking who signed them (INSECURE; logged loudly) [config key registry.insecureAcceptAnyKey]")
 	var sets []string
 	fs.Func("set", "set configuration KEY=VALUE, e.g. --set desired.lifetime=72h (repeatable)", func(s string) error {
 		sets = append(sets, s)
@@ -120,6 +121,12 @@ Flags:
 			}
 		}
 	})
+	if *insecure {
+		if err := cfg.Set("registry.insecureAcceptAnyKey", "true"); err != nil {
+			fmt.Fprintf(stderr, "%v (--insecure-accept-any-key)\n", err)
+			fail = true
+		}
+	}
 	for _, s := range sets {
 		key, val, ok := strings.Cut(s, "=")
 		if !ok {
