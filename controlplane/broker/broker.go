@@ -380,6 +380,10 @@ func (b *Broker) TLSAddr() string {
 // constants).
 func (b *Broker) Refusals() map[string]uint64 { return b.refusals.Snapshot() }
 
+// Clients is the number of MQTT connections open now (the in-process
+// Publish and Subscribe are not one).
+func (b *Broker) Clients() int64 { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) }
+
 // Refused returns the number of refusals for one reason.
 func (b *Broker) Refused(reason string) uint64 { return b.refusals.Get(reason) }
 

@@ -71,14 +71,14 @@ func (s *Server) publish(ctx context.Context, d *protocol.DesiredState) bool {
 		err = s.broker.PublishDesired(d)
 	}
 	if err != nil {
-		s.metrics.desired.WithLabelValues("error").Inc()
+		s.metrics.desired.WithLabelValues(resultError).Inc()
 		s.log.Warn("fleetd: publishing desired state failed; retrying", "device", d.DeviceID, "seq", d.Seq, "err", err)
 		s.unpubMu.Lock()
 		s.unpublished[d.DeviceID] = true
 		s.unpubMu.Unlock()
 		return false
 	}
-	s.metrics.desired.WithLabelValues("ok").Inc()
+	s.metrics.desired.WithLabelValues(resultOK).Inc()
 	s.unpubMu.Lock()
 	delete(s.unpublished, d.DeviceID)
 	s.unpubMu.Unlock()

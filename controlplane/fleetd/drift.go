@@ -107,6 +107,7 @@ func (s *Server) Drift(ctx context.Context, q DriftQuery) (*api.DriftReport, err
 	if err != nil {
 		return nil, fmt.Errorf("fleetd: drift of %s: %w", q.Bundle.ID(), err)
 	}
+	s.metrics.driftReport(q.Bundle.ID(), rep)
 	out := &api.DriftReport{
 		Bundle: q.Bundle.ID(), Since: q.Since.UTC(), Until: q.Until.UTC(),
 		Devices: len(devices), Reporting: res.reporting, Windows: res.windows, Invalid: res.invalid, Report: rep,

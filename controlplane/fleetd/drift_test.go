@@ -276,6 +276,15 @@ func TestDriftReport(t *testing.T) {
 	if r.Bundle != vad || r.Rollout != ro.ID || !slices.Equal(r.DeviceIDs, []string{"d3"}) || r.Windows != 2 || !slices.Equal(drifted(r), []string{"level"}) {
 		t.Errorf("rollout %s: %s on %v, %d windows, drifted %v; want %s on [d3], 2 windows, [level]", ro.ID, r.Bundle, r.DeviceIDs, r.Windows, drifted(r), vad)
 	}
+	// The last report is on /metrics.
+	if got := metric(t, ts, `fleetd_drift_share{bundle="`+vad+`"}`); got != r.Report.Share || got == 0 {
+		t.Errorf("fleetd_drift_share = %g, want the report's %g", got, r.Report.Share)
+	}
+	for _, f := range r.Report.Features {
+		if got := metric(t, ts, `fleetd_drift_statistic{bundle="`+vad+`",feature="`+f.Name+`"}`); got != f.Statistic {
+			t.Errorf("fleetd_drift_statistic of %s = %g, want %g", f.Name, got, f.Statistic)
+		}
+	}
 
 	// Errors.
 	for _, c := range []struct {

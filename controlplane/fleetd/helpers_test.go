@@ -403,29 +403,3 @@ func readFile(t testing.TB, path string) string {
 	}
 	return string(b)
 }
-
-// metric returns the value of one Prometheus sample line's metric (name
-// with labels, e.g. `fleetd_ingest_refused_total{reason="malformed"}`),
-// or 0 if absent.
-func metric(t testing.TB, ts *testServer, sample string) float64 {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, ts.srv.URL()+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(readFile(t, filepath.Join(ts.cfg.DataDir, fleetd.OperatorTokenFile))))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-			var v float64
-			fmt.Sscan(rest, &v)
-			return v
-		}
-	}
-	return 0
-}

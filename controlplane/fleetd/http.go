@@ -110,6 +110,7 @@ func (s *Server) noRoute(mux *http.ServeMux, r *http.Request) error {
 // wrap adds authentication, error responses and metrics to h.
 func (s *Server) wrap(route string, auth authKind, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w}
 		err := func() error {
 			if auth == authOperator {
@@ -127,6 +128,7 @@ func (s *Server) wrap(route string, auth authKind, h handlerFunc) http.Handler {
 			code = http.StatusOK
 		}
 		s.metrics.http.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		s.metrics.httpSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
 }
 

@@ -205,6 +205,10 @@ func (s *Server) storeRecords(device, epoch string, recs []telemetry.Record) err
 	}
 	s.drift.stored(device, recs) // drift hours cached before are stale
 	s.metrics.delivered.Add(float64(res.Delivered))
+	now := s.now()
+	for _, r := range recs {
+		s.metrics.ingestLag.Observe(max(now.Sub(r.Time).Seconds(), 0))
+	}
 	s.metrics.duplicates.Add(float64(res.Duplicates))
 	s.touch(device)
 	return nil
