@@ -55,11 +55,7 @@ func readSpec(a *app, file string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := rollout.ParseSpec(b)
-	if err == nil {
-		err = s.Validate()
-	}
-	if err != nil {
+	if _, err := rollout.CheckSpec(b); err != nil {
 		return nil, fmt.Errorf("%s:\n  %s", file, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
 	return b, nil

@@ -166,7 +166,7 @@ func (s *Server) handleCreateRollout(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	spec, err := rollout.ParseSpec(body)
+	spec, err := rollout.CheckSpec(body)
 	if err != nil {
 		return rolloutErr(err)
 	}

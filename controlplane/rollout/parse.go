@@ -53,6 +53,92 @@ func ParseSpec(data []byte) (*Spec, error) {
 	return s, nil
 }
 
+// CheckSpec is ParseSpec and Validate in one pass: a spec with both kinds
+// of problem gets every one at once, each with its line. (Validate errors
+// on a field that did not parse are left out: the parse error says it.)
+func CheckSpec(data []byte) (*Spec, error) {
+	s, perr := ParseSpec(data)
+	var w walker
+	partial := &Spec{}
+	if w.decodeAll(data, partial) != nil {
+		return s, perr // not a mapping, or not YAML at all
+	}
+	verrs := fieldErrors(partial.Validate())
+	addLines(verrs, w.lines)
+	if perr == nil {
+		if len(verrs) > 0 {
+			return nil, joinFieldErrors(verrs)
+		}
+		return s, nil
+	}
+	bad := fieldErrors(perr)
+	var more []*FieldError
+	for _, fe := range verrs {
+		if !related(fe.Path, bad) {
+			more = append(more, fe)
+		}
+	}
+	return nil, joinFieldErrors(append(bad, more...))
+}
+
+func joinFieldErrors(fes []*FieldError) error {
+	errs := make([]error, len(fes))
+	for i, fe := range fes {
+		errs[i] = fe
+	}
+	return errors.Join(errs...)
+}
+
+// decodeAll walks data into s as far as it goes, ignoring problems, for
+// CheckSpec to validate what did parse.
+func (w *walker) decodeAll(data []byte, s *Spec) error {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
+		return err
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return errors.New("not a mapping")
+	}
+	w.lines = map[string]int{}
+	w.value(root, reflect.ValueOf(s).Elem(), "")
+	return nil
+}
+
+// fieldErrors flattens err (an errors.Join of *FieldError) into its
+// FieldErrors.
+func fieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var fe *FieldError
+	switch e := err.(type) {
+	case nil:
+	case interface{ Unwrap() []error }:
+		for _, x := range e.Unwrap() {
+			out = append(out, fieldErrors(x)...)
+		}
+	default:
+		if errors.As(err, &fe) {
+			out = append(out, fe)
+		}
+	}
+	return out
+}
+
+// related reports whether path is one of bad's paths, inside one, or
+// holds one.
+func related(path string, bad []*FieldError) bool {
+	for _, b := range bad {
+		if b.Path == path || strings.HasPrefix(path, b.Path+".") || strings.HasPrefix(path, b.Path+"[") ||
+			strings.HasPrefix(b.Path, path+".") || strings.HasPrefix(b.Path, path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
 // scalar is implemented by the spec's own scalar types.
 type scalar interface{ set(string) error }
 
@@ -60,7 +146,10 @@ var scalarType = reflect.TypeFor[scalar]()
 
 // walker decodes YAML nodes into spec structs by their JSON field names,
 // collecting a FieldError per problem.
-type walker struct{ errs errorList }
+type walker struct {
+	errs  errorList
+	lines map[string]int // path -> line, for Validate's errors
+}
 
 func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
 	w.errs.add(path, n.Line, format, args...)
@@ -98,6 +187,9 @@ func unknownField(key string, known []string) string {
 }
 
 func (w *walker) value(n *yaml.Node, v reflect.Value, path string) {
+	if w.lines != nil {
+		w.lines[path] = n.Line
+	}
 	if n.Kind == yaml.AliasNode || n.Anchor != "" {
 		w.fail(n, path, "YAML anchors and aliases are not supported")
 		return

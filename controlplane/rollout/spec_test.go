@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -232,6 +233,17 @@ func FuzzParseSpec(f *testing.F) {
 	f.Add([]byte("limits: {maintenanceWindows: [{start: '22:00', end: '04:00'}]}"))
 	f.Add([]byte("a: &x [*x]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// CheckSpec agrees with ParseSpec then Validate on whether the
+		// spec is valid.
+		_, cerr := CheckSpec(data)
+		if cerr != nil && !errors.Is(cerr, ErrInvalid) {
+			t.Fatalf("CheckSpec error does not wrap ErrInvalid: %v", cerr)
+		}
+		defer func() {
+			if s, err := ParseSpec(data); (err == nil && s.Validate() == nil) != (cerr == nil) {
+				t.Fatalf("CheckSpec = %v, but ParseSpec and Validate disagree", cerr)
+			}
+		}()
 		s, err := ParseSpec(data)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
@@ -262,4 +274,29 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("JSON round trip differs:\n%s", j)
 		}
 	})
+}
+
+// TestCheckSpecOnePass: type and value problems come back together, each
+// with its line.
+func TestCheckSpecOnePass(t *testing.T) {
+	spec := "target: ring=canary\nbundle: demo@0.3.0\nwaves:\n  - percent: -10\n  - count: x\nwavez: 1\ngates:\n  errorRate: {max: 2}\n"
+	_, err := CheckSpec([]byte(spec))
+	got := fmt.Sprint(err)
+	for _, want := range []string{
+		"waves[0].percent: must be in (0,100], got -10 (line 4)",
+		"waves[1].count: ", "(line 5)",
+		"wavez: unknown field",
+		"gates.errorRate.max: must be a ratio in [0,1], got 2 (line 8)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("CheckSpec lacks %q:\n%s", want, got)
+		}
+	}
+	// The unparsable count is reported once, not again by Validate.
+	if n := strings.Count(got, "waves[1]"); n != 1 {
+		t.Errorf("waves[1] reported %d times:\n%s", n, got)
+	}
+	if s, err := CheckSpec([]byte(okSpec)); err != nil || s == nil {
+		t.Errorf("CheckSpec(okSpec) = %v, %v", s, err)
+	}
 }

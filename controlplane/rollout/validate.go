@@ -386,3 +386,24 @@ func (s *Spec) clone() *Spec {
 	}
 	return &n
 }
+
+// addLines gives each error without a line the line of its field (or of
+// the nearest enclosing field) in lines (path -> YAML line).
+func addLines(errs []*FieldError, lines map[string]int) {
+	for _, fe := range errs {
+		if fe.Line != 0 {
+			continue
+		}
+		for p := fe.Path; ; {
+			if line, ok := lines[p]; ok && line > 0 {
+				fe.Line = line
+				break
+			}
+			i := strings.LastIndexAny(p, ".[")
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
+	}
+}
