@@ -40,8 +40,8 @@ device ran before.`,
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, res)
+			if out.machine() {
+				return out.write(a.stdout, res)
 			}
 			d := res.Desired
 			fmt.Fprintf(a.stdout, "%s: desired seq %d: %s %s (expires %s)\n", d.DeviceID, d.Seq, d.Action, d.Bundle.ID(), formatTime(d.ExpiresAt))
@@ -91,8 +91,8 @@ $` + envEnrolToken + `, or ./` + defaultDataDir + "/" + enrolTokenRel + ` when i
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, e)
+			if out.machine() {
+				return out.write(a.stdout, e)
 			}
 			tw := newTable(a.stdout)
 			fmt.Fprintf(tw, "device\t%s\n", e.DeviceID)

@@ -205,8 +205,8 @@ matching key is enough.`,
 			for _, f := range m.Files {
 				total += f.Size
 			}
-			if out.json() {
-				return writeJSON(a.stdout, verifyResult{
+			if out.machine() {
+				return out.write(a.stdout, verifyResult{
 					Verified: true, Bundle: path, ID: m.ID(), Name: m.Name, Version: m.Version,
 					TrustedKeys: tr.KeyIDs(), Files: m.Files, TotalBytes: total,
 				})
@@ -261,11 +261,11 @@ first, as fleetctl bundle verify does.`,
 			if err != nil {
 				return err
 			}
-			if out.json() {
+			if out.machine() {
 				if !verifiedOK {
 					fmt.Fprintln(a.stderr, "fleetctl: "+unverifiedNote)
 				}
-				return writeJSON(a.stdout, struct {
+				return out.write(a.stdout, struct {
 					Verified bool             `json:"verified"`
 					Manifest *bundle.Manifest `json:"manifest"`
 				}{verifiedOK, m})

@@ -33,8 +33,8 @@ NAME@VERSION it already holds; pushing the same bundle again is a no-op.`,
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, struct {
+			if out.machine() {
+				return out.write(a.stdout, struct {
 					api.Bundle
 					Created bool `json:"created"`
 				}{*b, created})
@@ -77,12 +77,12 @@ func newBundleListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out.json() {
+			if out.machine() {
 				entries := make([]registry.Entry, len(list))
 				for i, b := range list {
 					entries[i] = b.Entry
 				}
-				return writeJSON(a.stdout, api.BundleList{Bundles: entries})
+				return out.write(a.stdout, api.BundleList{Bundles: entries})
 			}
 			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tSHA256\tVERIFIED\tPUSHED")

@@ -107,8 +107,8 @@ func newVersionCmd(a *app) *cobra.Command {
 		Short: "Print fleetctl's version",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if out.json() {
-				return writeJSON(a.stdout, map[string]string{"version": version.Version})
+			if out.machine() {
+				return out.write(a.stdout, map[string]string{"version": version.Version})
 			}
 			_, err := fmt.Fprintln(a.stdout, version.Version)
 			return err

@@ -45,14 +45,27 @@ delivered. --selector picks devices by label, e.g. "ring=canary,hw!=pi4,gpu".`,
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, api.DeviceList{Devices: devs})
+			if out.machine() {
+				return out.write(a.stdout, api.DeviceList{Devices: devs})
 			}
 			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "ID\tSTATE\tACTIVE\tDESIRED\tAPPLIED\tLAST SEEN\tRECORDS\tLABELS")
+			head := "ID\tSTATE\tACTIVE\tDESIRED\tAPPLIED\tLAST SEEN\tRECORDS\tLABELS"
+			if out.wide() {
+				head += "\tAGENT\tPROVIDER\tBUFFERED"
+			}
+			fmt.Fprintln(tw, head)
 			for _, d := range devs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, state(&d), active(&d), desired(&d), applied(&d),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", d.ID, state(&d), active(&d), desired(&d), applied(&d),
 					formatTime(d.LastSeen), d.Records.Delivered, labels(d.EffectiveLabels()))
+				if out.wide() {
+					agent, provider, buffered := "-", "-", "-"
+					if r := d.Reported; r != nil {
+						agent, provider = orDash(r.AgentVersion), orDash(r.Provider)
+						buffered = fmt.Sprint(r.Buffer.Records)
+					}
+					fmt.Fprintf(tw, "\t%s\t%s\t%s", agent, provider, buffered)
+				}
+				fmt.Fprintln(tw)
 			}
 			return tw.Flush()
 		},
@@ -122,8 +135,8 @@ func newDevicesShowCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, d)
+			if out.machine() {
+				return out.write(a.stdout, d)
 			}
 			return printDevice(a.stdout, d)
 		},
@@ -201,8 +214,8 @@ RFC 3339 time or a duration back from now (e.g. 15m).`,
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, r)
+			if out.machine() {
+				return out.write(a.stdout, r)
 			}
 			fmt.Fprintf(a.stdout, "%s: %d delivered, %d duplicates dropped, %d held; showing %d\n",
 				r.Device, r.Stats.Delivered, r.Stats.Duplicates, r.Stats.Held, len(r.Records))

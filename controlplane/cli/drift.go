@@ -81,8 +81,8 @@ reports drift, and 0 when it reports none or has not enough data.`,
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				err = writeJSON(a.stdout, r)
+			if out.machine() {
+				err = out.write(a.stdout, r)
 			} else {
 				err = printDrift(a.stdout, r)
 			}

@@ -168,5 +168,5 @@ func TestDriftCommand(t *testing.T) {
 	wantExit(t, fc("drift", "demo@0.3.0", "--since", "yesterday"), ExitUsage, "bad --since", "--since")
 	wantExit(t, fc("drift", "demo@0.3.0", "--selector", "ring=canary", "--devices", "cam-1"), ExitUsage, "two device choices", "at most one of")
 	wantExit(t, fc("drift", "demo@9.9.9"), ExitNotFound, "unknown version", "HTTP 404")
-	wantExit(t, fc("drift", "demo@0.3.0", "-o", "yaml"), ExitUsage, "bad output", "unknown output format")
+	wantExit(t, fc("drift", "demo@0.3.0", "-o", "xml"), ExitUsage, "bad output", "unknown output format")
 }

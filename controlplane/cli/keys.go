@@ -47,8 +47,8 @@ its PKIX DER, the id fleetd and devices name keys by.`,
 					keys = append(keys, key{f, k})
 				}
 			}
-			if out.json() {
-				return writeJSON(a.stdout, keys)
+			if out.machine() {
+				return out.write(a.stdout, keys)
 			}
 			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "ID\tALGORITHM\tFILE")
@@ -81,8 +81,8 @@ one of them made its signature. Devices trust their own pinned keys
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, k)
+			if out.machine() {
+				return out.write(a.stdout, k)
 			}
 			switch {
 			case len(k.Keys) == 0 && k.InsecureAcceptAnyKey:
@@ -126,8 +126,8 @@ Existing keys are never overwritten.`,
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, map[string]string{
+			if out.machine() {
+				return out.write(a.stdout, map[string]string{
 					"algorithm":  alg,
 					"privateKey": keyPath,
 					"publicKey":  pubPath,

@@ -4,25 +4,33 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/rollout"
 )
 
-// outputFlag is the -o/--output json|table flag of commands that print
-// results. Commands whose -o means something else (bundle build's output
-// file) do not register it.
+// outputFlag is the -o/--output flag of commands that print results:
+// table (default), wide (the table with more columns, where a command has
+// them), json (the API's objects), yaml (the same, as YAML) and name (the
+// ids only, one per line, for xargs). Files are --out/-f, never -o.
 type outputFlag struct{ format string }
+
+// outputFormats are -o's values.
+var outputFormats = []string{"table", "wide", "json", "yaml", "name"}
 
 // register adds -o/--output to cmd and validates it before cmd runs.
 func (o *outputFlag) register(cmd *cobra.Command) {
-	cmd.Flags().StringVarP(&o.format, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringVarP(&o.format, "output", "o", "table", "output format: "+strings.Join(outputFormats, ", "))
 	prev := cmd.PreRunE
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
-		switch o.format {
-		case "table", "json":
-		default:
-			return usagef("unknown output format %q (want table or json)", o.format)
+		if !slices.Contains(outputFormats, o.format) {
+			return usagef("unknown output format %q (want one of %s)", o.format, strings.Join(outputFormats, ", "))
 		}
 		if prev != nil {
 			return prev(cmd, args)
@@ -31,7 +39,83 @@ func (o *outputFlag) register(cmd *cobra.Command) {
 	}
 }
 
-func (o *outputFlag) json() bool { return o.format == "json" }
+// machine reports whether the output is for programs (json, yaml, name):
+// the command prints its result with write instead of a table.
+func (o *outputFlag) machine() bool {
+	return o.format == "json" || o.format == "yaml" || o.format == "name"
+}
+
+// wide reports whether the table should have its extra columns.
+func (o *outputFlag) wide() bool { return o.format == "wide" }
+
+// write prints v as JSON, YAML (from its JSON form, so both name fields
+// alike) or its names.
+func (o *outputFlag) write(w io.Writer, v any) error {
+	switch o.format {
+	case "yaml":
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		var doc any
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return err
+		}
+		enc := yaml.NewEncoder(w)
+		enc.SetIndent(2)
+		if err := enc.Encode(doc); err != nil {
+			return err
+		}
+		return enc.Close()
+	case "name":
+		names, ok := resourceNames(v)
+		if !ok {
+			return usagef("-o name: this command's result has no names; use -o json or yaml")
+		}
+		for _, n := range names {
+			if _, err := fmt.Fprintln(w, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return writeJSON(w, v)
+}
+
+// resourceNames are the ids -o name prints for the results that have
+// them.
+func resourceNames(v any) ([]string, bool) {
+	var names []string
+	switch v := v.(type) {
+	case api.DeviceList:
+		for _, d := range v.Devices {
+			names = append(names, d.ID)
+		}
+	case *api.Device:
+		names = []string{v.ID}
+	case *api.Enrolment:
+		names = []string{v.DeviceID}
+	case api.BundleList:
+		for _, b := range v.Bundles {
+			names = append(names, b.ID())
+		}
+	case api.RolloutList:
+		for _, r := range v.Rollouts {
+			names = append(names, r.ID)
+		}
+	case *rollout.Rollout:
+		names = []string{v.ID}
+	case *api.RolloutStatus:
+		names = []string{v.ID}
+	case *api.Keys:
+		for _, k := range v.Keys {
+			names = append(names, k.ID)
+		}
+	default:
+		return nil, false
+	}
+	return names, true
+}
 
 // writeJSON prints v as indented JSON.
 func writeJSON(w io.Writer, v any) error {

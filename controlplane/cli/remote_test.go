@@ -12,6 +12,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
@@ -145,6 +146,27 @@ func TestRemoteCommands(t *testing.T) {
 		t.Errorf("devices list --selector ring=canary: %+v %v", dl, err)
 	}
 	wantFail(t, fc("devices", "list", "--selector", "ring==="), "bad selector", "selector")
+
+	// -o name, yaml and wide.
+	if r = fc("devices", "list", "-o", "name"); r.code != 0 || r.stdout != "cam-1\ncam-2\n" {
+		t.Errorf("devices list -o name: exit %d, %q", r.code, r.stdout)
+	}
+	r = fc("devices", "list", "-o", "yaml")
+	wantOK(t, r, "devices list -o yaml")
+	var yl struct {
+		Devices []struct {
+			ID     string            `yaml:"id"`
+			Labels map[string]string `yaml:"labels"`
+		} `yaml:"devices"`
+	}
+	if err := yaml.Unmarshal([]byte(r.stdout), &yl); err != nil || len(yl.Devices) != 2 || yl.Devices[0].ID != "cam-1" || yl.Devices[0].Labels["ring"] != "canary" {
+		t.Errorf("devices list -o yaml: %+v %v\n%s", yl, err, r.stdout)
+	}
+	r = fc("devices", "list", "-o", "wide")
+	wantOK(t, r, "devices list -o wide")
+	if lines := strings.Split(r.stdout, "\n"); !strings.HasSuffix(strings.TrimSpace(lines[0]), "AGENT  PROVIDER  BUFFERED") || len(lines) < 3 {
+		t.Errorf("devices list -o wide:\n%s", r.stdout)
+	}
 
 	// Assign, then look at the device.
 	r = fc("assign", "cam-1", "demo@0.3.0")

@@ -90,14 +90,14 @@ order) without starting anything.`,
 				return err
 			}
 			if dryRun {
-				if out.json() {
-					return writeJSON(a.stdout, plan)
+				if out.machine() {
+					return out.write(a.stdout, plan)
 				}
 				fmt.Fprintf(a.stdout, "plan (nothing started): %d devices\n", len(plan.Devices))
 				return printSteps(a.stdout, plan.Steps, -1)
 			}
-			if out.json() {
-				return writeJSON(a.stdout, r)
+			if out.machine() {
+				return out.write(a.stdout, r)
 			}
 			fmt.Fprintf(a.stdout, "created %s: %s\n", r.ID, what(r))
 			return printStatus(a.stdout, &api.RolloutStatus{Rollout: *r})
@@ -126,8 +126,8 @@ func newRolloutListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, api.RolloutList{Rollouts: rs})
+			if out.machine() {
+				return out.write(a.stdout, api.RolloutList{Rollouts: rs})
 			}
 			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "ID\tSTATE\tWHAT\tSTEP\tINSTALLED\tFAILED\tCREATED\tREASON")
@@ -172,12 +172,12 @@ aborted.`,
 				if err != nil {
 					return err
 				}
-				if out.json() {
-					return writeJSON(a.stdout, st)
+				if out.machine() {
+					return out.write(a.stdout, st)
 				}
 				return printStatus(a.stdout, st)
 			}
-			v := newView(a.stdout, out.json())
+			v := newView(a.stdout, out)
 			st, err := watchRollout(cmd.Context(), a, c, args[0], devices, interval, func(st *api.RolloutStatus) bool {
 				v.show(st)
 				return !activeState(st.State)
@@ -371,8 +371,8 @@ func newRolloutHistoryCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, h)
+			if out.machine() {
+				return out.write(a.stdout, h)
 			}
 			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "TIME\tEVENT\tSTEP\tMESSAGE")
@@ -408,8 +408,8 @@ func newRolloutActionCmd(a *app, action, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, r)
+			if out.machine() {
+				return out.write(a.stdout, r)
 			}
 			fmt.Fprintf(a.stdout, "%s: %s\n", r.ID, r.State)
 			return nil
@@ -456,8 +456,8 @@ experiment.`,
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				return writeJSON(a.stdout, r)
+			if out.machine() {
+				return out.write(a.stdout, r)
 			}
 			if arm != "" {
 				fmt.Fprintf(a.stdout, "promoted arm %s of %s into %s: %s\n", arm, args[0], r.ID, what(r))

@@ -14,18 +14,19 @@ import (
 
 // view shows successive states of one thing (a watched rollout): on a
 // terminal each change replaces the previous one in place; otherwise, and
-// in JSON, each change is appended (text after a "--- TIME" line), so that
+// with -o json, yaml or name, each change is appended (text after a "--- TIME" line), so that
 // a log or a pipe reads as a history.
 type view struct {
 	w     io.Writer
-	json  bool
+	out   *outputFlag
+	json  bool // machine output: every change appended as it is
 	tty   bool
 	last  string
 	lines int // lines of last on the terminal
 }
 
-func newView(w io.Writer, json bool) *view {
-	return &view{w: w, json: json, tty: !json && isTerminal(w)}
+func newView(w io.Writer, out *outputFlag) *view {
+	return &view{w: w, out: out, json: out.machine(), tty: !out.machine() && isTerminal(w)}
 }
 
 // isTerminal reports whether w is a terminal.
@@ -38,7 +39,7 @@ func isTerminal(w io.Writer) bool {
 func (v *view) show(st *api.RolloutStatus) {
 	var b strings.Builder
 	if v.json {
-		_ = writeJSON(&b, st)
+		_ = v.out.write(&b, st)
 	} else {
 		_ = printStatus(&b, st)
 	}
