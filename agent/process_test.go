@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -36,12 +35,7 @@ func edgeAgent(t testing.TB) string {
 	testKeys(t) // creates fixture.dir
 	binary.once.Do(func() {
 		binary.path = filepath.Join(fixture.dir, "edge-agent")
-		cmd := exec.Command("go", "build", "-o", binary.path, "./agent/cmd/edge-agent")
-		cmd.Dir = testenv.Root(t)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			binary.err = fmt.Errorf("go build ./agent/cmd/edge-agent: %v\n%s", err, out)
-		}
+		binary.err = testenv.Build(t, "./agent/cmd/edge-agent", binary.path)
 	})
 	if binary.err != nil {
 		t.Fatal(binary.err)
@@ -155,19 +149,7 @@ func (d *agentProc) killed() bool {
 // cli runs edge-agent with args and returns its output and exit status.
 func cli(t testing.TB, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(edgeAgent(t), args...)
-	cmd.Env = append(os.Environ(), env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
-	}
-	return o.String(), e.String(), code
+	return testenv.Run(t, edgeAgent(t), env, args...)
 }
 
 // mustCLI runs edge-agent and fails the test unless it succeeds.

@@ -254,10 +254,7 @@ func signedBundle(t *testing.T, root, work string) (bundle, key string) {
 	}
 	ctl := *fleetctl
 	if ctl == "" {
-		ctl = filepath.Join(work, "fleetctl")
-		cmd := exec.Command("go", "build", "-o", ctl, "./controlplane/cmd/fleetctl")
-		cmd.Dir = root
-		run(t, cmd, nil)
+		ctl = testenv.Command(t, "./controlplane/cmd/fleetctl")
 	}
 	keys := filepath.Join(work, "keys")
 	bundle = filepath.Join(work, "silero-vad-5.0.0.bundle")

@@ -60,12 +60,7 @@ func TestUnitVerifies(t *testing.T) {
 	}
 	text, kv := unit(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "edge-agent")
-	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/edge-agent")
-	build.Dir = testenv.Root(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testenv.Command(t, "./agent/cmd/edge-agent")
 	execStart := one(t, kv, "Service.ExecStart")
 	args := strings.Fields(execStart)
 	if args[0] != "/usr/bin/edge-agent" {

@@ -89,18 +89,13 @@ type AssignRequest struct {
 	Action protocol.Action `json:"action,omitempty"`
 }
 
-// TrustedKey is one publisher key fleetd verifies pushes with.
-type TrustedKey struct {
-	bundle.KeyInfo
-	// File is the PEM file it was read from (registry.trustedKeys).
-	File string `json:"file"`
-}
-
 // Keys is GET /api/v1/keys: the publisher keys fleetd trusts. With none,
 // every push is refused unless InsecureAcceptAnyKey.
 type Keys struct {
-	Keys                 []TrustedKey `json:"keys"`
-	InsecureAcceptAnyKey bool         `json:"insecureAcceptAnyKey"`
+	// Keys are the publisher keys of registry.trustedKeys, each with the
+	// file it was read from.
+	Keys                 []bundle.KeyInfo `json:"keys"`
+	InsecureAcceptAnyKey bool             `json:"insecureAcceptAnyKey"`
 }
 
 // Assignment is the answer to POST /api/v1/devices/{id}/assign: the

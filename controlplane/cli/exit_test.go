@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,20 +23,8 @@ func newBinary(t *testing.T) *binary {
 
 func (b *binary) run(args ...string) result {
 	b.t.Helper()
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(b.t.Context(), b.path, args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.Env = append(os.Environ(), b.env...)
-	err := cmd.Run()
-	var ee *exec.ExitError
-	code := 0
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		b.t.Fatalf("fleetctl %s: %v", strings.Join(args, " "), err)
-	}
-	return result{code, out.String(), errb.String()}
+	out, errOut, code := testenv.Run(b.t, b.path, b.env, args...)
+	return result{code, out, errOut}
 }
 
 // TestExitCodes runs the built fleetctl against a running fleetd and

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -33,29 +34,18 @@ its PKIX DER, the id fleetd and devices name keys by.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			type key struct {
-				File string `json:"file"`
-				bundle.KeyInfo
-			}
-			var keys []key
+			var keys []bundle.KeyInfo
 			for _, f := range args {
 				tr, err := bundle.LoadTrustRoot(f)
 				if err != nil {
 					return err
 				}
-				for _, k := range tr.Keys() {
-					keys = append(keys, key{f, k})
-				}
+				keys = append(keys, tr.Keys()...)
 			}
 			if out.machine() {
 				return out.write(a.stdout, keys)
 			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "ID\tALGORITHM\tFILE")
-			for _, k := range keys {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Algorithm, k.File)
-			}
-			return tw.Flush()
+			return printKeys(a.stdout, keys)
 		},
 	}
 	out.register(cmd)
@@ -92,17 +82,22 @@ one of them made its signature. Devices trust their own pinned keys
 				fmt.Fprintln(a.stdout, "fleetd trusts no key: every push is refused (set registry.trustedKeys)")
 				return nil
 			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "ID\tALGORITHM\tFILE")
-			for _, t := range k.Keys {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Algorithm, t.File)
-			}
-			return tw.Flush()
+			return printKeys(a.stdout, k.Keys)
 		},
 	}
 	rf.register(cmd)
 	out.register(cmd)
 	return cmd
+}
+
+// printKeys is the table of keys fingerprint and keys list.
+func printKeys(w io.Writer, keys []bundle.KeyInfo) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tALGORITHM\tFILE")
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Algorithm, k.File)
+	}
+	return tw.Flush()
 }
 
 func newKeysGenerateCmd(a *app) *cobra.Command {

@@ -244,8 +244,7 @@ out until the timeout.`,
 					a.log.Info("rollout", "id", st.ID, "state", st.State, "step", stepText(&st.Rollout))
 					last = st.State
 				}
-				return (cond == "paused" && st.State == rollout.StatePaused) || !activeState(st.State) ||
-					(cond == "completed" && st.State == rollout.StateCompleted)
+				return (cond == "paused" && st.State == rollout.StatePaused) || !activeState(st.State)
 			})
 			if errors.Is(err, context.DeadlineExceeded) && cmd.Context().Err() == nil {
 				return withCode(ExitTimeout, fmt.Errorf("rollout %s: still %s after %v, not %s", args[0], last, timeout, cond))
@@ -277,7 +276,7 @@ out until the timeout.`,
 // activeState reports whether a rollout in state s may still change by
 // itself (the watch goes on).
 func activeState(s rollout.State) bool {
-	return s == rollout.StateRunning || s == rollout.StatePaused || s == rollout.StateRollingBack
+	return s.Active() && s != rollout.StateCompleted
 }
 
 // endedWell is nil for a rollout that ended as hoped (succeeded; an

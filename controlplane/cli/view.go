@@ -19,14 +19,13 @@ import (
 type view struct {
 	w     io.Writer
 	out   *outputFlag
-	json  bool // machine output: every change appended as it is
 	tty   bool
 	last  string
 	lines int // lines of last on the terminal
 }
 
 func newView(w io.Writer, out *outputFlag) *view {
-	return &view{w: w, out: out, json: out.machine(), tty: !out.machine() && isTerminal(w)}
+	return &view{w: w, out: out, tty: !out.machine() && isTerminal(w)}
 }
 
 // isTerminal reports whether w is a terminal.
@@ -38,7 +37,7 @@ func isTerminal(w io.Writer) bool {
 // show prints st if it differs from what was shown last.
 func (v *view) show(st *api.RolloutStatus) {
 	var b strings.Builder
-	if v.json {
+	if v.out.machine() {
 		_ = v.out.write(&b, st)
 	} else {
 		_ = printStatus(&b, st)
@@ -52,7 +51,7 @@ func (v *view) show(st *api.RolloutStatus) {
 		// Up to the first line of the previous block, clear to the end
 		// of the screen, draw the new one.
 		fmt.Fprintf(v.w, "\x1b[%dF\x1b[J", v.lines)
-	case v.last != "" && !v.json:
+	case v.last != "" && !v.out.machine():
 		fmt.Fprintf(v.w, "--- %s\n", time.Now().UTC().Format(time.RFC3339))
 	}
 	io.WriteString(v.w, text)

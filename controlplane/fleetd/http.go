@@ -416,7 +416,11 @@ func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) error {
 // handlePush stores an uploaded bundle: a multipart/form-data body with
 // the parts "bundle" (the .bundle file) and "sig" (its signature).
 func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, api.Keys{Keys: append([]api.TrustedKey{}, s.trustedKeys...), InsecureAcceptAnyKey: s.trust == nil && s.cfg.Registry.InsecureAcceptAnyKey})
+	k := api.Keys{Keys: []bundle.KeyInfo{}, InsecureAcceptAnyKey: s.trust == nil && s.cfg.Registry.InsecureAcceptAnyKey}
+	if s.trust != nil {
+		k.Keys = s.trust.Keys()
+	}
+	return writeJSON(w, http.StatusOK, k)
 }
 
 // trustHint says how to make fleetd trust a publisher's key.

@@ -45,7 +45,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/broker"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
@@ -67,11 +66,9 @@ type Server struct {
 	recs  *telemetry.Store
 	reg   registry.Registry
 	fsReg *registry.FS // nil with S3
-	// trust is registry.trustedKeys (nil: none), trustedKeys the same
-	// keys with their files, for GET /api/v1/keys.
-	trust       *bundle.TrustRoot
-	trustedKeys []api.TrustedKey
-	codec       *protocol.Codec
+	// trust is registry.trustedKeys (nil: none).
+	trust *bundle.TrustRoot
+	codec *protocol.Codec
 
 	broker *broker.Broker // embedded mode
 	ext    *external      // external mode
@@ -277,16 +274,6 @@ func (s *Server) openRegistry() error {
 		var err error
 		if trust, err = bundle.LoadTrustRoot(c.Registry.TrustedKeys...); err != nil {
 			return fmt.Errorf("%w: registry.trustedKeys: %w", ErrConfig, err)
-		}
-		s.trustedKeys = make([]api.TrustedKey, 0, len(c.Registry.TrustedKeys))
-		for _, file := range c.Registry.TrustedKeys {
-			tr, err := bundle.LoadTrustRoot(file)
-			if err != nil {
-				return fmt.Errorf("%w: registry.trustedKeys: %w", ErrConfig, err)
-			}
-			for _, k := range tr.Keys() {
-				s.trustedKeys = append(s.trustedKeys, api.TrustedKey{KeyInfo: k, File: file})
-			}
 		}
 		s.log.Info("fleetd: registry trusts publisher keys", "keys", strings.Join(trust.KeyIDs(), ","))
 	case c.Registry.InsecureAcceptAnyKey:

@@ -22,32 +22,8 @@ const MaxSpecBytes = 1 << 20
 // each a *FieldError naming the field path and line (errors.Is(err,
 // ErrInvalid) holds). ParseSpec checks types only; Validate checks values.
 func ParseSpec(data []byte) (*Spec, error) {
-	if len(data) > MaxSpecBytes {
-		return nil, &FieldError{Msg: fmt.Sprintf("spec larger than %d bytes", MaxSpecBytes)}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &FieldError{Msg: "empty spec"}
-		}
-		return nil, &FieldError{Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, &FieldError{Msg: "more than one YAML document (one spec per file)"}
-	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
-	}
-	if root.Kind != yaml.MappingNode {
-		return nil, &FieldError{Line: root.Line, Msg: "the spec must be a mapping (key: value)"}
-	}
-	s := &Spec{}
-	var w walker
-	w.value(root, reflect.ValueOf(s).Elem(), "")
-	if err := w.errs.err(); err != nil {
+	s, _, err := parse(data)
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -57,28 +33,55 @@ func ParseSpec(data []byte) (*Spec, error) {
 // of problem gets every one at once, each with its line. (Validate errors
 // on a field that did not parse are left out: the parse error says it.)
 func CheckSpec(data []byte) (*Spec, error) {
-	s, perr := ParseSpec(data)
-	var w walker
-	partial := &Spec{}
-	if w.decodeAll(data, partial) != nil {
-		return s, perr // not a mapping, or not YAML at all
+	s, lines, perr := parse(data)
+	if s == nil {
+		return nil, perr // not one YAML mapping: nothing to validate
 	}
-	verrs := fieldErrors(partial.Validate())
-	addLines(verrs, w.lines)
-	if perr == nil {
-		if len(verrs) > 0 {
-			return nil, joinFieldErrors(verrs)
-		}
-		return s, nil
-	}
+	verrs := fieldErrors(s.Validate())
+	addLines(verrs, lines)
 	bad := fieldErrors(perr)
-	var more []*FieldError
 	for _, fe := range verrs {
 		if !related(fe.Path, bad) {
-			more = append(more, fe)
+			bad = append(bad, fe)
 		}
 	}
-	return nil, joinFieldErrors(append(bad, more...))
+	if len(bad) > 0 {
+		return nil, joinFieldErrors(bad)
+	}
+	return s, nil
+}
+
+// parse decodes data into a Spec as far as it goes. A document-level
+// problem (too large, not YAML, not one mapping) returns a nil spec;
+// otherwise the spec holds every field that decoded, lines maps each
+// field path to its line, and err joins the fields that did not.
+func parse(data []byte) (s *Spec, lines map[string]int, err error) {
+	if len(data) > MaxSpecBytes {
+		return nil, nil, &FieldError{Msg: fmt.Sprintf("spec larger than %d bytes", MaxSpecBytes)}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil, &FieldError{Msg: "empty spec"}
+		}
+		return nil, nil, &FieldError{Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, nil, &FieldError{Msg: "more than one YAML document (one spec per file)"}
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, nil, &FieldError{Line: root.Line, Msg: "the spec must be a mapping (key: value)"}
+	}
+	s = &Spec{}
+	w := walker{lines: map[string]int{}}
+	w.value(root, reflect.ValueOf(s).Elem(), "")
+	return s, w.lines, w.errs.err()
 }
 
 func joinFieldErrors(fes []*FieldError) error {
@@ -87,25 +90,6 @@ func joinFieldErrors(fes []*FieldError) error {
 		errs[i] = fe
 	}
 	return errors.Join(errs...)
-}
-
-// decodeAll walks data into s as far as it goes, ignoring problems, for
-// CheckSpec to validate what did parse.
-func (w *walker) decodeAll(data []byte, s *Spec) error {
-	var doc yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
-		return err
-	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
-	}
-	if root.Kind != yaml.MappingNode {
-		return errors.New("not a mapping")
-	}
-	w.lines = map[string]int{}
-	w.value(root, reflect.ValueOf(s).Elem(), "")
-	return nil
 }
 
 // fieldErrors flattens err (an errors.Join of *FieldError) into its
@@ -187,9 +171,7 @@ func unknownField(key string, known []string) string {
 }
 
 func (w *walker) value(n *yaml.Node, v reflect.Value, path string) {
-	if w.lines != nil {
-		w.lines[path] = n.Line
-	}
+	w.lines[path] = n.Line
 	if n.Kind == yaml.AliasNode || n.Anchor != "" {
 		w.fail(n, path, "YAML anchors and aliases are not supported")
 		return

@@ -33,6 +33,7 @@ type TrustRoot struct {
 type trustedKey struct {
 	id       string // first 16 hex digits of the sha256 of the PKIX DER
 	alg      Algorithm
+	file     string // where LoadTrustRoot read it; "" from ParseTrustRoot
 	verifier signature.Verifier
 }
 
@@ -47,7 +48,7 @@ func LoadTrustRoot(pemPaths ...string) (*TrustRoot, error) {
 		}
 		pems = append(pems, b)
 	}
-	t, err := ParseTrustRoot(pems...)
+	t, err := parseTrustRoot(pemPaths, pems)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", strings.Join(pemPaths, ", "), err)
 	}
@@ -57,6 +58,12 @@ func LoadTrustRoot(pemPaths ...string) (*TrustRoot, error) {
 // ParseTrustRoot parses PEM-encoded public keys, ECDSA P-256 or Ed25519.
 // Anything else (another PEM type, an RSA key, another curve) is an error.
 func ParseTrustRoot(pems ...[]byte) (*TrustRoot, error) {
+	return parseTrustRoot(nil, pems)
+}
+
+// parseTrustRoot is ParseTrustRoot, with files[i] (if given) the file
+// pems[i] was read from.
+func parseTrustRoot(files []string, pems [][]byte) (*TrustRoot, error) {
 	t := &TrustRoot{}
 	seen := map[string]bool{}
 	for i, b := range pems {
@@ -89,7 +96,11 @@ func ParseTrustRoot(pems ...[]byte) (*TrustRoot, error) {
 				continue
 			}
 			seen[id] = true
-			t.keys = append(t.keys, trustedKey{id: id, alg: alg, verifier: v})
+			k := trustedKey{id: id, alg: alg, verifier: v}
+			if i < len(files) {
+				k.file = files[i]
+			}
+			t.keys = append(t.keys, k)
 		}
 		if n == 0 {
 			return nil, fmt.Errorf("key %d: no PEM block found", i+1)
@@ -106,13 +117,16 @@ type KeyInfo struct {
 	// ID is the short fingerprint (KeyIDs).
 	ID        string    `json:"id"`
 	Algorithm Algorithm `json:"algorithm"`
+	// File is the PEM file LoadTrustRoot read it from (the first, for a
+	// key given twice); empty for ParseTrustRoot.
+	File string `json:"file,omitempty"`
 }
 
 // Keys describes the trusted keys, in the order they were given.
 func (t *TrustRoot) Keys() []KeyInfo {
 	ks := make([]KeyInfo, len(t.keys))
 	for i, k := range t.keys {
-		ks[i] = KeyInfo{ID: k.id, Algorithm: k.alg}
+		ks[i] = KeyInfo{ID: k.id, Algorithm: k.alg, File: k.file}
 	}
 	return ks
 }

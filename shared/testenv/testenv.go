@@ -6,6 +6,9 @@
 package testenv
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,10 +165,41 @@ func buildC(tb testing.TB, root, pkgDir string, srcs []string, out string) {
 func Command(tb testing.TB, pkg string) string {
 	tb.Helper()
 	bin := filepath.Join(tb.TempDir(), filepath.Base(pkg))
+	if err := Build(tb, pkg, bin); err != nil {
+		tb.Fatal(err)
+	}
+	return bin
+}
+
+// Build builds the main package pkg (a path from the repository root) into
+// the file bin, for a test package that builds a binary once for all its
+// tests.
+func Build(tb testing.TB, pkg, bin string) error {
+	tb.Helper()
 	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = Root(tb)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("testenv: go build %s: %v\n%s", pkg, err, out)
+		return fmt.Errorf("testenv: go build %s: %v\n%s", pkg, err, out)
 	}
-	return bin
+	return nil
+}
+
+// Run runs the program bin with args, its environment this process's plus
+// env, until it exits or tb ends, and returns what it wrote and its exit
+// code. Failing to start it at all fails tb.
+func Run(tb testing.TB, bin string, env []string, args ...string) (stdout, stderr string, code int) {
+	tb.Helper()
+	var o, e bytes.Buffer
+	cmd := exec.CommandContext(tb.Context(), bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		tb.Fatalf("running %s %s: %v", filepath.Base(bin), strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), code
 }

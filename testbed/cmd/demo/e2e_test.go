@@ -44,12 +44,7 @@ func demoSetup(t *testing.T) (exe, bin, root string) {
 			t.Fatalf("%s: %v: run make demo-test (it builds them), or make build plus go build -o bin/ ./controlplane/cmd/fleetd", filepath.Join(bin, b), err)
 		}
 	}
-	exe = filepath.Join(t.TempDir(), "demo")
-	build := exec.Command("go", "build", "-o", exe, "./testbed/cmd/demo")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the demo: %v\n%s", err, out)
-	}
+	exe = testenv.Command(t, "./testbed/cmd/demo")
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatalf("becoming a child subreaper: %v", err)
 	}
