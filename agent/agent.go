@@ -327,8 +327,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	a.running = true
+	// Every listen address first, before anything is written under the
+	// data directory: an address in use fails the start with the data
+	// directory as it was.
+	lns, err := a.bind()
+	if err != nil {
+		a.running = false
+		a.mu.Unlock()
+		return err
+	}
 	if !a.opened {
 		if err := a.openLocked(); err != nil {
+			lns.close()
 			a.running = false
 			a.mu.Unlock()
 			return err
@@ -342,7 +352,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer close(a.runDone)
 	defer cancel()
 
-	s, err := a.start(ctx)
+	s, err := a.start(ctx, lns)
+	lns.close() // those start did not serve
 	if err != nil {
 		a.log.Error("agent failed to start", "err", err)
 		cancel()
@@ -364,6 +375,75 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
+// A ListenError is a listen address of the configuration the agent could
+// not listen on, which stops Run before it opens anything under the data
+// directory: the address (or socket path), its configuration key, and why
+// (errors.Is(err, syscall.EADDRINUSE), api.ErrSocketInUse, ...).
+type ListenError struct {
+	Addr, Key string
+	Err       error
+}
+
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("cannot listen on %s (%s): %v", e.Addr, e.Key, e.Err)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// listeners are the agent's bound listen addresses; nil where not
+// configured, and set to nil when handed to a server.
+type listeners struct {
+	unix, tcp, metrics net.Listener
+}
+
+// close closes the listeners nobody serves.
+func (l *listeners) close() {
+	for _, ln := range []*net.Listener{&l.unix, &l.tcp, &l.metrics} {
+		if *ln != nil {
+			(*ln).Close()
+			*ln = nil
+		}
+	}
+}
+
+// take hands *ln over to a server.
+func take(ln *net.Listener) net.Listener {
+	l := *ln
+	*ln = nil
+	return l
+}
+
+// bind listens on every configured address: the TCP ones first, which
+// touch no file, then the unix socket (which replaces a stale socket left
+// by an agent that is gone, see api.ListenUnix). The first failure closes
+// what was bound and is a *ListenError.
+func (a *Agent) bind() (*listeners, error) {
+	l := &listeners{}
+	fail := func(key, addr string, err error) (*listeners, error) {
+		l.close()
+		var le *api.ListenError
+		if errors.As(err, &le) {
+			addr, err = le.Addr, le.Err
+		}
+		return nil, &ListenError{Addr: addr, Key: key, Err: err}
+	}
+	var err error
+	if addr := a.cfg.API.TCP; addr != "" {
+		if l.tcp, err = api.ListenTCP(addr); err != nil {
+			return fail("api.tcp", addr, err)
+		}
+	}
+	if addr := a.cfg.Metrics.Listen; addr != "" {
+		if l.metrics, err = api.ListenTCP(addr); err != nil {
+			return fail("metrics.listen", addr, err)
+		}
+	}
+	if l.unix, err = api.ListenUnix(a.cfg.API.Socket, os.FileMode(a.cfg.API.SocketMode)); err != nil {
+		return fail("api.socket", a.cfg.API.Socket, err)
+	}
+	return l, nil
+}
+
 // session is what start set up, for shutdown.
 type session struct {
 	errc     chan error // fatal errors of the servers
@@ -375,7 +455,9 @@ type session struct {
 	wdDone   chan struct{}
 }
 
-func (a *Agent) start(ctx context.Context) (*session, error) {
+// start serves on lns (taking the listeners it serves) and loads the
+// active model.
+func (a *Agent) start(ctx context.Context, lns *listeners) (*session, error) {
 	s := &session{errc: make(chan error, 4)}
 	reg := api.NewRegistry()
 	tel := newTelemetry(a.ob, a.log, a.cfg.Buffer.PredictionSampleRate, a.opts.metricsInterval, a.opts.sampleQueue)
@@ -407,16 +489,14 @@ func (a *Agent) start(ctx context.Context) (*session, error) {
 	a.startShadowRunner(sh)
 	dw.start()
 
-	// Listen first, so that clients get 503 rather than no socket while
-	// the model loads; READY waits for both.
+	// Serve first (Run bound the listeners before opening the state), so
+	// that clients get 503 rather than no answer while the model loads;
+	// READY waits for both.
 	active, hasActive := a.store.Active()
 	if hasActive {
 		a.reg.Loading(active.Name)
 	}
-	ln, err := api.ListenUnix(a.cfg.API.Socket, os.FileMode(a.cfg.API.SocketMode))
-	if err != nil {
-		return s, fmt.Errorf("agent: %w", err)
-	}
+	ln := take(&lns.unix)
 	s.unixSrv = a.adminServer()
 	a.serve(s, "unix socket", func() error {
 		if err := s.unixSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -424,18 +504,12 @@ func (a *Agent) start(ctx context.Context) (*session, error) {
 		}
 		return nil
 	})
-	if addr := a.cfg.API.TCP; addr != "" {
-		tln, err := api.ListenTCP(addr)
-		if err != nil {
-			return s, fmt.Errorf("agent: api.tcp: %w", err)
-		}
+	if lns.tcp != nil {
+		tln := take(&lns.tcp)
 		a.serve(s, "tcp", func() error { return srv.Serve(ctx, tln) })
 	}
-	if addr := a.cfg.Metrics.Listen; addr != "" {
-		mln, err := api.ListenTCP(addr)
-		if err != nil {
-			return s, fmt.Errorf("agent: metrics.listen: %w", err)
-		}
+	if lns.metrics != nil {
+		addr, mln := a.cfg.Metrics.Listen, take(&lns.metrics)
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", srv.MetricsHandler())
 		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
@@ -504,6 +578,8 @@ func (a *Agent) newUplink() (*uplink.Uplink, error) {
 		TLS:       uplink.TLSFiles{CAFile: u.TLS.CA, CertFile: u.TLS.Cert, KeyFile: u.TLS.Key},
 		StateDir:  filepath.Join(a.cfg.DataDir, UplinkDir),
 		KeepAlive: time.Duration(u.KeepAlive),
+		RetryMin:  time.Duration(u.RetryMin),
+		RetryMax:  time.Duration(u.RetryMax),
 	}
 	if a.opts.uplinkTune != nil {
 		a.opts.uplinkTune(&ucfg)

@@ -5,12 +5,16 @@
 //
 // # Lifecycle
 //
-// New checks the configuration. Run opens the outbox and the bundle store
-// under the data directory, starts the local API on the unix socket (and on
-// loopback TCP and the metrics address, if configured), loads the active
-// bundle's model, starts the uplink when a broker is configured and then
-// tells systemd READY=1. It serves until its context ends, then shuts down
-// in order: STOPPING=1, stop accepting API requests and drain those in
+// New checks the configuration. Run first listens on every listen address
+// (api.tcp and metrics.listen if configured, then the unix socket
+// api.socket, replacing a stale socket left by an agent that is gone): one
+// it cannot listen on stops it with a *ListenError naming the address and
+// its key, before anything is written under the data directory (unless Open
+// opened it already). Then it opens the outbox and the bundle store under
+// the data directory, serves the local API on those listeners, loads the
+// active bundle's model, starts the uplink when a broker is configured and
+// then tells systemd READY=1. It serves until its context ends, then shuts
+// down in order: STOPPING=1, stop accepting API requests and drain those in
 // flight, stop the uplink (it publishes offline), flush the prediction
 // samples and the last metrics window and close the outbox, close the model
 // and release the store. Close does the same for an agent that was only

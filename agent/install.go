@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime/debug"
+	"strings"
 
 	"github.com/edgefleet/edgefleet/agent/fetch"
 	"github.com/edgefleet/edgefleet/agent/slot"
@@ -117,6 +118,30 @@ func ReasonOf(err error) string {
 	return ReasonInternal
 }
 
+// transientReason reports whether an install that failed for reason may
+// pass if tried again later, unchanged: a download cut or refused, a full
+// disk, the slots busy, a timeout, or a cause the agent cannot name. A bad
+// signature, an untrusted or broken bundle, a model that fails its smoke
+// test or an agent too old for the bundle stay so: trying again cannot help
+// until the desired state changes.
+func transientReason(reason string) bool {
+	switch strings.TrimPrefix(reason, "shadow-") {
+	case ReasonDownload, ReasonNoSpace, ReasonBusy, ReasonCanceled, ReasonInternal:
+		return true
+	}
+	return false
+}
+
+// applyError is Apply's error for err: with its reason, and marked
+// transient where transientReason says so.
+func applyError(reason string, err error) error {
+	err = uplink.WithReason(reason, err)
+	if err != nil && transientReason(reason) {
+		err = uplink.Transient(err)
+	}
+	return err
+}
+
 // httpStatus is the admin API's status code for an install error.
 func httpStatus(err error) int {
 	switch ReasonOf(err) {
@@ -182,7 +207,7 @@ func (a *Agent) Apply(ctx context.Context, d *protocol.DesiredState, progress up
 	// instruction must not be lost to an operator's command.
 	unlock, err := a.lock(ctx, true)
 	if err != nil {
-		return uplink.WithReason(ReasonOf(err), err)
+		return applyError(ReasonOf(err), err)
 	}
 	defer unlock()
 	a.keepShadowOnly(d.Shadow)
@@ -200,7 +225,7 @@ func (a *Agent) Apply(ctx context.Context, d *protocol.DesiredState, progress up
 			}
 		}
 		if _, err := a.changeLocked(ctx, c); err != nil {
-			return uplink.WithReason(ReasonOf(err), err)
+			return applyError(ReasonOf(err), err)
 		}
 	}
 	return a.applyShadow(ctx, d, progress)

@@ -3,7 +3,9 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -481,15 +483,23 @@ func TestProcessConfigErrors(t *testing.T) {
 	if out, _, code := cli(t, nil, "version"); code != 0 || !strings.HasPrefix(out, "edge-agent ") {
 		t.Errorf("version: exit %d, %q", code, out)
 	}
-	// --help lists every subcommand and every flag of each.
+	// --help (and help, -h) lists every subcommand and every flag of each.
 	out, _, code := cli(t, nil, "--help")
 	if code != 0 {
 		t.Errorf("--help: exit %d", code)
 	}
-	for _, want := range []string{"edge-agent install", "edge-agent rollback", "edge-agent status", "edge-agent predict", "edge-agent version",
-		"edge-agent run flags:", "-allow-downgrade", "-sha256", "-o format", "-request FILE", "-raw FILE", "-key FILE", "78 unusable configuration"} {
+	for _, want := range []string{"edge-agent [run]", "edge-agent install", "edge-agent rollback", "edge-agent status", "edge-agent predict", "edge-agent version",
+		"edge-agent run flags:", "edge-agent install flags:", "edge-agent rollback flags:", "edge-agent status flags:", "edge-agent predict flags:",
+		"-config FILE", "-sig FILE", "-force", "-allow-downgrade", "-id NAME@VERSION", "-sha256", "-size", "-o format",
+		"-bundle FILE", "-request FILE", "-raw FILE", "-key FILE",
+		"Exit codes", "1 error (such as a listen address in use", "78 unusable configuration"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--help lacks %q:\n%s", want, out)
+		}
+	}
+	for _, arg := range []string{"help", "-h"} {
+		if o, _, code := cli(t, nil, arg); code != 0 || o != out {
+			t.Errorf("%s: exit %d, output differs from --help's:\n%s", arg, code, o)
 		}
 	}
 }
@@ -535,5 +545,95 @@ func TestProcessPredict(t *testing.T) {
 	os.WriteFile(bad, []byte(`{"inputs":[]}`), 0o644)
 	if out, _, code := cli(t, env, "predict", "--config", s.cfgPath, "--bundle", v1.path, "--request", bad); code == 0 || !strings.Contains(out, `"error"`) {
 		t.Fatalf("bad request: exit %d, %s", code, out)
+	}
+}
+
+// TestProcessListenInUse: a listen address in use (api.tcp, metrics.listen,
+// api.socket) stops the agent at start with exit status 1, naming the
+// address and its key, before anything is written under the data
+// directory: one that does not exist is not made, an empty one stays
+// empty.
+func TestProcessListenInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	for _, tc := range []struct {
+		key    string
+		o      setupOptions
+		reason string
+	}{
+		{"api.tcp", setupOptions{rate: 1, api: "  tcp: " + addr}, "address already in use"},
+		{"metrics.listen", setupOptions{rate: 1, extra: "metrics:\n  listen: " + addr + "\n"}, "address already in use"},
+		{"api.socket", setupOptions{rate: 1}, "socket in use: another process is listening on it"},
+	} {
+		for _, makeDir := range []bool{false, true} {
+			s := newSetupWith(t, tc.o)
+			want := addr
+			if tc.key == "api.socket" {
+				// Another process serves the socket.
+				ln, err := net.Listen("unix", s.socket)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ln.Close()
+				want = s.socket
+			}
+			if makeDir {
+				if err := os.Mkdir(s.dataDir, 0o750); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, errOut, code := cli(t, nil, "run", "--config", s.cfgPath)
+			line := "edge-agent: cannot listen on " + want + " (" + tc.key + "): " + tc.reason + "\n"
+			if code != 1 || !strings.Contains(errOut, line) {
+				t.Errorf("%s in use: exit %d, stderr %q; want 1 and %q", tc.key, code, errOut, line)
+			}
+			entries, err := os.ReadDir(s.dataDir)
+			switch {
+			case !makeDir && !errors.Is(err, fs.ErrNotExist):
+				t.Errorf("%s in use: the data directory was made (%d entries, %v)", tc.key, len(entries), err)
+			case makeDir && (err != nil || len(entries) > 0):
+				t.Errorf("%s in use: the empty data directory now holds %v (%v)", tc.key, entries, err)
+			}
+			if tc.key != "api.socket" {
+				if _, err := os.Lstat(s.socket); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s in use: the unix socket is left at %s (%v)", tc.key, s.socket, err)
+				}
+			}
+		}
+	}
+}
+
+// TestProcessSocketStaleOrLive: the socket a killed agent left behind is
+// replaced at start; a second agent started beside a running one stops
+// with exit status 1 at its socket and leaves the first one serving.
+func TestProcessSocketStaleOrLive(t *testing.T) {
+	s := newSetup(t, "")
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.socket, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	if fi, err := os.Lstat(s.socket); err != nil || fi.Mode().Type() != fs.ModeSocket {
+		t.Fatalf("no stale socket: %v, %v", fi, err)
+	}
+	d := startDaemon(t, s)
+	d.waitReady(t, s)
+
+	_, errOut, code := cli(t, nil, "run", "--config", s.cfgPath)
+	line := "edge-agent: cannot listen on " + s.socket + " (api.socket): socket in use"
+	if code != 1 || !strings.Contains(errOut, line) {
+		t.Errorf("second agent: exit %d, stderr %q; want 1 and %q", code, errOut, line)
+	}
+	if st := cliStatus(t, s); !st.Running || st.PID != d.cmd.Process.Pid {
+		t.Errorf("after the second agent failed: %+v", st)
+	}
+	d.stop(t)
+	if _, err := os.Lstat(s.socket); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket left after SIGTERM: %v", err)
 	}
 }

@@ -655,7 +655,7 @@ func (a *Agent) applyShadow(ctx context.Context, d *protocol.DesiredState, progr
 	ref := d.Shadow.Bundle
 	if a.shadow == nil {
 		err := errors.New("shadow candidates run only while the agent serves (Run)")
-		return uplink.WithReason("shadow-"+ReasonClosed, err)
+		return applyError("shadow-"+ReasonClosed, err)
 	}
 	if c := a.shadow.current(); c != nil && sameRef(c.ref, ref) {
 		return nil
@@ -670,11 +670,11 @@ func (a *Agent) applyShadow(ctx context.Context, d *protocol.DesiredState, progr
 	c, err := a.prepareShadow(ctx, ref)
 	if err != nil {
 		a.log.Warn("shadow candidate refused", "candidate", ref.ID(), "reason", ReasonOf(err), "err", err)
-		return uplink.WithReason("shadow-"+ReasonOf(err), fmt.Errorf("shadow candidate %s: %w", ref.ID(), err))
+		return applyError("shadow-"+ReasonOf(err), fmt.Errorf("shadow candidate %s: %w", ref.ID(), err))
 	}
 	a.phase(protocol.PhaseActivating)
 	if err := a.setShadow(c); err != nil {
-		return uplink.WithReason("shadow-"+ReasonInternal, fmt.Errorf("shadow candidate %s: %w", ref.ID(), err))
+		return applyError("shadow-"+ReasonInternal, fmt.Errorf("shadow candidate %s: %w", ref.ID(), err))
 	}
 	a.log.Info("shadow candidate running", "candidate", c.id, "rate", a.opts.shadow.rate)
 	return nil

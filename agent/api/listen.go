@@ -16,11 +16,35 @@ import (
 // socket path.
 var ErrSocketInUse = errors.New("socket in use")
 
+// A ListenError is a listener ListenUnix or ListenTCP could not make: the
+// socket path or address, and why, without the net package's operation
+// prefix ("address already in use", "permission denied", ErrSocketInUse,
+// ...). Err keeps the syscall errno where there is one, so that
+// errors.Is(err, syscall.EADDRINUSE) holds.
+type ListenError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ListenError) Error() string { return "api: cannot listen on " + e.Addr + ": " + e.Err.Error() }
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// listenError is a ListenError for addr. A *net.OpError (listen tcp
+// 127.0.0.1:8080: bind: address already in use) becomes its errno.
+func listenError(addr string, err error) error {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		err = se.Err
+	}
+	return &ListenError{Addr: addr, Err: err}
+}
+
 // ListenUnix listens on a unix socket at path with permissions mode (e.g.
 // 0o660: the agent's user and group may connect). It creates the parent
 // directory (0o755) if missing. A socket left at path by a process that is
 // gone is replaced; a live one gives ErrSocketInUse, and anything else at
-// path (a file, a directory) is left alone and refused.
+// path (a file, a directory) is left alone and refused. Failures to bind
+// are *ListenError.
 //
 // The socket is bound under a temporary name, given its mode, then renamed
 // into place, so it is never reachable with other permissions. Closing the
@@ -34,24 +58,24 @@ func ListenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("api: unix socket %s: %w", path, err)
+		return nil, listenError(path, err)
 	}
 	if err := checkStale(path); err != nil {
 		return nil, err
 	}
 	tmp := filepath.Join(dir, "."+filepath.Base(path)+"."+strconv.Itoa(os.Getpid())+".tmp")
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("api: unix socket %s: %w", path, err)
+		return nil, listenError(path, err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
-		return nil, fmt.Errorf("api: unix socket %s: %w", path, err)
+		return nil, listenError(path, err)
 	}
 	ln.SetUnlinkOnClose(false)
 	fail := func(err error) (net.Listener, error) {
 		ln.Close()
 		os.Remove(tmp)
-		return nil, fmt.Errorf("api: unix socket %s: %w", path, err)
+		return nil, listenError(path, err)
 	}
 	if err := os.Chmod(tmp, mode); err != nil {
 		return fail(err)
@@ -74,21 +98,21 @@ func checkStale(path string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("api: unix socket %s: %w", path, err)
+		return listenError(path, err)
 	}
 	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("api: unix socket %s: path exists and is not a socket (%v); refusing to replace it", path, fi.Mode().Type())
+		return listenError(path, fmt.Errorf("path exists and is not a socket (%v); refusing to replace it", fi.Mode().Type()))
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("api: unix socket %s: %w: another process is listening on it", path, ErrSocketInUse)
+		return listenError(path, fmt.Errorf("%w: another process is listening on it", ErrSocketInUse))
 	}
 	// Nobody answers: a stale socket of a process that is gone. The
 	// rename in ListenUnix replaces it atomically; remove it now anyway
 	// so that a failure later leaves no stale socket behind.
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("api: removing stale unix socket %s: %w", path, err)
+		return listenError(path, fmt.Errorf("removing the stale socket: %w", err))
 	}
 	return nil
 }
@@ -115,6 +139,7 @@ func (l *unixListener) Close() error {
 // ListenTCP listens on a loopback TCP address, e.g. "127.0.0.1:8080" or
 // "[::1]:8080" or "localhost:8080". Other addresses are refused: the API
 // has no authentication, so it must not be reachable from the network.
+// Failures to bind are *ListenError.
 func ListenTCP(addr string) (net.Listener, error) {
 	if err := CheckLoopback(addr); err != nil {
 		return nil, err
@@ -125,7 +150,7 @@ func ListenTCP(addr string) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
-		return nil, fmt.Errorf("api: %w", err)
+		return nil, listenError(addr, err)
 	}
 	return ln, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -99,5 +100,33 @@ func TestListenTCP(t *testing.T) {
 		if _, err := ListenTCP(addr); err == nil {
 			t.Errorf("%s: accepted", addr)
 		}
+	}
+}
+
+// TestListenError: a failed bind is a *ListenError naming the address,
+// with the errno (not the net package's "listen tcp ...: bind:" prefix).
+func TestListenError(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	_, err = ListenTCP(addr)
+	var le *ListenError
+	if !errors.As(err, &le) || le.Addr != addr || !errors.Is(err, syscall.EADDRINUSE) ||
+		err.Error() != "api: cannot listen on "+addr+": address already in use" {
+		t.Errorf("address in use: %v (%#v)", err, le)
+	}
+
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := ListenUnix(sock, 0o660)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = ListenUnix(sock, 0o660)
+	if !errors.As(err, &le) || le.Addr != sock || !errors.Is(err, ErrSocketInUse) {
+		t.Errorf("socket in use: %v", err)
 	}
 }

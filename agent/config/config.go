@@ -141,6 +141,11 @@ type Uplink struct {
 	TLS TLS `yaml:"tls" json:"tls"`
 	// KeepAlive is the MQTT keepalive, whole seconds.
 	KeepAlive Duration `yaml:"keepAlive" json:"keepAlive"`
+	// RetryMin and RetryMax bound the exponential, jittered wait before
+	// the agent tries again a desired state that failed for a transient
+	// reason (download, full disk).
+	RetryMin Duration `yaml:"retryMin" json:"retryMin"`
+	RetryMax Duration `yaml:"retryMax" json:"retryMax"`
 }
 
 // TLS names certificate files.
@@ -169,6 +174,8 @@ const (
 	DefaultMaxBundleBytes       = 2 << 30  // as bundle.DefaultLimits().MaxBundleBytes
 	DefaultMinFreeBytes         = 32 << 20 // as fetch.DefaultMinFreeBytes
 	DefaultKeepAlive            = 30 * time.Second
+	DefaultRetryMin             = 10 * time.Second
+	DefaultRetryMax             = 10 * time.Minute
 	DefaultLogLevel             = "info"
 )
 
@@ -209,7 +216,7 @@ func defaults() *Config {
 			MaxBundleBytes: DefaultMaxBundleBytes,
 			MinFreeBytes:   DefaultMinFreeBytes,
 		},
-		Uplink: Uplink{KeepAlive: Duration(DefaultKeepAlive)},
+		Uplink: Uplink{KeepAlive: Duration(DefaultKeepAlive), RetryMin: Duration(DefaultRetryMin), RetryMax: Duration(DefaultRetryMax)},
 	}
 }
 

@@ -218,6 +218,8 @@ func TestRefusals(t *testing.T) {
 		{"uplink password without user", "uplink:\n  broker: mqtts://x:8883\n  passwordFile: /p\n", []string{`uplink.passwordFile: requires uplink.username`}},
 		{"uplink keepalive", "uplink:\n  keepAlive: 1500ms\n", []string{`uplink.keepAlive: must be whole seconds`}},
 		{"uplink keepalive range", "uplink:\n  keepAlive: 24h\n", []string{`uplink.keepAlive: must be from 1s to 18h12m15s, got 24h0m0s`}},
+		{"uplink retry order", "uplink:\n  retryMin: 1m\n  retryMax: 30s\n", []string{`uplink.retryMax: must be at least uplink.retryMin (1m0s), got 30s`}},
+		{"uplink retry range", "uplink:\n  retryMin: 0s\n  retryMax: 48h\n", []string{`uplink.retryMin: must be from 1ms to 24h0m0s, got 0s`, `uplink.retryMax: must be from 1ms to 24h0m0s, got 48h0m0s`}},
 		{"anchor", "api: &a\n  tcp: 127.0.0.1:1\nmetrics: *a\n", []string{`YAML anchors and aliases are not supported`}},
 		{"two documents", "logLevel: info\n---\nlogLevel: debug\n", []string{`config: c.yaml:2: more than one YAML document`}},
 		{"not a mapping", "- a\n- b\n", []string{`config: c.yaml:1: the top level must be a mapping of settings`}},

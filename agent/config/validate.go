@@ -186,6 +186,11 @@ func (v *validator) uplink(u *Uplink) {
 	if v.duration("uplink.keepAlive", u.KeepAlive, time.Second, 65535*time.Second) && time.Duration(u.KeepAlive)%time.Second != 0 {
 		v.fail("uplink.keepAlive", "must be whole seconds (MQTT counts in seconds), got %v", u.KeepAlive)
 	}
+	okMin := v.duration("uplink.retryMin", u.RetryMin, time.Millisecond, 24*time.Hour)
+	okMax := v.duration("uplink.retryMax", u.RetryMax, time.Millisecond, 24*time.Hour)
+	if okMin && okMax && u.RetryMax < u.RetryMin {
+		v.fail("uplink.retryMax", "must be at least uplink.retryMin (%v), got %v", u.RetryMin, u.RetryMax)
+	}
 }
 
 // absPath checks that p is an absolute path (or empty, if not required).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,8 @@ const (
 	ReasonInstructed = "instructed"
 	// ReasonUnsendable: an outbox record no message can carry was dropped.
 	ReasonUnsendable = "unsendable"
+	// ReasonState: the uplink could not write its state file.
+	ReasonState = "state"
 )
 
 const (
@@ -83,6 +86,19 @@ func (l *latest) take() *protocol.DesiredState {
 type applying struct {
 	seq    uint64
 	cancel context.CancelCauseFunc
+}
+
+// attempt counts the attempts at one seq (Uplink.attempt, under mu).
+type attempt struct {
+	seq uint64
+	n   int
+}
+
+// retry is a desired state whose Apply failed transiently, waiting for
+// its next attempt (Uplink.retry, used by the worker goroutine only).
+type retry struct {
+	d     *protocol.DesiredState
+	timer *time.Timer
 }
 
 // refusal is a refused desired state whose event the worker appends.
@@ -151,6 +167,10 @@ func (u *Uplink) refuse(d *protocol.DesiredState, err error) {
 // desired states through the guard and Apply, one at a time.
 func (u *Uplink) work(ctx context.Context) {
 	for {
+		var retryC <-chan time.Time
+		if u.retry != nil {
+			retryC = u.retry.timer.C
+		}
 		select {
 		case <-ctx.Done():
 			// Refusals already counted still get their events.
@@ -168,6 +188,10 @@ func (u *Uplink) work(ctx context.Context) {
 			if d := u.pending.take(); d != nil {
 				u.handleDesired(ctx, d)
 			}
+		case <-retryC:
+			d := u.retry.d
+			u.retry = nil
+			u.retryDesired(ctx, d)
 		}
 	}
 }
@@ -188,6 +212,13 @@ func (u *Uplink) refusalEvent(r refusal) {
 
 // handleDesired runs d through the guard and, if accepted, Apply.
 func (u *Uplink) handleDesired(ctx context.Context, d *protocol.DesiredState) {
+	if r := u.retry; r != nil && r.d.Seq == d.Seq {
+		// Redelivered (a reconnect) while it waits for its next attempt:
+		// the backoff decides when, not the connection.
+		u.stats.duplicates.Add(1)
+		u.log.Debug("uplink: desired state already waiting to be retried", "seq", d.Seq)
+		return
+	}
 	st := u.state.get()
 	g := protocol.Guard{DeviceID: u.cfg.DeviceID, LastSeq: st.AcceptedSeq, MaxSkew: u.cfg.MaxSkew}
 	// The accepted seq again, while its Apply never finished: the agent
@@ -225,16 +256,79 @@ func (u *Uplink) handleDesired(ctx context.Context, d *protocol.DesiredState) {
 		u.refuse(d, fmt.Errorf("could not record the accepted seq: %w", err))
 		return
 	}
+	if u.retry != nil {
+		// A newer desired state replaces the one waiting for a retry.
+		u.retry.timer.Stop()
+		u.retry = nil
+	}
 	u.apply(ctx, d, resume)
 }
 
+// retryDesired makes the next attempt at d, which failed transiently, if
+// it is still valid.
+func (u *Uplink) retryDesired(ctx context.Context, d *protocol.DesiredState) {
+	g := protocol.Guard{DeviceID: u.cfg.DeviceID, LastSeq: d.Seq - 1, MaxSkew: u.cfg.MaxSkew}
+	if err := g.Check(d, time.Now()); err != nil {
+		u.finishUnapplied(d, err, protocol.ReasonOf(err))
+		return
+	}
+	if err := u.state.resume(); err != nil {
+		u.log.Error("uplink: could not record an install attempt; trying again later", "seq", d.Seq, "err", err)
+		if next, ok := u.scheduleRetry(d); ok {
+			u.retrying(d, err, ReasonState, next)
+		} else {
+			u.finishUnapplied(d, err, ReasonState)
+		}
+		return
+	}
+	u.apply(ctx, d, false)
+}
+
+// scheduleRetry sets d's next attempt after a jittered exponential
+// backoff and reports d retrying, unless d would expire first (then it
+// returns false and d is not retried).
+func (u *Uplink) scheduleRetry(d *protocol.DesiredState) (next time.Time, ok bool) {
+	u.mu.Lock()
+	n := 1
+	if u.attempt.seq == d.Seq {
+		n = u.attempt.n
+	}
+	u.mu.Unlock()
+	wait := retryWait(u.cfg.RetryMin, u.cfg.RetryMax, n)
+	next = time.Now().Add(wait).UTC()
+	if !next.Before(d.ExpiresAt) {
+		return next, false
+	}
+	// The Apply finished: a restart while d waits resumes it as a first
+	// attempt, not as one more interrupted install.
+	if err := u.state.update(func(st *state) { st.Attempts = 0 }); err != nil {
+		u.log.Error("uplink: could not record a failed attempt", "seq", d.Seq, "err", err)
+	}
+	u.retry = &retry{d: d, timer: time.NewTimer(wait)}
+	return next, true
+}
+
+// retryWait is the wait before attempt n+1: min doubling per attempt up
+// to max, with "equal jitter" (uniform in [w/2, w]) so that devices that
+// failed together do not retry together.
+func retryWait(lo, hi time.Duration, n int) time.Duration {
+	w := lo
+	for i := 1; i < n && w < hi; i++ {
+		w *= 2
+	}
+	w = min(w, hi)
+	half := w / 2
+	return half + rand.N(w-half+1)
+}
+
 // finishUnapplied gives up on an accepted desired state whose Apply was
-// interrupted and cannot be resumed: it reports the install failed and
-// marks it done.
+// interrupted or failed transiently and cannot be tried again (expired,
+// or interrupted too often): it reports the install failed and marks it
+// done.
 func (u *Uplink) finishUnapplied(d *protocol.DesiredState, err error, reason string) {
-	u.log.Error("uplink: giving up on an interrupted install", "seq", d.Seq, "reason", reason, "err", err)
+	u.log.Error("uplink: giving up on an install", "seq", d.Seq, "reason", reason, "err", err)
 	u.stats.applyFailed.Add(1)
-	u.setInstall(d, protocol.PhaseFailed, nil, err)
+	u.setFailed(d, err, reason)
 	u.appendEvent(u.resultEvent(d, nil, err, reason))
 	u.markDone(d.Seq)
 }
@@ -242,9 +336,16 @@ func (u *Uplink) finishUnapplied(d *protocol.DesiredState, err error, reason str
 // apply calls the agent's Apply and reports what happened.
 func (u *Uplink) apply(ctx context.Context, d *protocol.DesiredState, resumed bool) {
 	from := u.agent.Reported().Active
-	u.log.Info("uplink: applying desired state", "seq", d.Seq, "action", d.Action, "bundle", d.Bundle.ID(), "resumed", resumed)
+	u.mu.Lock()
+	if u.attempt.seq != d.Seq {
+		u.attempt = attempt{seq: d.Seq}
+	}
+	u.attempt.n++
+	n := u.attempt.n
+	u.mu.Unlock()
+	u.log.Info("uplink: applying desired state", "seq", d.Seq, "action", d.Action, "bundle", d.Bundle.ID(), "resumed", resumed, "attempt", n)
 	u.setInstall(d, PhaseStarting, nil, nil)
-	data, _ := json.Marshal(map[string]any{"action": d.Action, "resumed": resumed})
+	data, _ := json.Marshal(map[string]any{"action": d.Action, "resumed": resumed, "attempt": n})
 	u.appendEvent(protocol.Event{
 		Type:      protocol.EventInstallStarted,
 		Seq:       d.Seq,
@@ -283,13 +384,41 @@ func (u *Uplink) apply(ctx context.Context, d *protocol.DesiredState, resumed bo
 		reason := reasonOf(err)
 		if errors.Is(cause, errSuperseded) {
 			reason = ReasonSuperseded
+		} else if isTransient(err) {
+			if next, ok := u.scheduleRetry(d); ok {
+				u.retrying(d, err, reason, next)
+				return
+			}
 		}
 		u.stats.applyFailed.Add(1)
 		u.log.Warn("uplink: desired state failed", "seq", d.Seq, "bundle", d.Bundle.ID(), "reason", reason, "err", err)
-		u.setInstall(d, protocol.PhaseFailed, nil, err)
+		u.setFailed(d, err, reason)
 		u.appendEvent(u.resultEvent(d, from, err, reason))
 	}
 	u.markDone(d.Seq)
+}
+
+// retrying reports that an attempt at d failed with err and that d waits
+// for its next attempt at next (u.retry).
+func (u *Uplink) retrying(d *protocol.DesiredState, err error, reason string, next time.Time) {
+	u.stats.retries.Add(1)
+	u.setInstallStatus(d, protocol.PhaseRetrying, nil, err, reason, &next)
+	u.mu.Lock()
+	n := u.attempt.n
+	u.mu.Unlock()
+	u.log.Warn("uplink: install attempt failed; trying again", "seq", d.Seq, "bundle", d.Bundle.ID(), "reason", reason,
+		"attempt", n, "next_attempt", next.Format(time.RFC3339), "err", err)
+	data, _ := json.Marshal(map[string]any{"attempt": n, "nextAttemptAt": next})
+	u.appendEvent(protocol.Event{
+		Type:      protocol.EventInstallRetrying,
+		Seq:       d.Seq,
+		RolloutID: d.RolloutID,
+		Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
+		Reason:    reason,
+		Message:   truncate(err.Error(), 1024),
+		Data:      data,
+	})
+	u.kickReport()
 }
 
 func (u *Uplink) markDone(seq uint64) {
@@ -357,10 +486,19 @@ func (u *Uplink) progress(d *protocol.DesiredState, finished *atomic.Bool) Progr
 // setInstall updates the install status of the reported state and says
 // whether the phase changed.
 func (u *Uplink) setInstall(d *protocol.DesiredState, phase protocol.InstallPhase, p *protocol.Progress, err error) bool {
+	return u.setInstallStatus(d, phase, p, err, "", nil)
+}
+
+// setFailed reports d's install failed for good: err, with its reason.
+func (u *Uplink) setFailed(d *protocol.DesiredState, err error, reason string) {
+	u.setInstallStatus(d, protocol.PhaseFailed, nil, err, reason, nil)
+}
+
+func (u *Uplink) setInstallStatus(d *protocol.DesiredState, phase protocol.InstallPhase, p *protocol.Progress, err error, reason string, next *time.Time) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	prev := u.install
-	if prev != nil && prev.Seq == d.Seq && prev.Phase == phase {
+	if prev != nil && prev.Seq == d.Seq && prev.Phase == phase && phase != protocol.PhaseRetrying {
 		if p != nil {
 			cp := *p
 			prev.Progress = &cp
@@ -368,10 +506,15 @@ func (u *Uplink) setInstall(d *protocol.DesiredState, phase protocol.InstallPhas
 		return false
 	}
 	in := &protocol.InstallStatus{
-		Seq:    d.Seq,
-		Bundle: protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
-		Phase:  phase,
-		Time:   time.Now().UTC(),
+		Seq:           d.Seq,
+		Bundle:        protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
+		Phase:         phase,
+		Reason:        reason,
+		NextAttemptAt: next,
+		Time:          time.Now().UTC(),
+	}
+	if u.attempt.seq == d.Seq {
+		in.Attempt = u.attempt.n
 	}
 	if p != nil {
 		cp := *p

@@ -106,7 +106,8 @@ func TestDesiredFailed(t *testing.T) {
 	if st := u.Stats(); st.ApplyFailed != 1 || st.Applied != 0 {
 		t.Errorf("stats %+v", st)
 	}
-	// A failed install is not retried by the device: fleetd decides.
+	// A failure that is not Transient is final: not retried, not even
+	// after a restart.
 	r.stop()
 	u = r.start()
 	eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
@@ -331,5 +332,168 @@ func TestInterruptedApplyExpired(t *testing.T) {
 	eventually(t, "the duplicate", func() bool { return u.Stats().Duplicates == 1 })
 	if n := len(f.eventsOf(protocol.EventInstallFailed)); n != 1 {
 		t.Errorf("%d install.failed events, want 1", n)
+	}
+}
+
+// TestDesiredRetried: an Apply that fails transiently is reported
+// retrying (attempt, reason, next attempt) and tried again after the
+// backoff until it succeeds; the redelivered desired state does not
+// hurry it.
+func TestDesiredRetried(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	cfg := testConfig(t, b.url())
+	cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, 100*time.Millisecond
+	r := newRig(t, cfg)
+	cut := Transient(WithReason("download", errApply))
+	r.agent.failures = []error{cut, cut}
+	u := r.start()
+	r.waitConnected()
+	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
+
+	eventually(t, "install.succeeded after two retries", func() bool { return len(f.eventsOf(protocol.EventInstallSucceeded)) == 1 })
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3, 3, 3}) {
+		t.Errorf("Apply calls %v, want [3 3 3]", got)
+	}
+	retries := f.eventsOf(protocol.EventInstallRetrying)
+	if len(retries) != 2 {
+		t.Fatalf("%d install.retrying events, want 2", len(retries))
+	}
+	for i, e := range retries {
+		var data struct {
+			Attempt       int
+			NextAttemptAt time.Time
+		}
+		if err := json.Unmarshal(e.Data, &data); err != nil || data.Attempt != i+1 || data.NextAttemptAt.IsZero() ||
+			e.Reason != "download" || e.Message != errApply.Error() || e.Seq != 3 {
+			t.Errorf("install.retrying %d: %+v %s (%v)", i, e, e.Data, err)
+		}
+	}
+	if n := len(f.eventsOf(protocol.EventInstallFailed)); n != 0 {
+		t.Errorf("%d install.failed events for a retried install", n)
+	}
+	// Some reported state showed the wait, with its attempt and error.
+	seen := false
+	for _, rep := range f.reported() {
+		if in := rep.Install; in != nil && in.Phase == protocol.PhaseRetrying {
+			seen = true
+			if in.Attempt < 1 || in.NextAttemptAt == nil || in.Reason != "download" || in.Error != errApply.Error() {
+				t.Errorf("reported retrying: %+v", in)
+			}
+		}
+	}
+	if !seen {
+		t.Error("no reported state showed the install retrying")
+	}
+	eventually(t, "reported succeeded at attempt 3", func() bool {
+		rep, _ := f.lastReported()
+		return rep.Install != nil && rep.Install.Phase == protocol.PhaseSucceeded && rep.Install.Attempt == 3 && rep.Install.NextAttemptAt == nil
+	})
+	if st := u.Stats(); st.Applied != 1 || st.Retries != 2 || st.ApplyFailed != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestDesiredRetryEnds: a retried desired state stops being retried when
+// it fails for a reason that is not transient, and gives way at once to a
+// newer desired state.
+func TestDesiredRetryEnds(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	cfg := testConfig(t, b.url())
+	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
+	r := newRig(t, cfg)
+	r.agent.failures = []error{Transient(WithReason("no-space", errApply))}
+	u := r.start()
+	r.waitConnected()
+	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
+	eventually(t, "seq 3 waiting for its retry", func() bool {
+		rep, _ := f.lastReported()
+		return rep.Install != nil && rep.Install.Seq == 3 && rep.Install.Phase == protocol.PhaseRetrying
+	})
+	// A reconnect redelivers seq 3: it keeps waiting for its backoff.
+	r.stop()
+	u = r.start()
+	eventually(t, "the redelivered seq 3 after the restart applied", func() bool {
+		return u.Stats().Applied == 1
+	})
+	// (The restart resumed it: the interrupted wait is a first attempt.)
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3, 3}) {
+		t.Fatalf("Apply calls %v, want [3 3]", got)
+	}
+
+	// A permanent failure is final, even with the backoff at 1 ms.
+	r.stop()
+	cfg.RetryMin, cfg.RetryMax = time.Millisecond, time.Millisecond
+	r.cfg = cfg
+	r.agent.failures = []error{WithReason("signature", errApply)}
+	u = r.start()
+	r.waitConnected()
+	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.5.0")))
+	eventually(t, "seq 4 failed", func() bool {
+		rep, _ := f.lastReported()
+		return rep.Install != nil && rep.Install.Seq == 4 && rep.Install.Phase == protocol.PhaseFailed
+	})
+	rep, _ := f.lastReported()
+	if in := rep.Install; in.Reason != "signature" || in.Attempt != 1 || in.NextAttemptAt != nil {
+		t.Errorf("reported failed install %+v", in)
+	}
+
+	// Transient failures of seq 5, then seq 6 arrives: 5 is dropped.
+	r.stop()
+	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
+	r.cfg = cfg
+	r.agent.failures = []error{Transient(WithReason("download", errApply))}
+	u = r.start()
+	r.waitConnected()
+	f.publishDesired(encode(t, desired(5, protocol.ActionInstall, "1.6.0")))
+	eventually(t, "seq 5 retrying", func() bool {
+		rep, _ := f.lastReported()
+		return rep.Install != nil && rep.Install.Seq == 5 && rep.Install.Phase == protocol.PhaseRetrying
+	})
+	f.publishDesired(encode(t, desired(6, protocol.ActionInstall, "1.7.0")))
+	eventually(t, "seq 6 applied", func() bool { return u.Stats().Applied == 1 })
+	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3, 3, 4, 5, 6}) {
+		t.Errorf("Apply calls %v, want [3 3 4 5 6]", got)
+	}
+}
+
+// TestDesiredRetryExpires: a transient failure whose next attempt would
+// come after the desired state expires is final.
+func TestDesiredRetryExpires(t *testing.T) {
+	b := startBroker(t)
+	f := newFleetd(t, b.url(), fleetdUser)
+	cfg := testConfig(t, b.url())
+	cfg.RetryMin, cfg.RetryMax = 48*time.Hour, 48*time.Hour
+	r := newRig(t, cfg)
+	r.agent.fail = Transient(WithReason("download", errApply))
+	u := r.start()
+	r.waitConnected()
+	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
+	eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+	if e := f.eventsOf(protocol.EventInstallFailed)[0]; e.Reason != "download" {
+		t.Errorf("install.failed %+v", e)
+	}
+	if st := u.Stats(); st.ApplyFailed != 1 || st.Retries != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestRetryWait(t *testing.T) {
+	for _, tc := range []struct {
+		n        int
+		min, max time.Duration
+	}{
+		{1, 5 * time.Second, 10 * time.Second},
+		{2, 10 * time.Second, 20 * time.Second},
+		{3, 20 * time.Second, 40 * time.Second},
+		{7, 5 * time.Minute, 10 * time.Minute},
+		{60, 5 * time.Minute, 10 * time.Minute},
+	} {
+		for range 100 {
+			if w := retryWait(10*time.Second, 10*time.Minute, tc.n); w < tc.min || w > tc.max {
+				t.Fatalf("retryWait(attempt %d) = %v, want in [%v, %v]", tc.n, w, tc.min, tc.max)
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -95,3 +96,26 @@ type reasonError struct {
 func (e *reasonError) Error() string  { return e.err.Error() }
 func (e *reasonError) Unwrap() error  { return e.err }
 func (e *reasonError) Reason() string { return e.reason }
+
+// Transient marks an Apply error as one that may pass if the desired state
+// is tried again later (a download cut, a full disk, the slots busy): the
+// uplink reports the install retrying and tries again with exponential
+// backoff and jitter, until it succeeds, fails for a reason that is not
+// transient, is superseded, or would expire. Errors not so marked are
+// final for that desired state.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &transientError{err}
+}
+
+type transientError struct{ err error }
+
+func (e *transientError) Error() string { return e.err.Error() }
+func (e *transientError) Unwrap() error { return e.err }
+
+func isTransient(err error) bool {
+	var t *transientError
+	return errors.As(err, &t)
+}

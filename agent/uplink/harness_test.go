@@ -499,14 +499,15 @@ func (f *fleetd) recordIDs() []uint64 {
 
 // testAgent records Apply calls. An Apply blocks while its seq is in
 // block (until the channel is closed or its context ends), and fails with
-// fail if set.
+// the first of failures (removing it), else with fail if set.
 type testAgent struct {
-	mu      sync.Mutex
-	applied []uint64
-	active  *protocol.BundleID
-	block   map[uint64]chan struct{}
-	fail    error
-	started chan uint64
+	mu       sync.Mutex
+	applied  []uint64
+	active   *protocol.BundleID
+	block    map[uint64]chan struct{}
+	fail     error
+	failures []error
+	started  chan uint64
 }
 
 func newTestAgent() *testAgent {
@@ -517,6 +518,9 @@ func (a *testAgent) Apply(ctx context.Context, d *protocol.DesiredState, progres
 	a.mu.Lock()
 	a.applied = append(a.applied, d.Seq)
 	block, fail := a.block[d.Seq], a.fail
+	if len(a.failures) > 0 {
+		fail, a.failures = a.failures[0], a.failures[1:]
+	}
 	a.mu.Unlock()
 	select {
 	case a.started <- d.Seq:

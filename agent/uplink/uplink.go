@@ -41,6 +41,8 @@ const (
 	DefaultBatchRecords   = 256
 	DefaultBatchBytes     = 128 << 10
 	DefaultReportDebounce = time.Second
+	DefaultRetryMin       = 10 * time.Second
+	DefaultRetryMax       = 10 * time.Minute
 )
 
 // Agent is what the uplink needs from the agent daemon.
@@ -49,7 +51,8 @@ type Agent interface {
 	// d.Bundle through the agent's verified install path (or return to
 	// it, for ActionRollback) and start or stop d.Shadow. It reports each
 	// phase it enters through progress, and returns nil once d is in
-	// effect or an error saying why not (see WithReason).
+	// effect or an error saying why not (see WithReason), marked
+	// Transient when trying again later may succeed.
 	//
 	// ctx ends when the uplink shuts down or a newer valid desired state
 	// supersedes d; Apply then returns as soon as the install path
@@ -130,6 +133,10 @@ type Config struct {
 	// MaxSkew is protocol.Guard.MaxSkew: how far in the future a desired
 	// state's issuedAt may be.
 	MaxSkew time.Duration
+	// RetryMin and RetryMax bound the exponential, jittered wait before
+	// another attempt at a desired state whose Apply failed with a
+	// Transient error.
+	RetryMin, RetryMax time.Duration
 	// Epoch is sent with every record id (protocol Event.Epoch and
 	// TelemetryBatch.Epoch). The outbox never reissues ids, so empty is
 	// right unless ids can start over.
@@ -148,6 +155,8 @@ func (c *Config) setDefaults() {
 	def(&c.MinBackoff, DefaultMinBackoff)
 	def(&c.MaxBackoff, DefaultMaxBackoff)
 	def(&c.ReportDebounce, DefaultReportDebounce)
+	def(&c.RetryMin, DefaultRetryMin)
+	def(&c.RetryMax, DefaultRetryMax)
 	if c.BatchRecords == 0 {
 		c.BatchRecords = DefaultBatchRecords
 	}
@@ -195,13 +204,17 @@ func (c *Config) check() (*tls.Config, error) {
 		name string
 		v    time.Duration
 	}{{"KeepAlive", c.KeepAlive}, {"ConnectTimeout", c.ConnectTimeout}, {"PublishTimeout", c.PublishTimeout},
-		{"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff}, {"ReportDebounce", c.ReportDebounce}} {
+		{"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff}, {"ReportDebounce", c.ReportDebounce},
+		{"RetryMin", c.RetryMin}, {"RetryMax", c.RetryMax}} {
 		if d.v < 0 {
 			return nil, bad("%s %s is negative", d.name, d.v)
 		}
 	}
 	if c.KeepAlive < time.Second {
 		return nil, bad("KeepAlive %s is below the MQTT resolution of one second", c.KeepAlive)
+	}
+	if c.RetryMax < c.RetryMin {
+		return nil, bad("RetryMax %s is below RetryMin %s", c.RetryMax, c.RetryMin)
 	}
 	if c.MaxBackoff < c.MinBackoff {
 		return nil, bad("MaxBackoff %s is below MinBackoff %s", c.MaxBackoff, c.MinBackoff)
@@ -299,10 +312,11 @@ type Stats struct {
 	ReportedPublished uint64
 	// AcceptedSeq is the last desired seq the guard accepted.
 	AcceptedSeq uint64
-	// Applied and ApplyFailed count Apply results; Duplicates counts
+	// Applied and ApplyFailed count Apply results (a failure retried
+	// later counts in Retries, not ApplyFailed); Duplicates counts
 	// redeliveries of the accepted desired state (ignored); Superseded
 	// counts desired states replaced by a newer one before they ran.
-	Applied, ApplyFailed, Duplicates, Superseded uint64
+	Applied, ApplyFailed, Retries, Duplicates, Superseded uint64
 	// Refused counts refused desired states by protocol reason
 	// (replay, expired, malformed, ...).
 	Refused map[string]uint64
@@ -314,7 +328,7 @@ type counters struct {
 	batches, events, records                   atomic.Uint64
 	publishFailures, unsendable                atomic.Uint64
 	reportedPublished                          atomic.Uint64
-	applied, applyFailed, duplicates           atomic.Uint64
+	applied, applyFailed, retries, duplicates  atomic.Uint64
 	superseded                                 atomic.Uint64
 	refused                                    protocol.Counters
 }
@@ -338,12 +352,14 @@ type Uplink struct {
 	session   uint64        // cur's (or the last) session
 	install   *protocol.InstallStatus
 	applying  applying // the Apply in progress, if any
+	attempt   attempt  // attempts at the latest seq applied
 	running   bool
 	closed    bool
 	runCancel context.CancelCauseFunc
 	runDone   chan struct{}
 
 	pending    latest        // desired states for the worker, latest wins
+	retry      *retry        // the failed desired state to try again; the worker's own
 	refusals   chan refusal  // refusals for the worker to report
 	reportKick chan struct{} // cap 1: the reported state may have changed
 	reportMu   sync.Mutex    // serializes reported-state publishes
@@ -488,6 +504,7 @@ func (u *Uplink) Stats() Stats {
 		AcceptedSeq:       u.state.get().AcceptedSeq,
 		Applied:           s.applied.Load(),
 		ApplyFailed:       s.applyFailed.Load(),
+		Retries:           s.retries.Load(),
 		Duplicates:        s.duplicates.Load(),
 		Superseded:        s.superseded.Load(),
 		Refused:           s.refused.Snapshot(),

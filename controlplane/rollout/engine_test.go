@@ -166,6 +166,31 @@ func TestInstallFailureFailsFast(t *testing.T) {
 	}
 }
 
+// TestInstallRetryingIsNotFailure: a device retrying a transient install
+// failure is still installing (with what went wrong so far), not failed;
+// once its retry succeeds the rollout goes on.
+func TestInstallRetryingIsNotFailure(t *testing.T) {
+	e := newEnv(t, 20)
+	e.fleet.async = true
+	e.fleet.retryInstall[v2] = "download: connection reset by peer"
+	r := e.create(fourWaves)
+	ds, _ := e.eng.Devices(r.ID)
+	if ds[0].Phase != PhaseInstalling || ds[0].Error != "retrying after attempt 1: download: connection reset by peer" {
+		t.Fatalf("canary %+v", ds[0])
+	}
+	wantState(t, r, StateRunning)
+	e.fleet.async = false
+	e.fleet.finish()
+	e.tick()
+	e.advance(10 * time.Minute)
+	r = e.get(r.ID)
+	wantState(t, r, StateRunning)
+	wantStep(t, r, 2) // the canary baked; the next wave is out
+	if ds, _ := e.eng.Devices(r.ID); ds[0].Phase != PhaseInstalled || ds[0].Error != "" {
+		t.Fatalf("canary after its retry %+v", ds[0])
+	}
+}
+
 func TestRestartMidBakeKeepsDeadlineAndCohort(t *testing.T) {
 	e := newEnv(t, 100)
 	r := e.create(fourWaves)

@@ -58,6 +58,9 @@ type memFleet struct {
 	async bool
 	// failInstall: installs of these bundles fail.
 	failInstall map[protocol.BundleID]string
+	// retryInstall: installs of these bundles fail transiently, the
+	// device retrying, until finish() is called.
+	retryInstall map[protocol.BundleID]string
 	// latency, errRate and output per bundle (defaults 10 ms, 0, 0.5);
 	// agreement of shadow candidates (default 1).
 	latency   map[protocol.BundleID]float64
@@ -92,8 +95,8 @@ type memDevice struct {
 func newMemFleet(clock *fakeClock) *memFleet {
 	f := &memFleet{
 		clock: clock, devs: map[string]*memDevice{}, reg: map[protocol.BundleID]registry.Entry{},
-		failInstall: map[protocol.BundleID]string{},
-		latency:     map[protocol.BundleID]float64{}, errRate: map[protocol.BundleID]float64{},
+		failInstall: map[protocol.BundleID]string{}, retryInstall: map[protocol.BundleID]string{},
+		latency: map[protocol.BundleID]float64{}, errRate: map[protocol.BundleID]float64{},
 		output: map[protocol.BundleID]float64{}, agreement: map[protocol.BundleID]float64{},
 		drift: map[protocol.BundleID]float64{}, latencyOn: map[string]float64{}, silent: map[string]bool{},
 	}
@@ -220,6 +223,10 @@ func (f *memFleet) applyLocked(d *memDevice) {
 		d.downloading = false
 	case f.failInstall[b] != "":
 		st.Phase, st.Error = protocol.PhaseFailed, f.failInstall[b]
+	case f.async && !d.downloading && f.retryInstall[b] != "":
+		next := now.Add(time.Minute)
+		st.Phase, st.Error, st.Reason, st.Attempt, st.NextAttemptAt = protocol.PhaseRetrying, f.retryInstall[b], "download", 1, &next
+		d.downloading = true
 	case ds.Shadow != nil && f.failInstall[protocol.BundleID{Name: ds.Shadow.Bundle.Name, Version: ds.Shadow.Bundle.Version}] != "":
 		// Like the agent: the main bundle's install status fails with
 		// the candidate's reason.

@@ -175,6 +175,10 @@ func (rn *run) observe(d *Device, v *inventory.Device, now time.Time) {
 			if msg == "" {
 				msg = "install " + string(rep.Install.Phase)
 			}
+		case protocol.PhaseRetrying:
+			// A transient failure the device tries again: still
+			// installing, with what went wrong so far.
+			phase, msg = PhaseInstalling, fmt.Sprintf("retrying after attempt %d: %s", rep.Install.Attempt, rep.Install.Error)
 		case protocol.PhaseSucceeded:
 			if d.Phase == PhaseInstalled {
 				phase, msg = PhaseFailed, fmt.Sprintf("no longer runs %s (active: %s)", target.ID(), idText(rep.Active))

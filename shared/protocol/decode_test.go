@@ -155,6 +155,13 @@ func TestDecodeReported(t *testing.T) {
 		{"install seq missing", edit(t, "reported", func(m map[string]any) { delete(sub(m, "install"), "seq") }), ErrInvalid, `"install.seq"`},
 		{"install phase missing", edit(t, "reported", func(m map[string]any) { delete(sub(m, "install"), "phase") }), ErrInvalid, `"install.phase"`},
 		{"install time missing", edit(t, "reported", func(m map[string]any) { delete(sub(m, "install"), "time") }), ErrInvalid, `"install.time"`},
+		{"install retrying", edit(t, "reported", func(m map[string]any) {
+			in := sub(m, "install")
+			in["phase"], in["attempt"], in["reason"], in["nextAttemptAt"] = "retrying", 2, "download", "2026-03-01T12:00:00Z"
+		}), nil, ""},
+		{"install reason bad", edit(t, "reported", func(m map[string]any) { sub(m, "install")["reason"] = "Download Cut" }), ErrInvalid, `"install.reason"`},
+		{"install attempt negative", edit(t, "reported", func(m map[string]any) { sub(m, "install")["attempt"] = -1 }), ErrInvalid, `"install.attempt"`},
+		{"install next attempt when not retrying", edit(t, "reported", func(m map[string]any) { sub(m, "install")["nextAttemptAt"] = "2026-03-01T12:00:00Z" }), ErrInvalid, `"install.nextAttemptAt"`},
 		{"install progress negative", edit(t, "reported-installing", func(m map[string]any) { sub(sub(m, "install"), "progress")["done"] = -1 }), ErrInvalid, `"install.progress.done"`},
 		{"lastError ok", edit(t, "reported", func(m map[string]any) {
 			m["lastError"] = map[string]any{"time": "2026-11-27T08:00:00Z", "op": "install", "bundle": "silero-vad@1.5.0", "error": "smoke test failed"}

@@ -129,8 +129,13 @@ const (
 	PhaseSmokeTest   InstallPhase = "smoke-testing"
 	PhaseActivating  InstallPhase = "activating"
 	PhaseSucceeded   InstallPhase = "succeeded"
-	PhaseFailed      InstallPhase = "failed"
-	PhaseRolledBack  InstallPhase = "rolled-back"
+	// PhaseFailed is final: the agent does not try this seq again.
+	PhaseFailed     InstallPhase = "failed"
+	PhaseRolledBack InstallPhase = "rolled-back"
+	// PhaseRetrying: an attempt failed for a reason that may pass (a
+	// download cut, a full disk, the broker); the agent tries again at
+	// NextAttemptAt.
+	PhaseRetrying InstallPhase = "retrying"
 )
 
 // Progress counts bytes done out of a total (0 when unknown).
@@ -149,8 +154,16 @@ type InstallStatus struct {
 	Phase InstallPhase `json:"phase"`
 	// Progress is the download progress, if downloading.
 	Progress *Progress `json:"progress,omitempty"`
-	// Error says why the install failed.
+	// Error says why the install (or its last attempt) failed.
 	Error string `json:"error,omitempty"`
+	// Reason is the failure's short machine-readable cause (an Event
+	// reason: download, no-space, signature, ...).
+	Reason string `json:"reason,omitempty"`
+	// Attempt counts the attempts at Seq so far, 1 for the first (since
+	// the agent started; 0 from an agent that does not count).
+	Attempt int `json:"attempt,omitempty"`
+	// NextAttemptAt is when the agent tries again (PhaseRetrying only).
+	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
 	// Time is when the phase was entered.
 	Time time.Time `json:"time"`
 }
@@ -214,6 +227,9 @@ const (
 	EventInstallProgress  EventType = "install.progress"
 	EventInstallSucceeded EventType = "install.succeeded"
 	EventInstallFailed    EventType = "install.failed"
+	// EventInstallRetrying: an attempt failed for a transient reason and
+	// the agent tries again; Data has "attempt" and "nextAttemptAt".
+	EventInstallRetrying EventType = "install.retrying"
 	// EventDesiredRefused: a desired state was refused; Reason is one of
 	// the Reason constants (replay, expired, not_yet_valid, invalid, ...).
 	EventDesiredRefused EventType = "desired.refused"

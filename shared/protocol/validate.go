@@ -300,6 +300,15 @@ func (r *ReportedState) Validate() error {
 		if err := checkText(what, "install.error", in.Error, maxText); err != nil {
 			return err
 		}
+		if in.Reason != "" && !isToken(in.Reason, maxToken) {
+			return invalid(what, "install.reason", "%q: must match [a-z0-9][a-z0-9._-]*", in.Reason)
+		}
+		if in.Attempt < 0 {
+			return invalid(what, "install.attempt", "%d: must be >= 0", in.Attempt)
+		}
+		if in.NextAttemptAt != nil && in.Phase != PhaseRetrying {
+			return invalid(what, "install.nextAttemptAt", "only with phase %q, not %q", PhaseRetrying, in.Phase)
+		}
 		if in.Time.IsZero() {
 			return invalid(what, "install.time", "required")
 		}

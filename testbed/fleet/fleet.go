@@ -110,6 +110,10 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the agents' reconnect backoff
 	// (defaults 100 ms and 2 s, faster than a device's 1 s to 2 min).
 	MinBackoff, MaxBackoff time.Duration
+	// RetryMin and RetryMax bound the agents' wait before another attempt
+	// at an install that failed transiently (0: the uplink's defaults,
+	// 10 s and 10 min).
+	RetryMin, RetryMax time.Duration
 	// ReportDebounce is how long the agents collect changes of their
 	// reported state before publishing it (default 100 ms; a device's is
 	// 1 s).
@@ -644,6 +648,7 @@ func (f *Fleet) Close() error {
 func (f *Fleet) uplinkTune(c *uplink.Config) {
 	c.MinBackoff, c.MaxBackoff = f.opts.MinBackoff, f.opts.MaxBackoff
 	c.ReportDebounce = f.opts.ReportDebounce
+	c.RetryMin, c.RetryMax = f.opts.RetryMin, f.opts.RetryMax
 	if f.opts.BatchRecords > 0 {
 		c.BatchRecords = f.opts.BatchRecords
 	}

@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // subcommand's own -h prints them (so the list cannot miss one).
 func printHelp(ctx context.Context, w io.Writer) {
 	fmt.Fprint(w, usage)
-	fmt.Fprintf(w, "\nExit codes: 0 success, 1 error, 2 usage, %d unusable configuration (systemd does not restart it).\n", ExitConfig)
+	fmt.Fprintf(w, "\nExit codes: 0 success, 1 error (such as a listen address in use; systemd restarts it), 2 usage, %d unusable configuration (systemd does not restart it).\n", ExitConfig)
 	help := []string{"-h"}
 	for _, cmd := range []func() error{
 		func() error { return cmdRun(ctx, help, w) },
