@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/edgefleet/edgefleet/agent/uplink"
-	"github.com/edgefleet/edgefleet/controlplane/broker"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -99,30 +98,11 @@ func TestUplinkConfigOption(t *testing.T) {
 	v1 := sileroBundle(t, spec{version: "1.0.0"})
 	const password = "device-secret-0002"
 	f := newFleet(t, "test-device", password)
-	var mu sync.Mutex
-	batches := 0
-	cancel, err := f.Subscribe(protocol.DevicePrefix+"test-device/telemetry", func(m broker.Message) {
-		b, err := protocol.DecodeTelemetry(m.Payload)
-		if err != nil {
-			t.Errorf("telemetry: %v", err)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		batches++
-		if len(b.Records) != 1 {
-			t.Errorf("a batch of %d records, want 1", len(b.Records))
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cancel)
 	pw := filepath.Join(t.TempDir(), "mqtt.password")
 	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := newSetup(t, fmt.Sprintf("uplink:\n  broker: tcp://%s\n  username: test-device\n  passwordFile: %s\n", f.Addr(), pw))
+	s := newSetup(t, fmt.Sprintf("uplink:\n  broker: tcp://%s\n  username: test-device\n  passwordFile: %s\n", f.addr, pw))
 	var seen uplink.Config
 	a := startAgent(t, s, WithUplinkConfig(func(c *uplink.Config) {
 		seen = *c
@@ -144,8 +124,13 @@ func TestUplinkConfigOption(t *testing.T) {
 				n++
 			}
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		return n == 5 && batches >= 5
+		return n == 5 && len(f.batches) >= 5
 	})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, n := range f.batches {
+		if n != 1 {
+			t.Errorf("telemetry batch %d has %d records, want 1", i, n)
+		}
+	}
 }

@@ -8,79 +8,128 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgefleet/edgefleet/controlplane/broker"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
-// fleet is the control plane's side of the uplink: an embedded broker and
-// what the device published.
+// The control plane's service user on the test broker.
+const (
+	fleetdUser     = "_fleetd"
+	fleetdPassword = "service-secret-0123456789"
+)
+
+// brokerACL is the ACL of docs/protocol.md: a device reads its desired
+// state and writes the rest of its subtree; fleetd reads and writes all.
+const brokerACL = `pattern read ef/v1/dev/%u/desired
+pattern write ef/v1/dev/%u/reported
+pattern write ef/v1/dev/%u/events
+pattern write ef/v1/dev/%u/telemetry
+pattern write ef/v1/dev/%u/status
+
+user ` + fleetdUser + `
+topic readwrite ef/v1/#
+`
+
+// fleet is the control plane's side of the uplink: a mosquitto broker
+// set up as docs/protocol.md describes (the agent may not import the
+// control plane's embedded one), a paho client on it acting as fleetd,
+// and what the device published.
 type fleet struct {
-	*broker.Broker
+	addr   string // the broker's, host:port
+	client mqtt.Client
+
 	mu       sync.Mutex
 	reported *protocol.ReportedState
 	status   *protocol.Status
 	events   []protocol.Event
 	records  []protocol.Record
+	batches  []int // the number of records of each telemetry batch
 }
 
 func newFleet(t *testing.T, deviceID, password string) *fleet {
 	t.Helper()
-	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Auth: broker.StaticAuth{deviceID: password}})
-	if err != nil {
-		t.Fatal(err)
+	f := &fleet{addr: testenv.Mosquitto(t, testenv.MosquittoConfig{
+		Users: map[string]string{deviceID: password, fleetdUser: fleetdPassword},
+		ACL:   brokerACL,
+		Conf:  "use_username_as_clientid true\n",
+	})}
+	f.client = mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + f.addr).SetClientID(fleetdUser).
+		SetUsername(fleetdUser).SetPassword(fleetdPassword).SetCleanSession(true).
+		SetAutoReconnect(false).SetProtocolVersion(4).SetOrderMatters(true))
+	if tok := f.client.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("fleetd connect: %v", tok.Error())
 	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() { f.client.Disconnect(0) })
+	// QoS 0: the broker writes every message out at once rather than
+	// holding it behind a QoS 1 in-flight window.
+	tok := f.client.Subscribe(protocol.DevicePrefix+deviceID+"/#", 0, func(_ mqtt.Client, m mqtt.Message) {
+		f.receive(t, m.Topic(), m.Payload())
+	})
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("fleetd subscribe: %v", tok.Error())
 	}
-	t.Cleanup(func() { b.Close() })
-	f := &fleet{Broker: b}
-	cancel, err := b.Subscribe(protocol.DevicePrefix+deviceID+"/#", f.receive(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cancel)
 	return f
 }
 
-func (f *fleet) receive(t *testing.T) func(broker.Message) {
-	return func(m broker.Message) {
-		_, kind, err := protocol.ParseTopic(m.Topic)
+// PublishDesired publishes d as its device's retained desired state, as
+// fleetd does.
+func (f *fleet) PublishDesired(d *protocol.DesiredState) error {
+	payload, err := protocol.Encode(d)
+	if err != nil {
+		return err
+	}
+	topic, err := protocol.Topic(d.DeviceID, protocol.KindDesired)
+	if err != nil {
+		return err
+	}
+	tok := f.client.Publish(topic, protocol.KindDesired.QoS(), true, payload)
+	if !tok.WaitTimeout(30 * time.Second) {
+		return fmt.Errorf("publishing the desired state: no PUBACK")
+	}
+	return tok.Error()
+}
+
+// receive records one message the device published.
+func (f *fleet) receive(t *testing.T, topic string, payload []byte) {
+	_, kind, err := protocol.ParseTopic(topic)
+	if err != nil {
+		t.Errorf("device published on %s: %v", topic, err)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch kind {
+	case protocol.KindReported:
+		r, err := protocol.DecodeReported(payload)
 		if err != nil {
-			t.Errorf("device published on %s: %v", m.Topic, err)
+			t.Errorf("reported state: %v", err)
 			return
 		}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		switch kind {
-		case protocol.KindReported:
-			r, err := protocol.DecodeReported(m.Payload)
-			if err != nil {
-				t.Errorf("reported state: %v", err)
-				return
-			}
-			f.reported = r
-		case protocol.KindStatus:
-			s, err := protocol.DecodeStatus(m.Payload)
-			if err != nil {
-				t.Errorf("status: %v", err)
-				return
-			}
-			f.status = s
-		case protocol.KindEvents:
-			e, err := protocol.DecodeEvent(m.Payload)
-			if err != nil {
-				t.Errorf("event: %v", err)
-				return
-			}
-			f.events = append(f.events, *e)
-		case protocol.KindTelemetry:
-			b, err := protocol.DecodeTelemetry(m.Payload)
-			if err != nil {
-				t.Errorf("telemetry: %v", err)
-				return
-			}
-			f.records = append(f.records, b.Records...)
+		f.reported = r
+	case protocol.KindStatus:
+		s, err := protocol.DecodeStatus(payload)
+		if err != nil {
+			t.Errorf("status: %v", err)
+			return
 		}
+		f.status = s
+	case protocol.KindEvents:
+		e, err := protocol.DecodeEvent(payload)
+		if err != nil {
+			t.Errorf("event: %v", err)
+			return
+		}
+		f.events = append(f.events, *e)
+	case protocol.KindTelemetry:
+		b, err := protocol.DecodeTelemetry(payload)
+		if err != nil {
+			t.Errorf("telemetry: %v", err)
+			return
+		}
+		f.records = append(f.records, b.Records...)
+		f.batches = append(f.batches, len(b.Records))
 	}
 }
 
@@ -102,8 +151,8 @@ func (f *fleet) until(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestUplinkEndToEnd runs the agent against the embedded broker: fleetd's
-// desired states install and roll back, and the device reports its state,
+// TestUplinkEndToEnd runs the agent against mosquitto: fleetd's desired
+// states install and roll back, and the device reports its state,
 // events and sampled predictions.
 func TestUplinkEndToEnd(t *testing.T) {
 	v1 := sileroBundle(t, spec{version: "1.0.0"})
@@ -119,7 +168,7 @@ func TestUplinkEndToEnd(t *testing.T) {
   broker: tcp://%s
   username: test-device
   passwordFile: %s
-`, f.Addr(), pw))
+`, f.addr, pw))
 	a := startAgent(t, s)
 
 	f.until(t, "online status and a reported state", func() bool {

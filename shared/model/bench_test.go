@@ -2,17 +2,13 @@ package model
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"testing"
 
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/edgefleet/edgefleet/shared/onnx"
-	"github.com/edgefleet/edgefleet/shared/processor"
-	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
-	"github.com/edgefleet/edgefleet/testbed/bundles/silero-vad/pre/frame"
 )
 
 // BenchmarkSilero compares one Silero VAD frame through bare
@@ -21,6 +17,8 @@ import (
 // conversion, output copies) and on raw PCM (plus the WASM
 // pre-processor). Both sessions use the same thread settings; ort-bare
 // runs twice, before and after, to show the noise of a shared machine.
+// (The pre-processor alone, native beside WASM, is BenchmarkPre in
+// testbed/bundles/silero-vad/pre/frame.)
 func BenchmarkSilero(b *testing.B) {
 	if err := onnx.Init(testenv.ORTLibrary(b)); err != nil {
 		b.Fatal(err)
@@ -98,46 +96,6 @@ func BenchmarkSilero(b *testing.B) {
 			}
 		}
 	})
-}
-
-// BenchmarkPre compares the Silero pre-processor as WASM (through the
-// processor pool: encode, copy in, run, copy out, decode) with the same
-// transform in Go compiled natively (package frame). The shipped module
-// is C (testbed/bundles/silero-vad/pre/pre.c, built with clang);
-// wasm-go is the Go build of package frame (pre/goguest), kept for
-// reference: Go's wasm code generation and the Go guest runtime's fixed
-// cost per call make it several times slower.
-func BenchmarkPre(b *testing.B) {
-	raw := pcm(twoSine())
-	b.Run("native", func(b *testing.B) {
-		in := []tensor.Tensor{processor.RawTensor(raw)}
-		for b.Loop() {
-			if _, err := frame.Process(in); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	wasm := func(dir string) func(b *testing.B) {
-		return func(b *testing.B) {
-			wasm, err := os.ReadFile(testenv.BuildWASM(b, dir))
-			if err != nil {
-				b.Fatal(err)
-			}
-			p, err := processor.New(context.Background(), "pre.wasm", wasm, processor.Config{CacheDir: cacheDir, PoolSize: 1}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Close(context.Background())
-			ctx := context.Background()
-			for b.Loop() {
-				if _, err := p.ProcessRaw(ctx, raw); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	}
-	b.Run("wasm-c", wasm("testbed/bundles/silero-vad/pre"))
-	b.Run("wasm-go", wasm("testbed/bundles/silero-vad/pre/goguest"))
 }
 
 func must(b *testing.B, err error) {

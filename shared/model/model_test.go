@@ -17,12 +17,23 @@ import (
 	"github.com/edgefleet/edgefleet/shared/processor"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
-	"github.com/edgefleet/edgefleet/testbed/bundles/silero-vad/pre/frame"
 )
 
 // The Silero VAD v5 output for the two-sine frame with zero state (see
 // shared/DESIGN.md).
 const sileroTwoSine = 0.0690874
+
+// The Silero bundle's pre-processor (testbed/bundles/silero-vad/pre)
+// takes one frame of 16-bit PCM and gives the model's inputs and a
+// "features" tensor of six drift features. Its native reference, package
+// frame there, is not imported: shared/ imports nothing under testbed/
+// (docs/architecture.md, "Rooms and imports").
+const (
+	frameSamples = 512
+	frameBytes   = 2 * frameSamples
+	featuresName = "features"
+	featureCount = 6
+)
 
 // cacheDir is a WASM compilation cache shared by the tests of one run.
 var cacheDir string
@@ -39,7 +50,7 @@ func TestMain(m *testing.M) {
 }
 
 func twoSine() []float32 {
-	x := make([]float32, frame.Samples)
+	x := make([]float32, frameSamples)
 	for i := range x {
 		fi := float64(i)
 		x[i] = float32(0.5*math.Sin(2*math.Pi*220*fi/16000) + 0.1*math.Sin(2*math.Pi*1375*fi/16000))
@@ -58,9 +69,12 @@ func pcm(x []float32) []byte {
 }
 
 // dequantized is what the pre-processor makes of pcm(x).
-func dequantized(x []float32) []float32 {
-	b := pcm(x)
-	out := make([]float32, len(x))
+func dequantized(x []float32) []float32 { return samples(pcm(x)) }
+
+// samples decodes 16-bit little-endian PCM to samples in [-1, 1), as the
+// pre-processor does (x/32768).
+func samples(b []byte) []float32 {
+	out := make([]float32, len(b)/2)
 	for i := range out {
 		out[i] = float32(int16(binary.LittleEndian.Uint16(b[2*i:]))) / 32768
 	}
@@ -236,10 +250,10 @@ func TestInferRawMatchesTensors(t *testing.T) {
 	if e := exact.Tensors[0].Data.([]float32)[0]; math.Abs(float64(got-e)) > 1e-3 || math.Abs(float64(e)-sileroTwoSine) > 1e-5 {
 		t.Errorf("raw path %v, tensor path %v, want both ≈ %v", got, e, sileroTwoSine)
 	}
-	if len(raw.Features) != 1 || raw.Features[0].Name != frame.FeaturesName {
-		t.Fatalf("features = %+v, want one %q tensor", raw.Features, frame.FeaturesName)
+	if len(raw.Features) != 1 || raw.Features[0].Name != featuresName {
+		t.Fatalf("features = %+v, want one %q tensor", raw.Features, featuresName)
 	}
-	if want := []int64{1, int64(len(frame.Features))}; raw.Features[0].Shape[0] != want[0] || raw.Features[0].Shape[1] != want[1] {
+	if want := []int64{1, featureCount}; raw.Features[0].Shape[0] != want[0] || raw.Features[0].Shape[1] != want[1] {
 		t.Errorf("features shape = %v, want %v", raw.Features[0].Shape, want)
 	}
 	if len(exact.Features) != 0 {
@@ -248,28 +262,42 @@ func TestInferRawMatchesTensors(t *testing.T) {
 	if md.Provider() != "cpu" {
 		t.Errorf("Provider() = %q", md.Provider())
 	}
-	t.Logf("raw %v, exact %v, features %v = %v", got, exact.Tensors[0].Data, frame.Features, raw.Features[0].Data)
+	t.Logf("raw %v, exact %v, features %v", got, exact.Tensors[0].Data, raw.Features[0].Data)
 }
 
-// TestPreMatchesNative checks that the WASM pre-processor computes what
-// the native transform does.
-func TestPreMatchesNative(t *testing.T) {
+// TestPreOutputs checks what the loaded model's WASM pre-processor makes
+// of PCM: exactly the model's inputs (the samples over 32768, a zero
+// state, the sample rate) and a features tensor of finite values. That the
+// features are the native transform's, and that the model answers raw PCM
+// as it answers the native transform's inputs, is tested with the
+// transform (TestModelMatchesNative in
+// testbed/bundles/silero-vad/pre/frame).
+func TestPreOutputs(t *testing.T) {
 	md := load(t, bundleDir(t), sileroManifest())
-	for _, in := range [][]byte{pcm(twoSine()), make([]byte, frame.Bytes), pcm(dequantized(twoSine()))[:frame.Bytes]} {
+	for _, in := range [][]byte{pcm(twoSine()), make([]byte, frameBytes), pcm(dequantized(twoSine()))[:frameBytes]} {
 		got, err := md.pre.ProcessRaw(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := frame.Transform(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) != len(want) {
-			t.Fatalf("WASM gives %d tensors, native %d", len(got), len(want))
+		want := sileroTensors(samples(in))
+		if len(got) != len(want)+1 {
+			t.Fatalf("WASM gives %d tensors, want %d and the features", len(got), len(want))
 		}
 		for i := range want {
-			if err := tensor.Close(got[i], want[i], 1e-6, 1e-6); err != nil || got[i].Name != want[i].Name {
-				t.Errorf("tensor %d (%s): %v", i, want[i].Name, err)
+			if err := tensor.Close(got[i], want[i], 0, 0); err != nil || got[i].Name != want[i].Name {
+				t.Errorf("tensor %d (%s): %q, %v", i, want[i].Name, got[i].Name, err)
+			}
+		}
+		f := got[len(want)]
+		if f.Name != featuresName || f.Datatype != tensor.FP32 || len(f.Shape) != 2 || f.Shape[0] != 1 || f.Shape[1] != featureCount {
+			t.Fatalf("features tensor %q %s %v, want %q FP32 [1 %d]", f.Name, f.Datatype, f.Shape, featuresName, featureCount)
+		}
+		if err := f.Check(); err != nil {
+			t.Error(err)
+		}
+		for k, v := range f.Data.([]float32) {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Errorf("feature %d is %v", k, v)
 			}
 		}
 	}

@@ -1,7 +1,8 @@
 // Package testenv finds the real components tests run against: the
 // repository root, the pinned ONNX Runtime library and Silero VAD model
-// fetched by `make deps`, and WASM modules built from source (Go with the
-// Go toolchain, C with clang). A missing component fails the test with the command that
+// fetched by `make deps` and WASM modules built from source (Go with the
+// Go toolchain, C with clang); it also runs the Debian mosquitto broker
+// (Mosquitto). A missing component fails the test with the command that
 // provides it; it is never skipped.
 package testenv
 

@@ -6,7 +6,7 @@
 // the real model with ONNX Runtime for the speech probability. Run it from
 // the repository root after `make deps`:
 //
-//	go run ./shared/drift/cmd/silero-profile
+//	go run ./testbed/cmd/silero-profile
 //
 // The output is deterministic on a given machine (the features are pure
 // Go; ONNX Runtime's last bits may differ between CPUs).

@@ -58,7 +58,7 @@ func TestCommittedProfile(t *testing.T) {
 	}
 	t.Logf("rebuilt profile %s, committed %s: comparing within tolerance", p.ID(), committed.ID())
 	if err := close(p, committed); err != nil {
-		t.Fatalf("%s is stale (%v): rebuild it with `go run ./shared/drift/cmd/silero-profile`", defaultProfile, err)
+		t.Fatalf("%s is stale (%v): rebuild it with `go run ./testbed/cmd/silero-profile`", defaultProfile, err)
 	}
 }
 
