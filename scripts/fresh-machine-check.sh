@@ -16,12 +16,12 @@
 #   --work DIR  where the root goes (default: a new directory in $TMPDIR)
 #
 # The pristine debootstrap output is cached as a tarball in
-# .cache/fresh/ (keyed by its package list and mirror) and unpacked anew
-# for each run, so every run starts from the same clean root. The check
-# prints how long each phase took and which packages the project's setup
-# installed into the root. Needs root (debootstrap, chroot, mounts) and
-# debootstrap (make setup installs it). Exit status: 0 passed, 1 failed,
-# 2 usage.
+# .cache/roots/ (scripts/debian-root.sh fresh: keyed by its package list,
+# mirror, suite and machine) and unpacked anew for each run, so every run
+# starts from the same clean root. The check prints how long each phase
+# took and which packages the project's setup installed into the root.
+# Needs root (debootstrap, chroot, mounts) and debootstrap (make setup
+# installs it). Exit status: 0 passed, 1 failed, 2 usage.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,16 +46,6 @@ node=$(command -v node) || die "node not found"
 npm=$(command -v npm) || die "npm not found"
 [ -f /etc/ssl/certs/ca-certificates.crt ] || die "no certificate bundle at /etc/ssl/certs/ca-certificates.crt"
 
-# What the bare machines have besides Go and Node.js (the developers'
-# guide): gcc, make, git, PostgreSQL 15 installed but not running; and
-# Debian's certificate store, which this machine's bundle then replaces.
-base_packages=gcc,libc6-dev,make,git,ca-certificates,postgresql-15
-
-# The Debian mirror: this machine's own (deb822 or one-line sources).
-mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1)
-[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
-[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
-
 t0=$(date +%s)
 phase_start=$t0
 phases=()
@@ -66,23 +56,13 @@ phase() {
   phase_start=$now
 }
 
-cache="$root/.cache/fresh"
-mkdir -p "$cache"
-key=$(printf '%s\n' "$base_packages" "$mirror" bookworm minbase "$(uname -m)" | sha256sum | cut -c1-16)
-base="$cache/bookworm-$key.tar"
-if [ ! -f "$base" ]; then
-  log "debootstrap bookworm (minbase + $base_packages) from $mirror"
-  tmp=$(mktemp -d "$cache/.debootstrap.XXXXXX")
-  debootstrap --variant=minbase --include="$base_packages" bookworm "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
-    { rm -rf "$tmp"; die "debootstrap failed; see $cache/debootstrap.log"; }
-  # The bare machines install PostgreSQL but do not run it: stop what the
-  # packages' scripts may have started inside the new root.
-  for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/root" 2>/dev/null)" = "$tmp" ] && kill -KILL "${p#/proc/}" 2>/dev/null
-  done
-  tar -C "$tmp" -cf "$base.part" . && mv "$base.part" "$base"
-  rm -rf "$tmp"
-fi
+# The clean root: what the bare machines have besides Go and Node.js (the
+# developers' guide): gcc, make, git, PostgreSQL 15 installed but not
+# running; and Debian's certificate store, which this machine's bundle then
+# replaces. scripts/debian-root.sh makes it once (debootstrap minbase) and
+# caches it in .cache/roots/, shared with the other checks that start from
+# a bare Debian root.
+base=$("$root/scripts/debian-root.sh" fresh) || die "no clean root (scripts/debian-root.sh fresh)"
 phase "clean root (debootstrap, cached as $(basename "$base"))"
 
 [ -n "$work" ] || work=$(mktemp -d "${TMPDIR:-/tmp}/edgefleet-fresh.XXXXXX")

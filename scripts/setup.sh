@@ -3,7 +3,10 @@
 # package and pinned tool that `make demo` and `make test` need on a bare
 # Debian 12 (bookworm) machine that has Go 1.26, gcc, make, git and
 # Node.js/npm. `make setup`, `make demo`, `make test` and .ci/run all come
-# through here; there is no second list.
+# through here; there is no second list. For `make test` it also makes, once,
+# the plain Debian root (scripts/debian-root.sh device, debootstrap into
+# .cache/roots/) that the "Your first device" doc test installs the agent's
+# package into, so that the test itself never touches the network.
 #
 # It is idempotent and quiet when everything is present: one line, no apt
 # call, no network.
@@ -88,13 +91,27 @@ tools_missing() {
   scripts/tools.sh --missing
 }
 
+# device_root_missing: whether make test's plain Debian device root (the
+# "Your first device" doc test; scripts/debian-root.sh device) is not
+# cached yet.
+device_root_missing() {
+  [ "$target" = test ] || return 1
+  ! scripts/debian-root.sh --check device >/dev/null 2>&1
+}
+
 cd "$root"
 if [ "$mode" = check ]; then
   tools=$(tools_missing)
-  if [ ${#missing[@]} -gt 0 ] || [ -n "$tools" ]; then
-    msg="make $target needs"
-    [ ${#missing[@]} -gt 0 ] && msg+=" the Debian packages ${missing[*]}"
-    [ -n "$tools" ] && msg+="${missing:+ and} the pinned tools $(echo $tools)"
+  root_missing=
+  device_root_missing && root_missing=1
+  if [ ${#missing[@]} -gt 0 ] || [ -n "$tools" ] || [ -n "$root_missing" ]; then
+    what=()
+    [ ${#missing[@]} -gt 0 ] && what+=("the Debian packages ${missing[*]}")
+    [ -n "$tools" ] && what+=("the pinned tools $(echo $tools)")
+    [ -n "$root_missing" ] && what+=("a cached Debian root for the device doc test (scripts/debian-root.sh device)")
+    msg="make $target needs ${what[0]}"
+    [ ${#what[@]} -gt 1 ] && msg+=" and ${what[1]}"
+    [ ${#what[@]} -gt 2 ] && msg+=" and ${what[2]}"
     die "$msg: run 'sudo make setup' (scripts/setup.sh) first" 3
   fi
   exit 0
@@ -110,5 +127,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 scripts/deps.sh
-[ "$target" = test ] && scripts/tools.sh
+if [ "$target" = test ]; then
+  scripts/tools.sh
+  # The plain Debian root the "Your first device" doc test installs the
+  # agent's package into (debootstrap, once; cached in .cache/roots/).
+  if device_root_missing; then
+    [ "$(id -u)" = 0 ] || die "making the device root (debootstrap) needs root: run 'sudo make setup'"
+    scripts/debian-root.sh device >/dev/null
+  fi
+fi
 echo "setup: ok ($target)" >&2

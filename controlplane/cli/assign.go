@@ -2,13 +2,9 @@ package cli
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/edgefleet/edgefleet/controlplane/client"
 )
 
 func newAssignCmd(a *app) *cobra.Command {
@@ -55,75 +51,4 @@ device ran before.`,
 	rf.register(cmd)
 	out.register(cmd)
 	return cmd
-}
-
-func newEnrollCmd(a *app) *cobra.Command {
-	var rf remoteFlags
-	var tokenFile string
-	var labelArgs []string
-	out := &outputFlag{}
-	cmd := &cobra.Command{
-		Use:   "enroll DEVICE [--label KEY=VALUE]... [--enrol-token-file FILE]",
-		Short: "Enrol a device and print its MQTT credentials (shown once)",
-		Long: `Enrol DEVICE with an enrolment token (not the operator token): fleetd
-returns the device's MQTT username and password, shown this once, and the
-broker URLs to connect to. The token comes from --enrol-token-file,
-$` + envEnrolToken + `, or ./` + defaultDataDir + "/" + enrolTokenRel + ` when it exists.`,
-		Args: exactArgs("DEVICE"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			lbls := map[string]string{}
-			for _, l := range labelArgs {
-				k, v, ok := strings.Cut(l, "=")
-				if !ok || k == "" {
-					return usagef("--label %q: want KEY=VALUE", l)
-				}
-				lbls[k] = v
-			}
-			tok, err := enrolToken(tokenFile)
-			if err != nil {
-				return err
-			}
-			c, err := client.New(rf.serverURL(), "", nil)
-			if err != nil {
-				return err
-			}
-			e, err := c.Enroll(cmd.Context(), tok, args[0], lbls)
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, e)
-			}
-			tw := newTable(a.stdout)
-			fmt.Fprintf(tw, "device\t%s\n", e.DeviceID)
-			fmt.Fprintf(tw, "username\t%s\n", e.Username)
-			fmt.Fprintf(tw, "password\t%s\n", e.Password)
-			fmt.Fprintf(tw, "brokers\t%s\n", strings.Join(e.Brokers, ", "))
-			fmt.Fprintf(tw, "labels\t%s\n", labels(lbls))
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stderr, "fleetctl: the password is shown only this once; put it in the device's uplink password file.")
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&tokenFile, "enrol-token-file", "", "file with the enrolment token")
-	cmd.Flags().StringArrayVar(&labelArgs, "label", nil, "inventory label KEY=VALUE (repeatable)")
-	rf.register(cmd)
-	out.register(cmd)
-	return cmd
-}
-
-func enrolToken(file string) (string, error) {
-	switch {
-	case file != "":
-		return readToken(file, "--enrol-token-file")
-	case os.Getenv(envEnrolToken) != "":
-		return strings.TrimSpace(os.Getenv(envEnrolToken)), nil
-	}
-	def := filepath.Join(defaultDataDir, enrolTokenRel)
-	if _, err := os.Stat(def); err != nil {
-		return "", fmt.Errorf("no enrolment token: give --enrol-token-file or set $%s", envEnrolToken)
-	}
-	return readToken(def, "default enrolment token file")
 }
