@@ -264,7 +264,7 @@ func signedBundle(t *testing.T, root, work string) (bundle, key string) {
 		run(t, cmd, nil)
 	}
 	fc("keys", "generate", "--out", keys)
-	fc("bundle", "build", spec, "-o", bundle)
+	fc("bundle", "build", spec, "--out", bundle)
 	fc("bundle", "sign", "--key", filepath.Join(keys, "signing.key"), bundle)
 	return bundle, filepath.Join(keys, "signing.pub")
 }

@@ -84,7 +84,7 @@ fi
 # configuration (ONNX Runtime from /usr/lib/edge-agent).
 chmod 755 "$work"
 EDGEFLEET_ORT_LIB=/usr/lib/edge-agent/libonnxruntime.so.1 "$fleetctl" keys generate --out "$work/keys" >/dev/null
-EDGEFLEET_ORT_LIB=/usr/lib/edge-agent/libonnxruntime.so.1 "$fleetctl" bundle build testbed/bundles/silero-vad -o "$work/silero.bundle" >/dev/null
+EDGEFLEET_ORT_LIB=/usr/lib/edge-agent/libonnxruntime.so.1 "$fleetctl" bundle build testbed/bundles/silero-vad --out "$work/silero.bundle" >/dev/null
 "$fleetctl" bundle sign --key "$work/keys/signing.key" "$work/silero.bundle" >/dev/null
 cp testbed/bundles/silero-vad/smoke/two-sine.pcm "$work/frame.pcm"
 chmod 755 "$work/keys" && chmod 644 "$work/keys/signing.pub" "$work/frame.pcm" "$work/silero.bundle" "$work/silero.bundle.sig"

@@ -106,7 +106,9 @@ type Assignment struct {
 	Published bool                  `json:"published"`
 }
 
-// Records is GET /api/v1/devices/{id}/records[?kind=&since=&until=&limit=].
+// Records is GET /api/v1/devices/{id}/records[?kind=&since=&until=&limit=&order=]:
+// the records oldest first, or newest first with order=desc (limit then
+// keeps the newest).
 type Records struct {
 	Device  string             `json:"device"`
 	Stats   telemetry.Stats    `json:"stats"`

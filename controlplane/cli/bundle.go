@@ -33,16 +33,18 @@ See docs/bundle-format.md.`,
 		newBundleVerifyCmd(a),
 		newBundleInspectCmd(a),
 		newBundlePushCmd(a),
+		newBundlePullCmd(a),
 		newBundleListCmd(a),
 	)
 	return cmd
 }
 
 func newBundleBuildCmd(a *app) *cobra.Command {
-	var out string
+	var file string
 	var noCheck bool
+	out := &outputFlag{}
 	cmd := &cobra.Command{
-		Use:   "build SPEC_DIR [-o FILE] [--no-check]",
+		Use:   "build SPEC_DIR [--out FILE] [--no-check]",
 		Short: "Build a bundle from a bundle.yaml spec",
 		Long: `Build a bundle from SPEC_DIR/bundle.yaml. The files are staged, the
 manifest written, and the model checked as a device will check it: loaded
@@ -57,8 +59,8 @@ the same bytes; set SOURCE_DATE_EPOCH to record a creation time.`,
 			if err != nil {
 				return err
 			}
-			if out == "" {
-				out = spec.Name + "-" + spec.Version + ".bundle"
+			if file == "" {
+				file = spec.Name + "-" + spec.Version + ".bundle"
 			}
 			created, err := sourceDateEpoch()
 			if err != nil {
@@ -74,25 +76,45 @@ the same bytes; set SOURCE_DATE_EPOCH to record a creation time.`,
 					return a.check(ctx, dir, m, a.log)
 				}
 			}
-			m, err := bundle.Build(ctx, args[0], out, opts)
+			m, err := bundle.Build(ctx, args[0], file, opts)
 			if err != nil {
 				return err
 			}
-			size, sum, err := fileDigest(out)
+			size, sum, err := fileDigest(file)
 			if err != nil {
 				return err
+			}
+			if out.machine() {
+				return out.write(a.stdout, buildResult{
+					File: file, ID: m.ID(), Name: m.Name, Version: m.Version,
+					Files: len(m.Files), Size: size, SHA256: sum, Checked: !noCheck,
+				})
 			}
 			checked := "checked"
 			if noCheck {
 				checked = "NOT checked"
 			}
-			fmt.Fprintf(a.stdout, "built %s: %s, %d files, %s, sha256 %s (model %s)\n", out, m.ID(), len(m.Files), formatBytes(size), sum, checked)
+			fmt.Fprintf(a.stdout, "built %s: %s, %d files, %s, sha256 %s (model %s)\n", file, m.ID(), len(m.Files), formatBytes(size), sum, checked)
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "out", "o", "", "bundle file to write (default NAME-VERSION.bundle)")
+	cmd.Flags().StringVar(&file, "out", "", "bundle file to write (default NAME-VERSION.bundle)")
 	cmd.Flags().BoolVar(&noCheck, "no-check", false, "skip loading the model and running the smoke vectors (not recommended)")
+	out.register(cmd)
 	return cmd
+}
+
+// buildResult is what bundle build prints with -o json or yaml.
+type buildResult struct {
+	File    string `json:"file"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Files   int    `json:"files"`
+	Size    int64  `json:"size"`
+	SHA256  string `json:"sha256"`
+	// Checked is false with --no-check: the model was not loaded.
+	Checked bool `json:"checked"`
 }
 
 // sourceDateEpoch reads SOURCE_DATE_EPOCH (reproducible-builds.org), the

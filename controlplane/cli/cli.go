@@ -69,7 +69,7 @@ edgefleet control plane.
 ` + exitCodesHelp,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
+		CompletionOptions: cobra.CompletionOptions{},
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
 			level := slog.LevelWarn
 			if a.verbose {
@@ -84,6 +84,10 @@ edgefleet control plane.
 		return withCode(ExitUsage, fmt.Errorf("%w (usage: %s)", err, cmd.UseLine()))
 	})
 	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "log progress to stderr")
+	root.PersistentFlags().String("context", "", "talk to fleetd as context `NAME` says (see fleetctl config; default $"+envContext+" or the current context)")
+	_ = root.RegisterFlagCompletionFunc("context", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return contextNames(), cobra.ShellCompDirectiveNoFileComp
+	})
 	root.AddCommand(
 		newKeysCmd(a),
 		newBundleCmd(a),
@@ -95,7 +99,11 @@ edgefleet control plane.
 		newExperimentCmd(a),
 		newProfileCmd(a),
 		newDriftCmd(a),
+		newConfigCmd(a),
 	)
+	// completion bash|zsh|fish|powershell, added now (cobra would add it
+	// when run) so that groupCommands treats it as the other groups.
+	root.InitDefaultCompletionCmd()
 	groupCommands(root)
 	return root
 }

@@ -101,7 +101,7 @@ func TestPublisherFlow(t *testing.T) {
 		_, err := os.Stat(filepath.Join(d, m.Runtime.Model))
 		return err
 	}
-	r = fleetctl(t, check, "bundle", "build", demoSpec(t), "-o", file)
+	r = fleetctl(t, check, "bundle", "build", demoSpec(t), "--out", file)
 	wantOK(t, r, "bundle build")
 	if checked == nil || checked.ID() != "demo@0.3.0" {
 		t.Fatalf("the check saw %+v", checked)
@@ -165,7 +165,7 @@ func TestPublisherFlow(t *testing.T) {
 	// A key that did not sign it.
 	other := filepath.Join(dir, "other")
 	wantOK(t, fleetctl(t, nil, "keys", "generate", "--out", other, "--algorithm", "ed25519"), "keys generate ed25519")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", file), "rebuild")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", file), "rebuild")
 	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", key, file), "re-sign")
 	wantFail(t, fleetctl(t, nil, "bundle", "verify", "--key", filepath.Join(other, "signing.pub"), file), "verify with the wrong key", "made by none")
 	// Either of two keys will do.
@@ -178,18 +178,18 @@ func TestBundleBuildChecks(t *testing.T) {
 
 	// The real model.Check runs by default; weights.onnx is not ONNX, so
 	// the build must fail and write nothing.
-	r := fleetctl(t, nil, "bundle", "build", spec, "-o", out)
+	r := fleetctl(t, nil, "bundle", "build", spec, "--out", out)
 	wantFail(t, r, "build with the real model check", "checking demo@0.3.0: ")
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatalf("bundle written although the check failed")
 	}
 
 	errSmoke := errors.New(`smoke "ones": output y is 2.5, want 2`)
-	r = fleetctl(t, func(context.Context, string, *bundle.Manifest, *slog.Logger) error { return errSmoke }, "bundle", "build", spec, "-o", out)
+	r = fleetctl(t, func(context.Context, string, *bundle.Manifest, *slog.Logger) error { return errSmoke }, "bundle", "build", spec, "--out", out)
 	wantFail(t, r, "build with a failing check", errSmoke.Error())
 
 	called := false
-	r = fleetctl(t, func(context.Context, string, *bundle.Manifest, *slog.Logger) error { called = true; return nil }, "bundle", "build", spec, "-o", out, "--no-check")
+	r = fleetctl(t, func(context.Context, string, *bundle.Manifest, *slog.Logger) error { called = true; return nil }, "bundle", "build", spec, "--out", out, "--no-check")
 	wantOK(t, r, "build --no-check")
 	if called {
 		t.Error("--no-check ran the check")
@@ -208,7 +208,7 @@ func TestBundleBuildChecks(t *testing.T) {
 	}
 
 	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", spec, "-o", out), "build with SOURCE_DATE_EPOCH")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", spec, "--out", out), "build with SOURCE_DATE_EPOCH")
 	r = fleetctl(t, nil, "bundle", "inspect", out)
 	if !strings.Contains(r.stdout, "2023-11-14T22:13:20Z") {
 		t.Errorf("created time not recorded: %s", r.stdout)

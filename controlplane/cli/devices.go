@@ -14,6 +14,8 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/client"
+	"github.com/edgefleet/edgefleet/controlplane/telemetry"
+	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
 func newDevicesCmd(a *app) *cobra.Command {
@@ -108,6 +110,29 @@ func applied(d *api.Device) string {
 	return s
 }
 
+// installText describes the latest install: its phase and attempt, and
+// for a failed one whether the agent tries again (when) or not.
+func installText(in *protocol.InstallStatus, now time.Time) string {
+	s := fmt.Sprintf("seq %d %s: %s", in.Seq, in.Bundle.ID(), in.Phase)
+	var more []string
+	if in.Attempt > 0 {
+		more = append(more, fmt.Sprintf("attempt %d", in.Attempt))
+	}
+	if in.Reason != "" {
+		more = append(more, in.Reason)
+	}
+	switch {
+	case in.Phase == protocol.PhaseRetrying && in.NextAttemptAt != nil:
+		more = append(more, fmt.Sprintf("next try %s (in %s)", formatTime(*in.NextAttemptAt), max(in.NextAttemptAt.Sub(now), 0).Round(time.Second)))
+	case in.Phase == protocol.PhaseFailed:
+		more = append(more, "not retried until the desired state changes")
+	}
+	if len(more) > 0 {
+		s += " (" + strings.Join(more, ", ") + ")"
+	}
+	return s
+}
+
 func labels(m map[string]string) string {
 	if len(m) == 0 {
 		return "-"
@@ -173,8 +198,11 @@ func printDevice(w io.Writer, d *api.Device) error {
 		fmt.Fprintf(tw, "last known good\t%s\n", lkg)
 		fmt.Fprintf(tw, "provider\t%s\n", orDash(r.Provider))
 		fmt.Fprintf(tw, "applied\t%s\n", applied(d))
-		if in := r.Install; in != nil && in.Error != "" {
-			fmt.Fprintf(tw, "install error\t%s\n", in.Error)
+		if in := r.Install; in != nil {
+			fmt.Fprintf(tw, "install\t%s\n", installText(in, time.Now()))
+			if in.Error != "" {
+				fmt.Fprintf(tw, "install error\t%s\n", in.Error)
+			}
 		}
 		fmt.Fprintf(tw, "buffer\t%d records, %s, %d dropped\n", r.Buffer.Records, formatBytes(r.Buffer.Bytes), r.Buffer.Dropped)
 	}
@@ -189,22 +217,32 @@ func printDevice(w io.Writer, d *api.Device) error {
 
 func newDevicesRecordsCmd(a *app) *cobra.Command {
 	var rf remoteFlags
-	var q client.RecordsQuery
-	var since string
+	q := client.RecordsQuery{NewestFirst: true}
+	var since, until string
 	out := &outputFlag{}
 	cmd := &cobra.Command{
-		Use:   "records DEVICE [--kind KIND] [--since TIME|DURATION] [--limit N]",
+		Use:   "records DEVICE [--kind KIND] [--since TIME|DURATION] [--until TIME|DURATION] [--limit N]",
 		Short: "Show the records (telemetry and events) a device delivered",
-		Long: `Show the records fleetd stored for a device, oldest first. --since takes an
-RFC 3339 time or a duration back from now (e.g. 15m).`,
+		Long: `Show the records fleetd stored for a device, newest first (by the
+device's time); --limit N shows the newest N (default 1000). --since and
+--until bound the time (since <= time < until) and take an RFC 3339 time
+(2026-03-01T12:00:00Z) or a duration back from now (15m, 2h). With -o json
+or yaml the records come in the same order.`,
 		Args: exactArgs("DEVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if since != "" {
-				if d, err := time.ParseDuration(since); err == nil {
-					q.Since = time.Now().Add(-d)
-				} else if q.Since, err = time.Parse(time.RFC3339, since); err != nil {
-					return usagef("--since %q: want an RFC 3339 time or a duration such as 15m", since)
-				}
+			now := time.Now()
+			var err error
+			if q.Since, err = parseTimeFlag("--since", since, now); err != nil {
+				return err
+			}
+			if q.Until, err = parseTimeFlag("--until", until, now); err != nil {
+				return err
+			}
+			if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
+				return usagef("--since %s is not before --until %s", formatTime(q.Since), formatTime(q.Until))
+			}
+			if q.Limit < 0 {
+				return usagef("--limit %d: want a number from 1 to %d (0: fleetd's default)", q.Limit, telemetry.MaxQueryLimit)
 			}
 			c, err := rf.client()
 			if err != nil {
@@ -217,7 +255,7 @@ RFC 3339 time or a duration back from now (e.g. 15m).`,
 			if out.machine() {
 				return out.write(a.stdout, r)
 			}
-			fmt.Fprintf(a.stdout, "%s: %d delivered, %d duplicates dropped, %d held; showing %d\n",
+			fmt.Fprintf(a.stdout, "%s: %d delivered, %d duplicates dropped, %d held; showing %d, newest first\n",
 				r.Device, r.Stats.Delivered, r.Stats.Duplicates, r.Stats.Held, len(r.Records))
 			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "TIME\tKIND\tEPOCH\tID\tPAYLOAD")
@@ -236,11 +274,27 @@ RFC 3339 time or a duration back from now (e.g. 15m).`,
 		},
 	}
 	cmd.Flags().StringVar(&q.Kind, "kind", "", "only records of this kind (prediction, metrics, event, ...)")
-	cmd.Flags().StringVar(&since, "since", "", "only records since this time or this long ago")
-	cmd.Flags().IntVar(&q.Limit, "limit", 0, "at most this many records (default 1000)")
+	cmd.Flags().StringVar(&since, "since", "", "only records from this time or this long ago on")
+	cmd.Flags().StringVar(&until, "until", "", "only records before this time or this long ago")
+	cmd.Flags().IntVar(&q.Limit, "limit", 0, "the newest N records (default 1000, at most 10000)")
 	rf.register(cmd)
 	out.register(cmd)
 	return cmd
+}
+
+// parseTimeFlag reads a --since or --until value: an RFC 3339 time, or a
+// duration (not negative) back from now; "" is the zero time.
+func parseTimeFlag(flag, v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, usagef("%s %q: want an RFC 3339 time (2026-03-01T12:00:00Z) or a duration back from now such as 15m", flag, v)
 }
 
 func newDevicesDeleteCmd(a *app) *cobra.Command {

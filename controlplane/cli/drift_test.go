@@ -92,12 +92,12 @@ func TestDriftCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := demoSpec(t)
-	wantOK(t, fleetctl(t, okCheck, "profile", "build", "--input", input, "--schema", schema, "-o", filepath.Join(spec, "profile.json")), "profile build")
+	wantOK(t, fleetctl(t, okCheck, "profile", "build", "--input", input, "--schema", schema, "--out", filepath.Join(spec, "profile.json")), "profile build")
 	if err := os.WriteFile(filepath.Join(spec, "bundle.yaml"), []byte(specYAML+"profile: profile.json\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	file := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", spec, "-o", file), "bundle build")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", spec, "--out", file), "bundle build")
 	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")
 	wantOK(t, fc("bundle", "push", file), "bundle push")
 	p, err := drift.LoadProfile(filepath.Join(spec, "profile.json"))

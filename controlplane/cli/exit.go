@@ -43,7 +43,8 @@ const (
 const exitCodesHelp = `Exit codes:
   0  success
   1  error (fleetd unreachable, bad input, any other failure)
-  2  usage: unknown command or flag, missing or extra argument
+  2  usage: unknown command, flag or context, missing or extra argument,
+     bad flag value
   3  not found: the device, bundle, rollout or file named does not exist
   4  refused: conflict or policy (devices held by another rollout, an
      action the rollout's state does not allow, an untrusted key)

@@ -45,7 +45,7 @@ func TestExitCodes(t *testing.T) {
 	// A bundle and two devices, as in TestRolloutCommands (built
 	// in-process: the binary's model check would refuse its fake model).
 	bfile := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", bfile), "bundle build")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", bfile), "bundle build")
 	wantOK(t, fc.run("bundle", "sign", "--key", filepath.Join(keys, "signing.key"), bfile), "bundle sign")
 	wantOK(t, r("bundle", "push", bfile), "bundle push")
 
@@ -55,7 +55,7 @@ func TestExitCodes(t *testing.T) {
 	stranger := filepath.Join(dir, "stranger")
 	wantOK(t, fc.run("keys", "generate", "--out", stranger), "keys generate (stranger)")
 	sfile := filepath.Join(dir, "demo-0.3.1.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", sfile), "bundle build")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", sfile), "bundle build")
 	wantOK(t, fc.run("bundle", "sign", "--key", filepath.Join(stranger, "signing.key"), sfile), "bundle sign (stranger)")
 	fp := fc.run("keys", "fingerprint", filepath.Join(keys, "signing.pub"), "-o", "json")
 	wantOK(t, fp, "keys fingerprint")

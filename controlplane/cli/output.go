@@ -18,7 +18,8 @@ import (
 // outputFlag is the -o/--output flag of commands that print results:
 // table (default), wide (the table with more columns, where a command has
 // them), json (the API's objects), yaml (the same, as YAML) and name (the
-// ids only, one per line, for xargs). Files are --out/-f, never -o.
+// ids only, one per line, for xargs). Files are never -o: a file a
+// command reads is -f/--file (as kubectl's), one it writes --out.
 type outputFlag struct{ format string }
 
 // outputFormats are -o's values.
@@ -30,7 +31,12 @@ func (o *outputFlag) register(cmd *cobra.Command) {
 	prev := cmd.PreRunE
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if !slices.Contains(outputFormats, o.format) {
-			return usagef("unknown output format %q (want one of %s)", o.format, strings.Join(outputFormats, ", "))
+			hint := ""
+			if cmd.Flags().Lookup("out") != nil {
+				// -o FILE, as fleetctl once took it.
+				hint = "; -o is the output format: give the file to write with --out " + o.format
+			}
+			return usagef("unknown output format %q (want one of %s)%s", o.format, strings.Join(outputFormats, ", "), hint)
 		}
 		if prev != nil {
 			return prev(cmd, args)
@@ -111,6 +117,16 @@ func resourceNames(v any) ([]string, bool) {
 		for _, k := range v.Keys {
 			names = append(names, k.ID)
 		}
+	case contextList:
+		for _, c := range v.Contexts {
+			names = append(names, c.Name)
+		}
+	case buildResult:
+		names = []string{v.ID}
+	case profileResult:
+		names = []string{v.ID}
+	case pullResult:
+		names = []string{v.ID()}
 	default:
 		return nil, false
 	}

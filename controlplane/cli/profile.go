@@ -25,9 +25,10 @@ spec's profile: field). See docs/drift.md.`,
 }
 
 func newProfileBuildCmd(a *app) *cobra.Command {
-	var input, schema, out string
+	var input, schema, file string
+	out := &outputFlag{}
 	cmd := &cobra.Command{
-		Use:   "build --input DATA --schema SCHEMA [-o FILE]",
+		Use:   "build --input DATA --schema SCHEMA [--out FILE]",
 		Short: "Build a reference drift profile from data and a schema",
 		Long: `Build a reference drift profile from DATA, a CSV file whose header row
 names the columns or a 2-D float32/float64 .npy array whose columns are
@@ -54,14 +55,27 @@ schema give the same bytes.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", input, err)
 			}
-			if err := p.WriteFile(out); err != nil {
+			if err := p.WriteFile(file); err != nil {
 				return err
 			}
-			fi, err := os.Stat(out)
+			fi, err := os.Stat(file)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "wrote %s (%s, profile %s, %d rows)\n", out, formatBytes(fi.Size()), p.ID(), d.Rows())
+			if out.machine() {
+				res := profileResult{File: file, Size: fi.Size(), ID: p.ID(), Rows: d.Rows()}
+				for _, f := range p.Features {
+					test, dflt := f.Test, f.Test == ""
+					if dflt {
+						test = drift.DefaultTest(f.Kind, f.Count)
+					}
+					res.Features = append(res.Features, profileFeature{
+						Name: f.Name, Kind: string(f.Kind), Values: f.Count, Missing: f.Missing, Test: string(test), DefaultTest: dflt,
+					})
+				}
+				return out.write(a.stdout, res)
+			}
+			fmt.Fprintf(a.stdout, "wrote %s (%s, profile %s, %d rows)\n", file, formatBytes(fi.Size()), p.ID(), d.Rows())
 			tw := newTable(a.stdout)
 			fmt.Fprintln(tw, "FEATURE\tKIND\tVALUES\tMISSING\tTEST\tSUMMARY")
 			for _, f := range p.Features {
@@ -84,10 +98,29 @@ schema give the same bytes.`,
 	}
 	cmd.Flags().StringVar(&input, "input", "", "reference data: a .csv file with a header row, or a 2-D float .npy file")
 	cmd.Flags().StringVar(&schema, "schema", "", "the features: a YAML or JSON schema file")
-	cmd.Flags().StringVarP(&out, "out", "o", "profile.json", "the profile file to write")
+	cmd.Flags().StringVar(&file, "out", "profile.json", "the profile file to write")
 	cmd.MarkFlagRequired("input")
 	cmd.MarkFlagRequired("schema")
+	out.register(cmd)
 	return cmd
+}
+
+// profileResult is what profile build prints with -o json or yaml.
+type profileResult struct {
+	File     string           `json:"file"`
+	Size     int64            `json:"size"`
+	ID       string           `json:"id"`
+	Rows     int              `json:"rows"`
+	Features []profileFeature `json:"features"`
+}
+
+type profileFeature struct {
+	Name        string `json:"name"`
+	Kind        string `json:"kind"`
+	Values      int64  `json:"values"`
+	Missing     int64  `json:"missing"`
+	Test        string `json:"test"`
+	DefaultTest bool   `json:"defaultTest"`
 }
 
 // profileNum formats a number briefly.

@@ -28,7 +28,7 @@ func TestProfileBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "profile.json")
-	r := fleetctl(t, okCheck, "profile", "build", "--input", input, "--schema", schema, "-o", out)
+	r := fleetctl(t, okCheck, "profile", "build", "--input", input, "--schema", schema, "--out", out)
 	wantOK(t, r, "profile build")
 	if !strings.Contains(r.stderr, "ignored: id") || !strings.Contains(r.stdout, "wrote "+out) || !strings.Contains(r.stdout, "ks (default)") {
 		t.Errorf("output:\n%s%s", r.stdout, r.stderr)
@@ -41,7 +41,7 @@ func TestProfileBuild(t *testing.T) {
 		t.Errorf("profile features %+v", p.Features)
 	}
 	first, _ := os.ReadFile(out)
-	wantOK(t, fleetctl(t, okCheck, "profile", "build", "--input", input, "--schema", schema, "-o", out), "rebuild")
+	wantOK(t, fleetctl(t, okCheck, "profile", "build", "--input", input, "--schema", schema, "--out", out), "rebuild")
 	if again, _ := os.ReadFile(out); string(again) != string(first) {
 		t.Error("the same data and schema gave different bytes")
 	}
@@ -50,5 +50,5 @@ func TestProfileBuild(t *testing.T) {
 	wantFail(t, fleetctl(t, okCheck, "profile", "build", "--input", input, "--schema", input), "bad schema", "invalid schema")
 	bad := filepath.Join(dir, "bad.csv")
 	os.WriteFile(bad, []byte("x,colour\n1,red\nabc,blue\n"), 0o644)
-	wantFail(t, fleetctl(t, okCheck, "profile", "build", "--input", bad, "--schema", schema, "-o", out), "bad data", `"abc" is not a number`)
+	wantFail(t, fleetctl(t, okCheck, "profile", "build", "--input", bad, "--schema", schema, "--out", out), "bad data", `"abc" is not a number`)
 }

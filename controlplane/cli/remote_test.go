@@ -86,7 +86,7 @@ func TestRemoteCommands(t *testing.T) {
 
 	// A signed bundle.
 	file := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", file), "bundle build")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", file), "bundle build")
 	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")
 
 	r := fc("bundle", "push", file)

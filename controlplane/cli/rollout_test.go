@@ -39,7 +39,7 @@ func TestRolloutCommands(t *testing.T) {
 		return fleetctl(t, okCheck, append(args, remote...)...)
 	}
 	bfile := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "-o", bfile), "bundle build")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", bfile), "bundle build")
 	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), bfile), "bundle sign")
 	wantOK(t, fc("bundle", "push", bfile), "bundle push")
 	enrol := filepath.Join(data, enrolTokenRel)

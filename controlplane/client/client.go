@@ -5,6 +5,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,14 +74,24 @@ type Client struct {
 // "http://127.0.0.1:8080") authenticating with the operator token; hc nil
 // means a client with a 5-minute timeout.
 func New(server, token string, hc *http.Client) (*Client, error) {
-	u, err := url.Parse(strings.TrimSuffix(server, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("client: server %q is not an http(s)://host:port URL", server)
+	u, err := ParseServer(server)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
 	}
 	if hc == nil {
 		hc = &http.Client{Timeout: 5 * time.Minute}
 	}
 	return &Client{base: u, token: token, hc: hc}, nil
+}
+
+// ParseServer checks that server is a URL New accepts: http or https
+// with a host, optionally a path, no query or fragment.
+func ParseServer(server string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSuffix(server, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("server %q is not an http(s)://host:port URL", server)
+	}
+	return u, nil
 }
 
 // do sends a request to path (under api.Prefix) with the given bearer
@@ -184,7 +196,12 @@ func (c *Client) Assign(ctx context.Context, id, bundleID, action string) (*api.
 type RecordsQuery struct {
 	Kind         string
 	Since, Until time.Time
-	Limit        int
+	// Limit caps the result (fleetd's default when zero): the oldest
+	// records, or the newest with NewestFirst.
+	Limit int
+	// NewestFirst asks for the newest records first (order=desc);
+	// otherwise they come oldest first.
+	NewestFirst bool
 }
 
 // Records returns records a device delivered, with its counters.
@@ -201,6 +218,9 @@ func (c *Client) Records(ctx context.Context, id string, rq RecordsQuery) (*api.
 	}
 	if rq.Limit > 0 {
 		q.Set("limit", strconv.Itoa(rq.Limit))
+	}
+	if rq.NewestFirst {
+		q.Set("order", "desc")
 	}
 	var r api.Records
 	return &r, c.getJSON(ctx, "/devices/"+url.PathEscape(id)+"/records", q, &r)
@@ -241,6 +261,12 @@ func (c *Client) Bundle(ctx context.Context, name, version string) (*api.Bundle,
 // Push uploads a bundle file and its signature (streamed, not buffered).
 // created is false when the registry already had this exact bundle.
 func (c *Client) Push(ctx context.Context, bundlePath, sigPath string) (b *api.Bundle, created bool, err error) {
+	return c.PushProgress(ctx, bundlePath, sigPath, nil)
+}
+
+// PushProgress is Push that also writes every byte of the bundle file to
+// progress (if not nil) as it is sent, e.g. to a progress bar.
+func (c *Client) PushProgress(ctx context.Context, bundlePath, sigPath string, progress io.Writer) (b *api.Bundle, created bool, err error) {
 	for _, p := range []string{bundlePath, sigPath} {
 		if _, err := os.Stat(p); err != nil {
 			return nil, false, fmt.Errorf("client: %w", err)
@@ -249,7 +275,7 @@ func (c *Client) Push(ctx context.Context, bundlePath, sigPath string) (b *api.B
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	go func() {
-		pw.CloseWithError(writeParts(mw, bundlePath, sigPath))
+		pw.CloseWithError(writeParts(mw, bundlePath, sigPath, progress))
 	}()
 	u := *c.base
 	u.Path += api.Prefix + "/bundles"
@@ -283,15 +309,19 @@ func (c *Client) Push(ctx context.Context, bundlePath, sigPath string) (b *api.B
 	return &out, resp.StatusCode == http.StatusCreated, nil
 }
 
-func writeParts(mw *multipart.Writer, bundlePath, sigPath string) error {
+func writeParts(mw *multipart.Writer, bundlePath, sigPath string, progress io.Writer) error {
 	for _, p := range []struct{ field, path string }{{"bundle", bundlePath}, {"sig", sigPath}} {
 		f, err := os.Open(p.path)
 		if err != nil {
 			return err
 		}
+		var r io.Reader = f
+		if p.field == "bundle" && progress != nil {
+			r = io.TeeReader(f, progress)
+		}
 		w, err := mw.CreateFormFile(p.field, filepath.Base(p.path))
 		if err == nil {
-			_, err = io.Copy(w, f)
+			_, err = io.Copy(w, r)
 		}
 		f.Close()
 		if err != nil {
@@ -299,4 +329,121 @@ func writeParts(mw *multipart.Writer, bundlePath, sigPath string) error {
 		}
 	}
 	return mw.Close()
+}
+
+// Download fetches a bundle's file and signature from the download URLs
+// of b (as Bundle returns it) into bundlePath and sigPath, each written
+// atomically (a temporary file beside it, renamed into place) so that
+// neither is ever left half-written. The file's size and sha256 must be
+// the registry's, or nothing is written. The URLs are signed: the
+// operator token is not sent with them. progress, if not nil, is written
+// every byte of the bundle file as it arrives.
+func (c *Client) Download(ctx context.Context, b *api.Bundle, bundlePath, sigPath string, progress io.Writer) error {
+	if b.URL == "" || b.SigURL == "" {
+		return fmt.Errorf("client: %s: fleetd gave no download URL", b.ID())
+	}
+	tmpBundle, err := c.fetch(ctx, b.URL, bundlePath, b.Size, progress)
+	if err != nil {
+		return fmt.Errorf("client: downloading %s: %w", b.ID(), err)
+	}
+	defer os.Remove(tmpBundle)
+	if size, sum, err := digest(tmpBundle); err != nil {
+		return fmt.Errorf("client: %w", err)
+	} else if size != b.Size || sum != b.SHA256 {
+		return fmt.Errorf("client: downloading %s: got %d bytes with sha256 %s; the registry has %d bytes with sha256 %s", b.ID(), size, sum, b.Size, b.SHA256)
+	}
+	tmpSig, err := c.fetch(ctx, b.SigURL, sigPath, maxSigBytes, nil)
+	if err != nil {
+		return fmt.Errorf("client: downloading the signature of %s: %w", b.ID(), err)
+	}
+	defer os.Remove(tmpSig)
+	if err := os.Rename(tmpBundle, bundlePath); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if err := os.Rename(tmpSig, sigPath); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	return syncDir(filepath.Dir(bundlePath))
+}
+
+// maxSigBytes caps a downloaded signature (fleetd's own cap on uploads).
+const maxSigBytes = 64 << 10
+
+// fetch GETs rawURL (resolved against the server's URL) into a new
+// temporary file beside dst, of at most limit bytes, and returns its
+// path; the caller renames or removes it.
+func (c *Client) fetch(ctx context.Context, rawURL, dst string, limit int64, progress io.Writer) (path string, err error) {
+	u, err := c.base.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		msg := strings.TrimSpace(string(b))
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		return "", &Error{Status: resp.StatusCode, Message: msg}
+	}
+	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	var r io.Reader = io.LimitReader(resp.Body, limit+1)
+	if progress != nil {
+		r = io.TeeReader(r, progress)
+	}
+	n, err := io.Copy(f, r)
+	if err != nil {
+		return "", err
+	}
+	if n > limit {
+		return "", fmt.Errorf("more than the %d bytes expected", limit)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return "", err
+	}
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	return f.Name(), f.Close()
+}
+
+func digest(path string) (int64, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return n, hex.EncodeToString(h.Sum(nil)), err
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	return nil
 }

@@ -124,6 +124,7 @@ func TestAPIErrors(t *testing.T) {
 		{"records bad since", "GET", "/api/v1/devices/dev-1/records?since=yesterday", "", "", 400, "since"},
 		{"records bad kind", "GET", "/api/v1/devices/dev-1/records?kind=A", "", "", 400, "kind"},
 		{"records bad limit", "GET", "/api/v1/devices/dev-1/records?limit=0", "", "", 400, "limit"},
+		{"records bad order", "GET", "/api/v1/devices/dev-1/records?order=newest", "", "", 400, "order=\"newest\": want asc"},
 		{"unknown bundle", "GET", "/api/v1/bundles/nope", "", "", 404, "nope"},
 		{"unknown version", "GET", "/api/v1/bundles/vad/2.0.0", "", "", 404, "not found"},
 		{"push not multipart", "POST", "/api/v1/bundles", `{}`, "", 400, "multipart"},

@@ -57,6 +57,31 @@ func TestEmbeddedEndToEnd(t *testing.T) {
 	if r := recs.Records[0]; r.ID != 1 || r.Kind != "prediction" || r.Epoch != "ep1" || compact(t, r.Payload) != string(b1.Records[0].Payload) {
 		t.Errorf("first record = %+v", r)
 	}
+	// Newest first (order=desc): limit keeps the newest; since and until
+	// bound the window either way.
+	t0 := b1.Records[0].Time.Add(-time.Millisecond) // record n is at t0+n ms
+	for _, tc := range []struct {
+		q    client.RecordsQuery
+		want []uint64
+	}{
+		{client.RecordsQuery{Kind: protocol.RecordPrediction, NewestFirst: true, Limit: 3}, []uint64{80, 79, 78}},
+		{client.RecordsQuery{Kind: protocol.RecordPrediction, Limit: 3}, []uint64{1, 2, 3}},
+		{client.RecordsQuery{NewestFirst: true, Since: t0.Add(10 * time.Millisecond), Until: t0.Add(13 * time.Millisecond)}, []uint64{12, 11, 10}},
+		{client.RecordsQuery{Since: t0.Add(10 * time.Millisecond), Until: t0.Add(13 * time.Millisecond)}, []uint64{10, 11, 12}},
+		{client.RecordsQuery{Kind: protocol.RecordPrediction, NewestFirst: true, Until: t0.Add(51 * time.Millisecond), Limit: 2}, []uint64{50, 49}},
+	} {
+		r, err := ts.api.Records(ctx, "cam-1", tc.q)
+		if err != nil {
+			t.Fatalf("Records(%+v): %v", tc.q, err)
+		}
+		var got []uint64
+		for _, rec := range r.Records {
+			got = append(got, rec.ID)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("Records(%+v) = %v, want %v", tc.q, got, tc.want)
+		}
+	}
 	events, err := ts.api.Records(ctx, "cam-1", client.RecordsQuery{Kind: "event"})
 	if err != nil || len(events.Records) != 1 || events.Records[0].ID != 81 {
 		t.Fatalf("events = %+v, %v", events, err)

@@ -375,6 +375,13 @@ func (s *Server) handleRecords(w http.ResponseWriter, r *http.Request) error {
 		}
 		tq.Limit = n
 	}
+	switch v := q.Get("order"); v {
+	case "", "asc":
+	case "desc":
+		tq.NewestFirst = true
+	default:
+		return errStatus(http.StatusBadRequest, "order=%q: want asc (oldest first, the default) or desc (newest first)", v)
+	}
 	recs, err := s.recs.Query(id, tq)
 	if err != nil {
 		return err

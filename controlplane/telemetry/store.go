@@ -439,12 +439,16 @@ type Query struct {
 	// Since and Until, if set, bound Time: Since <= Time < Until.
 	Since, Until time.Time
 	// Limit caps the result (DefaultQueryLimit when zero, at most
-	// MaxQueryLimit); the oldest matching records come first.
+	// MaxQueryLimit): the oldest matching records are kept, or the newest
+	// with NewestFirst.
 	Limit int
+	// NewestFirst returns the records newest first (by Time), so that
+	// Limit keeps the newest; otherwise they come oldest first.
+	NewestFirst bool
 }
 
-// Query returns device's records matching q, oldest first. An unknown
-// device has none.
+// Query returns device's records matching q, oldest first (newest first
+// with q.NewestFirst). An unknown device has none.
 func (s *Store) Query(device string, q Query) ([]Record, error) {
 	if err := checkIDs(device, ""); err != nil {
 		return nil, err
@@ -458,6 +462,13 @@ func (s *Store) Query(device string, q Query) ([]Record, error) {
 	case q.Limit == 0:
 		q.Limit = DefaultQueryLimit
 	}
+	var since, until []byte
+	if !q.Since.IsZero() {
+		since = timeKey(q.Since)
+	}
+	if !q.Until.IsZero() {
+		until = timeKey(q.Until)
+	}
 	out := []Record{}
 	err := s.view(func(tx *bolt.Tx) error {
 		db, err := deviceBucket(tx, device, false)
@@ -465,18 +476,31 @@ func (s *Store) Query(device string, q Query) ([]Record, error) {
 			return err
 		}
 		c := db.Bucket(bucketTime).Cursor()
-		var k, v []byte
-		if q.Since.IsZero() {
-			k, v = c.First()
-		} else {
-			k, v = c.Seek(timeKey(q.Since))
+		// first, next and done walk the keys in Since <= Time < Until
+		// in the order asked for.
+		first := func() (k, v []byte) {
+			if since == nil {
+				return c.First()
+			}
+			return c.Seek(since)
 		}
-		var until []byte
-		if !q.Until.IsZero() {
-			until = timeKey(q.Until)
+		next := c.Next
+		done := func(k []byte) bool { return until != nil && bytes.Compare(k[:8], until) >= 0 }
+		if q.NewestFirst {
+			first = func() (k, v []byte) {
+				if until == nil {
+					return c.Last()
+				}
+				if k, _ := c.Seek(until); k == nil {
+					return c.Last()
+				}
+				return c.Prev()
+			}
+			next = c.Prev
+			done = func(k []byte) bool { return since != nil && bytes.Compare(k[:8], since) < 0 }
 		}
-		for ; k != nil && len(out) < q.Limit; k, v = c.Next() {
-			if until != nil && bytes.Compare(k[:8], until) >= 0 {
+		for k, v := first(); k != nil && len(out) < q.Limit; k, v = next() {
+			if done(k) {
 				break
 			}
 			var r Record

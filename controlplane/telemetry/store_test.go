@@ -241,6 +241,18 @@ func TestQuery(t *testing.T) {
 		{Query{Since: t0.Add(3 * time.Second), Until: t0.Add(6 * time.Second)}, []uint64{3, 4, 5}},
 		{Query{Kind: "prediction", Limit: 2}, []uint64{1, 3}},
 		{Query{Kind: "drift"}, nil},
+		{Query{NewestFirst: true}, []uint64{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}},
+		{Query{NewestFirst: true, Limit: 3}, []uint64{10, 9, 8}},
+		{Query{NewestFirst: true, Kind: "metrics", Limit: 2}, []uint64{10, 8}},
+		{Query{NewestFirst: true, Since: t0.Add(8 * time.Second)}, []uint64{10, 9, 8}},
+		{Query{NewestFirst: true, Until: t0.Add(3 * time.Second)}, []uint64{2, 1}},
+		{Query{NewestFirst: true, Since: t0.Add(3 * time.Second), Until: t0.Add(6 * time.Second)}, []uint64{5, 4, 3}},
+		{Query{NewestFirst: true, Since: t0.Add(3 * time.Second), Until: t0.Add(6 * time.Second), Limit: 1}, []uint64{5}},
+		{Query{NewestFirst: true, Until: t0.Add(time.Hour)}, []uint64{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}},
+		{Query{NewestFirst: true, Until: t0}, nil},
+		{Query{NewestFirst: true, Since: t0.Add(time.Hour)}, nil},
+		{Query{Since: t0.Add(6 * time.Second), Until: t0.Add(3 * time.Second)}, nil},
+		{Query{NewestFirst: true, Since: t0.Add(6 * time.Second), Until: t0.Add(3 * time.Second)}, nil},
 	} {
 		got, err := e.store.Query("dev-1", tc.q)
 		if err != nil {

@@ -327,6 +327,10 @@ func (d *demo) childEnv() []string {
 	return append([]string{
 		"PATH=" + d.cfg.Bin + string(os.PathListSeparator) + os.Getenv("PATH"),
 		"EDGEFLEET_ORT_LIB=" + d.ortLib,
+		// fleetctl talks to the demo's fleetd, not to a context of the
+		// operator's own configuration (docs/cli.md, Contexts).
+		"FLEETCTL_CONFIG=" + filepath.Join(d.work, "fleetctl-config.yaml"),
+		"FLEETCTL_CONTEXT=",
 	}, d.env...)
 }
 

@@ -36,7 +36,7 @@ func TestNarratorPlain(t *testing.T) {
 	n.now = clock.now
 	n.Header("demo")
 	n.Step("Build it")
-	n.Cmd([]string{"fleetctl", "bundle", "build", "a dir", "-o", "x.bundle"})
+	n.Cmd([]string{"fleetctl", "bundle", "build", "a dir", "--out", "x.bundle"})
 	n.Out("built x.bundle")
 	n.Progress(0.5, "half way")
 	clock.add(time.Second)
@@ -55,7 +55,7 @@ func TestNarratorPlain(t *testing.T) {
 	want := `demo
 
 [1/3] Build it
-  $ fleetctl bundle build 'a dir' -o x.bundle
+  $ fleetctl bundle build 'a dir' --out x.bundle
     built x.bundle
   … half way
   … still going

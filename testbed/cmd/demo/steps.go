@@ -130,7 +130,7 @@ func (d *demo) stepKeys(ctx context.Context) (string, error) {
 
 // Step 3.
 func (d *demo) stepBuild(ctx context.Context) (string, error) {
-	if _, err := d.fleetctl(ctx, "bundle", "build", d.specDir(), "-o", d.good.File); err != nil {
+	if _, err := d.fleetctl(ctx, "bundle", "build", d.specDir(), "--out", d.good.File); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%s: the ONNX model's inputs and outputs match the spec and its smoke vectors pass in ONNX Runtime", d.good.File), nil
@@ -582,7 +582,7 @@ func (d *demo) stepBadBundle(ctx context.Context) (string, error) {
 		return "", err
 	}
 	d.n.Say("%s/bundle.yaml is the %s spec with version %s and that pre-processor.", specDir, d.good.Version, d.bad.Version)
-	if _, err := d.fleetctl(ctx, "bundle", "build", specDir, "-o", d.bad.File); err != nil {
+	if _, err := d.fleetctl(ctx, "bundle", "build", specDir, "--out", d.bad.File); err != nil {
 		return "", err
 	}
 	if _, err := d.fleetctl(ctx, "bundle", "sign", "--key", "keys/signing.key", d.bad.File); err != nil {

@@ -1,0 +1,681 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/edgefleet/edgefleet/controlplane/client"
+)
+
+// The client configuration: named contexts (a fleetd's URL and the file
+// with its operator token), one of them current, as kubectl's contexts.
+const (
+	envConfig  = "FLEETCTL_CONFIG"
+	envContext = "FLEETCTL_CONTEXT"
+	// maxConfigBytes caps the configuration file.
+	maxConfigBytes = 1 << 20
+)
+
+// clientConfig is the configuration file:
+//
+//	currentContext: prod
+//	contexts:
+//	  - name: prod
+//	    server: https://fleetd.example.com:8080
+//	    tokenFile: /home/me/.config/fleetctl/prod.token
+type clientConfig struct {
+	CurrentContext string          `yaml:"currentContext,omitempty" json:"currentContext,omitempty"`
+	Contexts       []configContext `yaml:"contexts" json:"contexts"`
+
+	path string // the file it was read from (it may not exist yet)
+}
+
+// configContext is one context. TokenFile is as written in the file: a
+// relative path is relative to the file's directory (tokenPath).
+type configContext struct {
+	Name      string `yaml:"name" json:"name"`
+	Server    string `yaml:"server" json:"server"`
+	TokenFile string `yaml:"tokenFile,omitempty" json:"tokenFile,omitempty"`
+}
+
+// contextList is what get-contexts prints with -o json, yaml or name.
+type contextList struct {
+	File           string        `json:"file"`
+	CurrentContext string        `json:"currentContext,omitempty"`
+	Contexts       []contextInfo `json:"contexts"`
+}
+
+type contextInfo struct {
+	configContext
+	Current bool `json:"current"`
+}
+
+// configPath is where the configuration lives: $FLEETCTL_CONFIG, else
+// $XDG_CONFIG_HOME/fleetctl/config.yaml, else
+// ~/.config/fleetctl/config.yaml.
+func configPath() (string, error) {
+	if p := os.Getenv(envConfig); p != "" {
+		return p, nil
+	}
+	// The XDG base directory spec says a relative $XDG_CONFIG_HOME is
+	// invalid and to be ignored.
+	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "fleetctl", "config.yaml"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no place for the client configuration: set $%s (%v)", envConfig, err)
+	}
+	return filepath.Join(home, ".config", "fleetctl", "config.yaml"), nil
+}
+
+// loadConfig reads the configuration file; one that does not exist is an
+// empty configuration.
+func loadConfig() (*clientConfig, error) {
+	path, err := configPath()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &clientConfig{path: path}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the client configuration: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the client configuration: %w", err)
+	}
+	return parseConfig(path, data)
+}
+
+// configErrors collects the problems of a configuration file, each as
+// FILE:LINE: FIELD: what is wrong.
+type configErrors struct {
+	path string
+	errs []configError
+}
+
+type configError struct {
+	line int
+	msg  string
+}
+
+func (e *configErrors) add(n *yaml.Node, field, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if field != "" {
+		msg = field + ": " + msg
+	}
+	e.errs = append(e.errs, configError{n.Line, msg})
+}
+
+// err is every problem, in the order of the file, on one line.
+func (e *configErrors) err() error {
+	if len(e.errs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(e.errs, func(a, b configError) int { return a.line - b.line })
+	msgs := make([]string, len(e.errs))
+	for i, x := range e.errs {
+		msgs[i] = fmt.Sprintf("%s:%d: %s", e.path, x.line, x.msg)
+	}
+	return fmt.Errorf("client configuration: %s (fix or remove the file; %s)", strings.Join(msgs, "; "), configFormatHint)
+}
+
+const configFormatHint = "its keys are currentContext and contexts, a list of {name, server, tokenFile}"
+
+// parseConfig decodes a configuration strictly: an unknown key, a key set
+// twice, a value of the wrong kind, anchors and aliases, a second
+// document, a bad name or URL, two contexts of one name and a
+// currentContext naming none are refused, every problem with its line.
+func parseConfig(path string, data []byte) (*clientConfig, error) {
+	cfg := &clientConfig{path: path}
+	if len(data) > maxConfigBytes {
+		return nil, fmt.Errorf("client configuration %s: larger than %d bytes", path, maxConfigBytes)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return cfg, nil // empty
+	} else if err != nil {
+		return nil, fmt.Errorf("client configuration %s: not valid YAML: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("client configuration %s: more than one YAML document", path)
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	errs := &configErrors{path: path}
+	if isNull(root) {
+		return cfg, nil // only comments
+	}
+	var currentNode *yaml.Node
+	walkMapping(errs, root, "", []string{"currentContext", "contexts"}, func(key string, v *yaml.Node) {
+		switch key {
+		case "currentContext":
+			cfg.CurrentContext, currentNode = scalarString(errs, v, key), v
+		case "contexts":
+			if isNull(v) {
+				return
+			}
+			if v.Kind != yaml.SequenceNode {
+				errs.add(v, key, "must be a list of contexts, not %s", nodeKind(v))
+				return
+			}
+			lines := map[string]int{}
+			for i, item := range v.Content {
+				field := fmt.Sprintf("contexts[%d]", i)
+				var c configContext
+				seen := map[string]bool{}
+				walkMapping(errs, item, field, []string{"name", "server", "tokenFile"}, func(key string, v *yaml.Node) {
+					seen[key] = true
+					s := scalarString(errs, v, field+"."+key)
+					switch key {
+					case "name":
+						c.Name = s
+						if err := checkContextName(s); err != nil && s != "" {
+							errs.add(v, field+".name", "%v", err)
+						}
+					case "server":
+						c.Server = s
+						if _, err := client.ParseServer(s); err != nil && s != "" {
+							errs.add(v, field+".server", "%v", err)
+						}
+					case "tokenFile":
+						c.TokenFile = s
+					}
+				})
+				if item.Kind != yaml.MappingNode {
+					continue
+				}
+				for _, req := range []string{"name", "server"} {
+					if !seen[req] || (req == "name" && c.Name == "") || (req == "server" && c.Server == "") {
+						errs.add(item, field, "%s missing", req)
+					}
+				}
+				if c.Name != "" {
+					if l, dup := lines[c.Name]; dup {
+						errs.add(item, field+".name", "context %q is already defined on line %d", c.Name, l)
+					}
+					lines[c.Name] = item.Line
+				}
+				cfg.Contexts = append(cfg.Contexts, c)
+			}
+		}
+	})
+	if cfg.CurrentContext != "" && cfg.context(cfg.CurrentContext) == nil && currentNode != nil {
+		errs.add(currentNode, "currentContext", "%q is none of the contexts (%s)", cfg.CurrentContext, cfg.names())
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// walkMapping calls fn for each key of the mapping n, refusing keys not in
+// known and keys given twice.
+func walkMapping(errs *configErrors, n *yaml.Node, field string, known []string, fn func(key string, v *yaml.Node)) {
+	what := "the file"
+	if field != "" {
+		what = field
+	}
+	switch {
+	case n.Kind == yaml.AliasNode || n.Anchor != "":
+		errs.add(n, field, "YAML anchors and aliases are not supported")
+		return
+	case n.Kind != yaml.MappingNode:
+		errs.add(n, "", "%s must be a mapping (key: value), not %s", what, nodeKind(n))
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		name := k.Value
+		path := name
+		if field != "" {
+			path = field + "." + name
+		}
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			errs.add(k, field, "keys must be plain names")
+			continue
+		case !slices.Contains(known, name):
+			errs.add(k, path, "%s", unknownKey(name, known))
+			continue
+		}
+		if l, dup := seen[name]; dup {
+			errs.add(k, path, "set twice (first on line %d)", l)
+			continue
+		}
+		seen[name] = k.Line
+		if v.Kind == yaml.AliasNode || v.Anchor != "" {
+			errs.add(v, path, "YAML anchors and aliases are not supported")
+			continue
+		}
+		fn(name, v)
+	}
+}
+
+func unknownKey(key string, known []string) string {
+	for _, k := range known {
+		if strings.EqualFold(k, key) {
+			return fmt.Sprintf("unknown key; did you mean %q? (keys are case-sensitive)", k)
+		}
+	}
+	return fmt.Sprintf("unknown key (known here: %s)", strings.Join(known, ", "))
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// scalarString is a scalar's text; anything else is refused.
+func scalarString(errs *configErrors, n *yaml.Node, field string) string {
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		errs.add(n, field, "must be a string, not %s", nodeKind(n))
+		return ""
+	}
+	return n.Value
+}
+
+func nodeKind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	if isNull(n) {
+		return "empty"
+	}
+	return fmt.Sprintf("the value %q", n.Value)
+}
+
+var contextNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@:/-]*$`)
+
+// checkContextName accepts names of letters, digits and . _ @ : / -,
+// starting with a letter or digit, at most 128 characters.
+func checkContextName(name string) error {
+	if !contextNameRE.MatchString(name) || len(name) > 128 {
+		return fmt.Errorf("context name %q: want letters, digits and . _ @ : / - (starting with a letter or digit, at most 128)", name)
+	}
+	return nil
+}
+
+// context returns the context of that name, or nil.
+func (c *clientConfig) context(name string) *configContext {
+	for i := range c.Contexts {
+		if c.Contexts[i].Name == name {
+			return &c.Contexts[i]
+		}
+	}
+	return nil
+}
+
+// names lists the contexts' names for messages.
+func (c *clientConfig) names() string {
+	if len(c.Contexts) == 0 {
+		return "there are none"
+	}
+	names := make([]string, len(c.Contexts))
+	for i, x := range c.Contexts {
+		names[i] = x.Name
+	}
+	return "have: " + strings.Join(names, ", ")
+}
+
+// tokenPath is ctx's token file, a relative one taken relative to the
+// configuration file's directory (as kubectl does).
+func (c *clientConfig) tokenPath(ctx *configContext) string {
+	if ctx.TokenFile == "" || filepath.IsAbs(ctx.TokenFile) {
+		return ctx.TokenFile
+	}
+	return filepath.Join(filepath.Dir(c.path), ctx.TokenFile)
+}
+
+// unknownContext is the usage error for a name (from source: --context,
+// $FLEETCTL_CONTEXT, an argument) that no context has.
+func (c *clientConfig) unknownContext(source, name string) error {
+	return usagef("%s %q: no such context in %s (%s; fleetctl config set-context %s --server URL adds it)", source, name, c.path, c.names(), name)
+}
+
+// selected is the context a command uses: the one named by --context
+// (flagName non-empty), else $FLEETCTL_CONTEXT, else the current one; nil
+// when none is named or current.
+func (c *clientConfig) selected(flagName string) (*configContext, error) {
+	name, source := flagName, "--context"
+	if name == "" {
+		name, source = os.Getenv(envContext), "$"+envContext
+	}
+	if name == "" {
+		name, source = c.CurrentContext, "currentContext"
+	}
+	if name == "" {
+		return nil, nil
+	}
+	ctx := c.context(name)
+	if ctx == nil {
+		return nil, c.unknownContext(source, name)
+	}
+	return ctx, nil
+}
+
+// save writes the configuration atomically, mode 0600: a temporary file
+// in the same directory, synced, renamed over the old one.
+func (c *clientConfig) save() error {
+	var b bytes.Buffer
+	b.WriteString("# fleetctl client configuration: see fleetctl config --help and docs/cli.md.\n")
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return err
+	}
+	if err := enc.Close(); err != nil {
+		return err
+	}
+	dir := filepath.Dir(c.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("writing the client configuration: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(c.path)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("writing the client configuration: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename: nothing
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.Write(b.Bytes())
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), c.path)
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("writing the client configuration %s: %w", c.path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// contextFlag is the value of the global --context flag.
+func contextFlag(cmd *cobra.Command) string {
+	if f := cmd.Flag("context"); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+func newConfigCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Manage contexts: which fleetd to talk to, with which token",
+		Long: `A context names a fleetd (its URL) and the file holding its operator
+token, as kubectl's contexts do. The commands that talk to fleetd use the
+current context, or the one --context NAME or $` + envContext + ` names,
+for whatever --server, --token-file, $` + envServer + `,
+$` + envToken + ` and $` + envTokenFile + ` do not give (flags first, then
+the environment, then the context, then the defaults).
+
+The contexts live in $` + envConfig + `, else
+$XDG_CONFIG_HOME/fleetctl/config.yaml, else ~/.config/fleetctl/config.yaml,
+written with mode 0600 and replaced atomically. A relative tokenFile in it
+is relative to the file's directory.`,
+	}
+	cmd.AddCommand(
+		newConfigSetContextCmd(a),
+		newConfigUseContextCmd(a),
+		newConfigCurrentContextCmd(a),
+		newConfigGetContextsCmd(a),
+		newConfigDeleteContextCmd(a),
+	)
+	return cmd
+}
+
+// completeContexts completes a context name argument.
+func completeContexts(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return contextNames(), cobra.ShellCompDirectiveNoFileComp
+}
+
+func contextNames() []string {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, c := range cfg.Contexts {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+func newConfigSetContextCmd(a *app) *cobra.Command {
+	var server, tokenFile string
+	cmd := &cobra.Command{
+		Use:   "set-context NAME [--server URL] [--token-file FILE]",
+		Short: "Add a context, or change one",
+		Long: `Add the context NAME (--server is required then) or change the fields of
+an existing one that the flags give; --token-file "" removes its token
+file. The token file must exist; its absolute path is recorded. It does
+not make NAME current: fleetctl config use-context NAME does.`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeContexts,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := checkContextName(name); err != nil {
+				return withCode(ExitUsage, err)
+			}
+			if server != "" {
+				if _, err := client.ParseServer(server); err != nil {
+					return usagef("--server: %v", err)
+				}
+			}
+			setToken := cmd.Flags().Changed("token-file")
+			if tokenFile != "" {
+				abs, err := filepath.Abs(tokenFile)
+				if err != nil {
+					return err
+				}
+				if _, err := readToken(abs, "--token-file"); err != nil {
+					return err
+				}
+				tokenFile = abs
+			}
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			c, what := cfg.context(name), "modified"
+			if c == nil {
+				if server == "" {
+					return usagef("context %q is new: give its fleetd with --server URL", name)
+				}
+				cfg.Contexts = append(cfg.Contexts, configContext{Name: name})
+				c, what = &cfg.Contexts[len(cfg.Contexts)-1], "created"
+			} else if server == "" && !setToken {
+				return usagef("context %q exists: give --server or --token-file to change it", name)
+			}
+			if server != "" {
+				c.Server = strings.TrimSuffix(server, "/")
+			}
+			if setToken {
+				c.TokenFile = tokenFile
+			}
+			if err := cfg.save(); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "context %q %s in %s\n", name, what, cfg.path)
+			if cfg.CurrentContext != name {
+				fmt.Fprintf(a.stderr, "fleetctl: note: fleetctl config use-context %s makes it the current context\n", name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", "", "fleetd's URL, http(s)://host:port")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file with the operator token (\"\": none)")
+	return cmd
+}
+
+func newConfigUseContextCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:               "use-context NAME",
+		Short:             "Make a context the current one",
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeContexts,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			if cfg.context(args[0]) == nil {
+				return cfg.unknownContext("context", args[0])
+			}
+			cfg.CurrentContext = args[0]
+			if err := cfg.save(); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "switched to context %q\n", args[0])
+			return err
+		},
+	}
+}
+
+func newConfigCurrentContextCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "current-context",
+		Short: "Print the name of the context commands use",
+		Long: `Print the name of the context the commands that talk to fleetd use: the
+one --context or $` + envContext + ` names, else the current one.`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			c, err := cfg.selected(contextFlag(cmd))
+			if err != nil {
+				return err
+			}
+			if c == nil {
+				return fmt.Errorf("no current context in %s (fleetctl config use-context NAME sets one)", cfg.path)
+			}
+			_, err = fmt.Fprintln(a.stdout, c.Name)
+			return err
+		},
+	}
+}
+
+func newConfigGetContextsCmd(a *app) *cobra.Command {
+	out := &outputFlag{}
+	cmd := &cobra.Command{
+		Use:               "get-contexts [NAME]",
+		Short:             "List the contexts (the one in use marked *)",
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeContexts,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			cur, err := cfg.selected(contextFlag(cmd))
+			if err != nil {
+				return err
+			}
+			list := contextList{File: cfg.path, Contexts: []contextInfo{}}
+			if cur != nil {
+				list.CurrentContext = cur.Name
+			}
+			for _, c := range cfg.Contexts {
+				if len(args) == 1 && c.Name != args[0] {
+					continue
+				}
+				list.Contexts = append(list.Contexts, contextInfo{configContext: c, Current: cur != nil && c.Name == cur.Name})
+			}
+			if len(args) == 1 && len(list.Contexts) == 0 {
+				return cfg.unknownContext("context", args[0])
+			}
+			if out.machine() {
+				return out.write(a.stdout, list)
+			}
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "CURRENT\tNAME\tSERVER\tTOKEN FILE")
+			for _, c := range list.Contexts {
+				mark := ""
+				if c.Current {
+					mark = "*"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", mark, c.Name, c.Server, orDash(c.TokenFile))
+			}
+			return tw.Flush()
+		},
+	}
+	out.register(cmd)
+	return cmd
+}
+
+func newConfigDeleteContextCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:               "delete-context NAME",
+		Short:             "Delete a context (not its token file)",
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeContexts,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			if cfg.context(args[0]) == nil {
+				return cfg.unknownContext("context", args[0])
+			}
+			cfg.Contexts = slices.DeleteFunc(cfg.Contexts, func(c configContext) bool { return c.Name == args[0] })
+			wasCurrent := cfg.CurrentContext == args[0]
+			if wasCurrent {
+				cfg.CurrentContext = ""
+			}
+			if err := cfg.save(); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "deleted context %q from %s\n", args[0], cfg.path)
+			if wasCurrent {
+				fmt.Fprintln(a.stderr, "fleetctl: note: it was the current context; there is none now")
+			}
+			return nil
+		},
+	}
+}
