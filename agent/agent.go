@@ -181,6 +181,12 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Agent, error
 			drainTimeout:    DefaultDrainTimeout,
 			sampleQueue:     DefaultSampleQueue,
 			driftWindow:     time.Duration(cfg.Metrics.DriftWindow),
+			// The configuration's shadow settings, unless an option
+			// overrides them.
+			shadow: shadowOptions{
+				rate: cfg.Shadow.SampleRate, window: time.Duration(cfg.Shadow.Window), queue: cfg.Shadow.Queue,
+				rateSet: true, windowSet: true, queueSet: true,
+			},
 		},
 		sem: make(chan struct{}, 1),
 	}

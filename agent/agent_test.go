@@ -142,9 +142,12 @@ func TestInstallServeRollback(t *testing.T) {
 	}
 	var sawError, sawFeatures bool
 	for _, p := range kinds[protocol.RecordPrediction] {
-		var rec prediction
+		var rec protocol.PredictionRecord
 		if err := json.Unmarshal(p, &rec); err != nil {
 			t.Fatal(err)
+		}
+		if err := rec.Validate(); err != nil {
+			t.Errorf("prediction record %s: %v", p, err)
 		}
 		if rec.Error != "" && rec.Code == http.StatusBadRequest {
 			sawError = true
@@ -174,10 +177,13 @@ func TestInstallServeRollback(t *testing.T) {
 		// One window (the interval is a minute), closed at shutdown.
 		t.Errorf("%d metrics records, want one per version served (2)", n)
 	}
-	var m metricsRecord
+	var m protocol.MetricsRecord
 	for _, p := range kinds[protocol.RecordMetrics] {
 		if err := json.Unmarshal(p, &m); err != nil {
 			t.Fatal(err)
+		}
+		if err := m.Validate(); err != nil {
+			t.Errorf("metrics record %s: %v", p, err)
 		}
 		if m.Requests == 0 || m.P95Ms <= 0 || m.P50Ms > m.P95Ms || m.Provider != "cpu" {
 			t.Errorf("metrics record %s", p)

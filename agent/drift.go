@@ -32,32 +32,6 @@ func WithDriftWindow(d time.Duration) Option {
 	return func(o *options) { o.driftWindow = d }
 }
 
-// driftRecord is the payload of a "drift" record: the predictions one
-// bundle version answered over one drift window, summarized against the
-// bundle's reference profile (docs/drift.md). fleetd merges the summaries
-// of many windows and devices; Score serves the rollout engine's drift
-// gate (controlplane/rollout.RecordObserver), which reads model and score.
-type driftRecord struct {
-	// Model is the bundle, name@version.
-	Model string `json:"model"`
-	// Profile is the profile's ID (drift.Profile.ID).
-	Profile string    `json:"profile"`
-	Start   time.Time `json:"start"`
-	End     time.Time `json:"end"`
-	// Predictions and Errors count the inference calls of the window.
-	Predictions uint64 `json:"predictions"`
-	Errors      uint64 `json:"errors"`
-	// Score is this window's share of drifted features (drift.Report's
-	// Share), absent when no feature had enough values to be tested;
-	// Drifted names the drifted features.
-	Score   *float64 `json:"score,omitempty"`
-	Tested  int      `json:"tested"`
-	Drifted []string `json:"drifted,omitempty"`
-	// Summary is the window's drift.Summary, MarshalBase64JSON (a JSON
-	// string; drift.DecodeSummary reads it as is).
-	Summary json.RawMessage `json:"summary"`
-}
-
 // driftWindows keeps the drift summary of the served bundle's current
 // window. observe runs on the API server's observer goroutine, never in
 // a request; the windows are closed and appended on a goroutine of their
@@ -246,7 +220,7 @@ func (w *driftWindow) record(end time.Time) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := driftRecord{
+	r := protocol.DriftRecord{
 		Model: w.model + "@" + w.version, Profile: w.sum.Profile(),
 		Start: w.sum.Start.UTC(), End: end.UTC(),
 		Predictions: w.sum.Predictions(), Errors: w.sum.Errors(), Summary: enc,

@@ -4,21 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/edgefleet/edgefleet/agent/api"
 	"github.com/edgefleet/edgefleet/agent/outbox"
-	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/drift"
 	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 	"github.com/edgefleet/edgefleet/testbed/audio"
 )
 
@@ -59,13 +57,16 @@ func driftPrediction(version string, out *model.Output, err error) api.Predictio
 
 // decodeDrift checks that rec is a drift record and decodes its payload
 // and summary.
-func decodeDrift(t *testing.T, rec outbox.Record) (driftRecord, *drift.Summary) {
+func decodeDrift(t *testing.T, rec outbox.Record) (protocol.DriftRecord, *drift.Summary) {
 	t.Helper()
 	if rec.Kind != protocol.RecordDrift {
 		t.Fatalf("record %d: kind %q, want %q", rec.ID, rec.Kind, protocol.RecordDrift)
 	}
-	var r driftRecord
+	var r protocol.DriftRecord
 	if err := json.Unmarshal(rec.Payload, &r); err != nil {
+		t.Fatalf("record %d: %v: %s", rec.ID, err, rec.Payload)
+	}
+	if err := r.Validate(); err != nil {
 		t.Fatalf("record %d: %v: %s", rec.ID, err, rec.Payload)
 	}
 	s, err := drift.DecodeSummary(r.Summary)
@@ -215,54 +216,10 @@ func TestDriftWindowTick(t *testing.T) {
 // testbed/bundles/silero-vad.
 func sileroProfileBundle(t testing.TB, version string) built {
 	t.Helper()
-	k := testKeys(t)
-	key := "profile/" + version
-	fixture.mu.Lock()
-	defer fixture.mu.Unlock()
-	if b, ok := fixture.bundles[key]; ok {
-		return b
-	}
-	profile, _ := sileroProfile(t)
-	dir, err := os.MkdirTemp(fixture.dir, "spec-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	yaml := fmt.Sprintf(`name: silero-vad
-version: %s
-model: %s
-pre: %s
-profile: %s
-inputs:
-  - {name: input, datatype: FP32, shape: [-1, 512]}
-  - {name: state, datatype: FP32, shape: [2, -1, 128]}
-  - {name: sr, datatype: INT64, shape: [1]}
-outputs:
-  - {name: output, datatype: FP32, shape: [-1, 1]}
-  - {name: stateN, datatype: FP32, shape: [2, -1, 128]}
-executionProviders: [cpu]
-`, version, testenv.SileroModel(t), testenv.BuildWASM(t, "testbed/bundles/silero-vad/pre"), profile)
-	if err := os.WriteFile(filepath.Join(dir, bundle.SpecName), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, fmt.Sprintf("silero-vad-%s.bundle", version))
-	m, err := bundle.Build(context.Background(), dir, out, bundle.BuildOptions{})
-	if err != nil {
-		t.Fatalf("bundle.Build: %v", err)
-	}
-	signer, err := bundle.LoadSigner(k.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := bundle.SignFile(out, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.WriteSignature(out+".sig", sig); err != nil {
-		t.Fatal(err)
-	}
-	b := built{path: out, sig: out + ".sig", m: m}
-	fixture.bundles[key] = b
-	return b
+	b := testbundle.SileroFiles(t)
+	b.Version, b.Smoke = version, testbundle.SmokeNone
+	b.Profile, _ = sileroProfile(t)
+	return fixtureBundle(t, "profile/"+version, b)
 }
 
 // speechFrames returns n frames (16-bit PCM, 1024 bytes each) of

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,11 +20,12 @@ import (
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // sileroOutput is Silero VAD v5's output for the two-sine frame with a
 // zero state (shared/DESIGN.md §10).
-const sileroOutput = 0.0690874
+const sileroOutput = testbundle.SileroOutput
 
 // fixture holds what every test of the package shares: one publisher key
 // pair and the bundles built with it (building and checking a Silero
@@ -33,6 +33,7 @@ const sileroOutput = 0.0690874
 var fixture struct {
 	once    sync.Once
 	dir     string
+	pub     *testbundle.Publisher
 	err     error
 	mu      sync.Mutex
 	bundles map[string]built
@@ -56,15 +57,14 @@ func testKeys(t testing.TB) keys {
 	fixture.once.Do(func() {
 		fixture.dir, fixture.err = os.MkdirTemp("", "agent-test-")
 		if fixture.err == nil {
-			fixture.err = bundle.GenerateKey(filepath.Join(fixture.dir, "keys"), bundle.ECDSAP256)
+			fixture.pub, fixture.err = testbundle.NewPublisher(filepath.Join(fixture.dir, "keys"))
 		}
 		fixture.bundles = map[string]built{}
 	})
 	if fixture.err != nil {
 		t.Fatal(fixture.err)
 	}
-	d := filepath.Join(fixture.dir, "keys")
-	return keys{dir: d, priv: filepath.Join(d, bundle.PrivateKeyFile), pub: filepath.Join(d, bundle.PublicKeyFile)}
+	return keys{dir: filepath.Dir(fixture.pub.PrivateKey), priv: fixture.pub.PrivateKey, pub: fixture.pub.PublicKey}
 }
 
 // built is a signed bundle on disk.
@@ -89,78 +89,42 @@ type spec struct {
 // testbed/bundles/silero-vad, checked with model.Check.
 func sileroBundle(t testing.TB, s spec) built {
 	t.Helper()
-	k := testKeys(t)
-	key := fmt.Sprintf("%s/%g/%s", s.version, s.want, s.minAgent)
+	b := testbundle.SileroFiles(t)
+	b.Version, b.MinAgentVersion, b.SmokeOutput = s.version, s.minAgent, s.want
+	if s.want == 0 {
+		b.Check = modelCheck(t)
+	}
+	return fixtureBundle(t, fmt.Sprintf("%s/%g/%s", s.version, s.want, s.minAgent), b)
+}
+
+// modelCheck is the build-time check fleetctl runs: model.Check with the
+// real ONNX Runtime.
+func modelCheck(t testing.TB) func(context.Context, string, *bundle.Manifest) error {
+	lib := testenv.ORTLibrary(t)
+	return func(ctx context.Context, dir string, m *bundle.Manifest) error {
+		return model.Check(ctx, dir, m, model.Options{ORTLibrary: lib})
+	}
+}
+
+// fixtureBundle builds s (once per process: key names it) with the
+// package's publisher (testKeys) under the fixture's directory.
+func fixtureBundle(t testing.TB, key string, s testbundle.Silero) built {
+	t.Helper()
+	testKeys(t)
 	fixture.mu.Lock()
 	defer fixture.mu.Unlock()
 	if b, ok := fixture.bundles[key]; ok {
 		return b
 	}
-	check := s.want == 0
-	if check {
-		s.want = sileroOutput
-	}
-	root := testenv.Root(t)
-	smoke := filepath.Join(root, "testbed", "bundles", "silero-vad", "smoke")
 	dir, err := os.MkdirTemp(fixture.dir, "spec-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	minAgent := ""
-	if s.minAgent != "" {
-		minAgent = "minAgentVersion: " + s.minAgent
-	}
-	yaml := fmt.Sprintf(`name: silero-vad
-version: %s
-%s
-model: %s
-pre: %s
-inputs:
-  - {name: input, datatype: FP32, shape: [-1, 512]}
-  - {name: state, datatype: FP32, shape: [2, -1, 128]}
-  - {name: sr, datatype: INT64, shape: [1]}
-outputs:
-  - {name: output, datatype: FP32, shape: [-1, 1]}
-  - {name: stateN, datatype: FP32, shape: [2, -1, 128]}
-executionProviders: [cpu]
-smoke:
-  - name: two-sine-tensors
-    inputsFile: %s
-    expected: [{name: output, datatype: FP32, shape: [1, 1], data: [[%g]]}]
-    tolerance: {abs: 1e-4}
-  - name: two-sine-pcm
-    rawFile: %s
-    expected: [{name: output, datatype: FP32, shape: [1, 1], data: [[%g]]}]
-    tolerance: {abs: 1e-4}
-`, s.version, minAgent, testenv.SileroModel(t), testenv.BuildWASM(t, "testbed/bundles/silero-vad/pre"),
-		filepath.Join(smoke, "two-sine.inputs.json"), s.want, filepath.Join(smoke, "two-sine.pcm"), s.want)
-	if err := os.WriteFile(filepath.Join(dir, bundle.SpecName), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	opts := bundle.BuildOptions{}
-	if check {
-		lib := testenv.ORTLibrary(t)
-		opts.Check = func(ctx context.Context, dir string, m *bundle.Manifest) error {
-			return model.Check(ctx, dir, m, model.Options{ORTLibrary: lib})
-		}
-	}
-	out := filepath.Join(dir, fmt.Sprintf("silero-vad-%s.bundle", s.version))
-	m, err := bundle.Build(context.Background(), dir, out, opts)
-	if err != nil {
-		t.Fatalf("bundle.Build: %v", err)
-	}
-	signer, err := bundle.LoadSigner(k.priv)
+	tb, err := fixture.pub.BuildSilero(context.Background(), dir, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := bundle.SignFile(out, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.WriteSignature(out+".sig", sig); err != nil {
-		t.Fatal(err)
-	}
-	b := built{path: out, sig: out + ".sig", m: m}
+	b := built{path: tb.Path, sig: tb.Sig, m: tb.Manifest}
 	fixture.bundles[key] = b
 	return b
 }
@@ -265,16 +229,8 @@ func (s testSetup) config(t testing.TB) *config.Config {
 	return c
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+// testLogger logs to the test's log.
+func testLogger(t testing.TB) *slog.Logger { return testenv.Logger(t) }
 
 // running is an agent run in process.
 type running struct {

@@ -199,7 +199,7 @@ func (a *Agent) Rollback(ctx context.Context) (Result, error) {
 // (no download), otherwise by an install from d.Bundle's URL with its
 // digest and size checked and its identity pinned (a downgrade only for
 // ActionRollback). Then it starts d.Shadow's candidate, or stops the
-// shadow when d names none (see shadow.go); a candidate d does not name
+// shadow when d names none (see shadow_agent.go); a candidate d does not name
 // is stopped before the install. Errors carry a reason
 // (uplink.WithReason; "shadow-" + the reason for the candidate's).
 func (a *Agent) Apply(ctx context.Context, d *protocol.DesiredState, progress uplink.ProgressFunc) error {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,35 +44,17 @@ func edgeAgent(t testing.TB) string {
 	return binary.path
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // agentProc is an edge-agent run process.
 type agentProc struct {
 	cmd   *exec.Cmd
-	out   *syncBuffer
+	out   *testenv.SyncBuffer
 	done  chan struct{}
 	state *os.ProcessState
 }
 
 func startDaemon(t testing.TB, s testSetup, env ...string) *agentProc {
 	t.Helper()
-	d := &agentProc{out: &syncBuffer{}, done: make(chan struct{})}
+	d := &agentProc{out: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(edgeAgent(t), "run", "--config", s.cfgPath)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
@@ -286,7 +267,7 @@ func TestProcessInstallKillTerm(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, p := range kinds[protocol.RecordPrediction] {
-		var rec prediction
+		var rec protocol.PredictionRecord
 		if err := json.Unmarshal(p, &rec); err != nil {
 			t.Fatal(err)
 		}

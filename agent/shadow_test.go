@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,10 +12,10 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
-	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // limiterPre is the Silero pre-processor variant that attenuates frames
@@ -24,65 +23,14 @@ import (
 const limiterPre = "testbed/bundles/variants/limiter"
 
 // variantBundle builds (once per process) and signs a Silero VAD bundle
-// like sileroBundle's, with the pre-processor built from preDir, checked
-// with model.Check (its smoke vectors pass).
+// like sileroBundle's, with the pre-processor built from preDir and only
+// the PCM smoke vector, checked with model.Check (its smoke vectors
+// pass).
 func variantBundle(t testing.TB, version, preDir string) built {
 	t.Helper()
-	k := testKeys(t)
-	key := "variant/" + version + "/" + preDir
-	fixture.mu.Lock()
-	defer fixture.mu.Unlock()
-	if b, ok := fixture.bundles[key]; ok {
-		return b
-	}
-	smoke := filepath.Join(testenv.Root(t), "testbed", "bundles", "silero-vad", "smoke")
-	dir, err := os.MkdirTemp(fixture.dir, "spec-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	yaml := fmt.Sprintf(`name: silero-vad
-version: %s
-model: %s
-pre: %s
-inputs:
-  - {name: input, datatype: FP32, shape: [-1, 512]}
-  - {name: state, datatype: FP32, shape: [2, -1, 128]}
-  - {name: sr, datatype: INT64, shape: [1]}
-outputs:
-  - {name: output, datatype: FP32, shape: [-1, 1]}
-  - {name: stateN, datatype: FP32, shape: [2, -1, 128]}
-executionProviders: [cpu]
-smoke:
-  - name: two-sine-pcm
-    rawFile: %s
-    expected: [{name: output, datatype: FP32, shape: [1, 1], data: [[%g]]}]
-    tolerance: {abs: 1e-4}
-`, version, testenv.SileroModel(t), testenv.BuildWASM(t, preDir), filepath.Join(smoke, "two-sine.pcm"), sileroOutput)
-	if err := os.WriteFile(filepath.Join(dir, bundle.SpecName), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	lib := testenv.ORTLibrary(t)
-	out := filepath.Join(dir, fmt.Sprintf("silero-vad-%s.bundle", version))
-	m, err := bundle.Build(context.Background(), dir, out, bundle.BuildOptions{Check: func(ctx context.Context, dir string, m *bundle.Manifest) error {
-		return model.Check(ctx, dir, m, model.Options{ORTLibrary: lib})
-	}})
-	if err != nil {
-		t.Fatalf("bundle.Build: %v", err)
-	}
-	signer, err := bundle.LoadSigner(k.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := bundle.SignFile(out, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.WriteSignature(out+".sig", sig); err != nil {
-		t.Fatal(err)
-	}
-	b := built{path: out, sig: out + ".sig", m: m}
-	fixture.bundles[key] = b
-	return b
+	b := testbundle.SileroFiles(t)
+	b.Version, b.Pre, b.Smoke, b.Check = version, testenv.BuildWASM(t, preDir), testbundle.SmokePCM, modelCheck(t)
+	return fixtureBundle(t, "variant/"+version+"/"+preDir, b)
 }
 
 // loudFrame is a 300 Hz sine at 0.99 of full scale, as 16-bit PCM.
@@ -121,13 +69,16 @@ func waitShadow(t *testing.T, a *running, n uint64) ShadowStatus {
 }
 
 // shadowRecords decodes the "shadow" records of the outbox in dataDir.
-func shadowRecords(t *testing.T, dataDir string) []shadowRecord {
+func shadowRecords(t *testing.T, dataDir string) []protocol.ShadowRecord {
 	t.Helper()
 	recs, _ := records(t, dataDir)
-	var out []shadowRecord
+	var out []protocol.ShadowRecord
 	for _, p := range byKind(t, recs)[protocol.RecordShadow] {
-		var r shadowRecord
+		var r protocol.ShadowRecord
 		if err := json.Unmarshal(p, &r); err != nil {
+			t.Fatalf("shadow record %s: %v", p, err)
+		}
+		if err := r.Validate(); err != nil {
 			t.Fatalf("shadow record %s: %v", p, err)
 		}
 		out = append(out, r)

@@ -24,7 +24,7 @@ import (
 const (
 	// maxInline is the most elements of a tensor a prediction record
 	// carries as values; larger ones are summarized.
-	maxInline = 16
+	maxInline = protocol.MaxSampleValues
 	// maxLatencySamples bounds the latencies kept per metrics window
 	// (reservoir sampling beyond it).
 	maxLatencySamples = 4096
@@ -278,34 +278,10 @@ func (w *window) add(p api.Prediction) {
 	}
 }
 
-// metricsRecord is the payload of a "metrics" record: one bundle's
-// requests over one window.
-type metricsRecord struct {
-	Window   string    `json:"window"`
-	Start    time.Time `json:"start"`
-	End      time.Time `json:"end"`
-	Model    string    `json:"model"`
-	Provider string    `json:"provider,omitempty"`
-	Requests uint64    `json:"requests"`
-	// Errors counts failed requests; ClientErrors those that were the
-	// caller's fault (4xx).
-	Errors       uint64  `json:"errors"`
-	ClientErrors uint64  `json:"clientErrors"`
-	Raw          uint64  `json:"raw,omitempty"`
-	P50Ms        float64 `json:"p50Ms"`
-	P95Ms        float64 `json:"p95Ms"`
-	MaxMs        float64 `json:"maxMs"`
-	InferP50Ms   float64 `json:"inferP50Ms"`
-	InferP95Ms   float64 `json:"inferP95Ms"`
-	SampleRate   float64 `json:"sampleRate"`
-	// SamplesDropped counts prediction samples lost since the agent
-	// started (queue full or outbox failure).
-	SamplesDropped uint64               `json:"samplesDropped"`
-	Buffer         protocol.BufferStats `json:"buffer"`
-}
-
-func (w *window) record(start, end time.Time) metricsRecord {
-	r := metricsRecord{
+// record is the window's metrics record; the caller sets the buffer and
+// sampling fields.
+func (w *window) record(start, end time.Time) protocol.MetricsRecord {
+	r := protocol.MetricsRecord{
 		Window: end.Sub(start).Round(time.Millisecond).String(), Start: start.UTC(), End: end.UTC(),
 		Model: w.model, Provider: w.provider,
 		Requests: w.requests, Errors: w.errors, ClientErrors: w.clientErr, Raw: w.raw,
@@ -332,23 +308,9 @@ func quantiles(v []float64) (p50, p95 float64) {
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 
-// prediction is the payload of a "prediction" record.
-type prediction struct {
-	Time      time.Time      `json:"time"`
-	Model     string         `json:"model"`
-	Provider  string         `json:"provider,omitempty"`
-	RequestID string         `json:"requestId,omitempty"`
-	Raw       bool           `json:"raw,omitempty"`
-	Code      int            `json:"code"`
-	LatencyMs float64        `json:"latencyMs"`
-	InferMs   float64        `json:"inferMs"`
-	Error     string         `json:"error,omitempty"`
-	Outputs   map[string]any `json:"outputs,omitempty"`
-	Features  map[string]any `json:"features,omitempty"`
-}
-
-func predictionRecord(p api.Prediction, id string) prediction {
-	r := prediction{
+// predictionRecord is the prediction record of p, answered by bundle id.
+func predictionRecord(p api.Prediction, id string) protocol.PredictionRecord {
+	r := protocol.PredictionRecord{
 		Time: p.Time.UTC(), Model: id, Provider: p.Provider, RequestID: p.RequestID, Raw: p.Raw, Code: p.Code,
 		LatencyMs: round3(float64(p.Latency) / float64(time.Millisecond)),
 		InferMs:   round3(float64(p.InferLatency) / float64(time.Millisecond)),
@@ -363,31 +325,20 @@ func predictionRecord(p api.Prediction, id string) prediction {
 	return r
 }
 
-// tensorSummary stands for a tensor too large (or not finite) to carry.
-type tensorSummary struct {
-	Datatype  tensor.Datatype `json:"datatype"`
-	Shape     []int64         `json:"shape"`
-	N         int             `json:"n"`
-	Min       float64         `json:"min"`
-	Max       float64         `json:"max"`
-	Mean      float64         `json:"mean"`
-	NonFinite int             `json:"nonFinite,omitempty"`
-}
-
 // summarize maps each tensor to its values (flat, up to maxInline finite
 // elements) or a summary.
-func summarize(ts []tensor.Tensor) map[string]any {
+func summarize(ts []tensor.Tensor) map[string]protocol.TensorSample {
 	if len(ts) == 0 {
 		return nil
 	}
-	out := make(map[string]any, len(ts))
+	out := make(map[string]protocol.TensorSample, len(ts))
 	for _, t := range ts {
 		vals, err := t.Float64s()
 		if err != nil {
-			out[t.Name] = tensorSummary{Datatype: t.Datatype, Shape: t.Shape, N: t.Len()}
+			out[t.Name] = protocol.TensorSample{Summary: &protocol.TensorSummary{Datatype: t.Datatype, Shape: t.Shape, N: t.Len()}}
 			continue
 		}
-		s := tensorSummary{Datatype: t.Datatype, Shape: t.Shape, N: len(vals), Min: math.Inf(1), Max: math.Inf(-1)}
+		s := protocol.TensorSummary{Datatype: t.Datatype, Shape: t.Shape, N: len(vals), Min: math.Inf(1), Max: math.Inf(-1)}
 		sum, finite := 0.0, 0
 		for _, v := range vals {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -399,11 +350,11 @@ func summarize(ts []tensor.Tensor) map[string]any {
 			s.Min, s.Max = min(s.Min, v), max(s.Max, v)
 		}
 		if s.NonFinite == 0 && len(vals) <= maxInline {
-			if f, ok := t.Data.([]float32); ok {
-				out[t.Name] = f // float32 precision in JSON
-			} else {
-				out[t.Name] = vals
+			f, fp32 := t.Data.([]float32)
+			if fp32 && f == nil {
+				vals = nil // as the float32 slice, null in JSON
 			}
+			out[t.Name] = protocol.TensorSample{Values: vals, Float32: fp32} // float32 precision in JSON
 			continue
 		}
 		if finite == 0 {
@@ -411,7 +362,7 @@ func summarize(ts []tensor.Tensor) map[string]any {
 		} else {
 			s.Mean = sum / float64(finite)
 		}
-		out[t.Name] = s
+		out[t.Name] = protocol.TensorSample{Summary: &s}
 	}
 	return out
 }

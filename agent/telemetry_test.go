@@ -67,9 +67,12 @@ func TestTelemetryQueueFull(t *testing.T) {
 	if len(recs) != 2 || recs[0].Kind != protocol.RecordPrediction || recs[1].Kind != protocol.RecordMetrics {
 		t.Fatalf("records %+v", recs)
 	}
-	var m metricsRecord
+	var m protocol.MetricsRecord
 	if err := json.Unmarshal(recs[1].Payload, &m); err != nil {
 		t.Fatal(err)
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatalf("metrics record %s: %v", recs[1].Payload, err)
 	}
 	if m.Model != "vad@1.0.0" || m.Requests != 4 || m.Errors != 1 || m.ClientErrors != 1 || m.P50Ms != 2 || m.P95Ms != 4 || m.MaxMs != 4 ||
 		m.SamplesDropped != 3 || m.SampleRate != 1 {

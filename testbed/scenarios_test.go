@@ -421,10 +421,7 @@ func (e *scEnv) waitMetrics(ctx context.Context, t *testing.T, bundleID string, 
 			}
 			got := 0
 			for _, rec := range r.Records {
-				var m struct {
-					Model    string `json:"model"`
-					Requests int    `json:"requests"`
-				}
+				var m protocol.MetricsRecord
 				if json.Unmarshal(rec.Payload, &m) == nil && m.Model == bundleID && m.Requests > 0 {
 					got++
 				}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/edgefleet/edgefleet/shared/model"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // BenchmarkInfer compares, for the real Silero VAD input, the model called
@@ -72,7 +73,7 @@ func BenchmarkInfer(b *testing.B) {
 // application/octet-stream POST (no JSON to decode).
 func BenchmarkInferRaw(b *testing.B) {
 	silero := sileroPredictor(b, "5.0.0")
-	frame := pcm(sileroFrame())
+	frame := testbundle.PCM(sileroFrame())
 	ctx := context.Background()
 	var inProcess float64
 	b.Run("in-process", func(b *testing.B) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"sync/atomic"
 	"testing"
+
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // TestKeepInput: the observer gets the input of the successful requests
@@ -26,7 +28,7 @@ func TestKeepInput(t *testing.T) {
 			return keep.Load()
 		},
 	})
-	frame := pcm(sileroFrame())
+	frame := testbundle.PCM(sileroFrame())
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "application/octet-stream", frame)
 	p := <-got
 	if p.Input == nil || !bytes.Equal(p.Input.Raw, frame) || len(p.Input.Tensors) != 0 {

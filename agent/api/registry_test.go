@@ -10,14 +10,15 @@ import (
 	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/processor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // silero loads the real Silero bundle under another name and version.
 func silero(t testing.TB, name, version string) *model.Model {
 	t.Helper()
-	man := sileroManifest(version)
+	man := testbundle.SileroManifest(version)
 	man.Name = name
-	m, err := model.Load(context.Background(), sileroBundle(t), man, model.Options{
+	m, err := model.Load(context.Background(), testbundle.SileroDir(t), man, model.Options{
 		ORTLibrary: testenv.ORTLibrary(t),
 		WASM:       processor.Config{CacheDir: wasmCache},
 	})

@@ -25,18 +25,11 @@ import (
 	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
+// testLogger logs to the test's log.
+func testLogger(t testing.TB) *slog.Logger { return testenv.Logger(t) }
 
 // unixClient is an HTTP client that reaches every URL through the unix
 // socket at path.
@@ -158,9 +151,9 @@ func stubManifest(name string) *bundle.Manifest {
 
 func TestRoutes(t *testing.T) {
 	silero := sileroPredictor(t, "5.0.0")
-	noPre := sileroManifest("1.0.0")
+	noPre := testbundle.SileroManifest("1.0.0")
 	noPre.Name, noPre.Runtime.Pre = "silero-tensors", nil
-	tensorsOnly, err := model.Load(context.Background(), sileroBundle(t), noPre, model.Options{ORTLibrary: testenv.ORTLibrary(t)})
+	tensorsOnly, err := model.Load(context.Background(), testbundle.SileroDir(t), noPre, model.Options{ORTLibrary: testenv.ORTLibrary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,8 +236,8 @@ func TestRoutes(t *testing.T) {
 				t.Fatalf("response %s", r.body)
 			}
 			out := resp.Outputs[0]
-			if out.Name != "output" || out.Datatype != tensor.FP32 || fmt.Sprint(out.Shape) != "[1 1]" || !near(float64(out.Data.([]float32)[0]), sileroTwoSine) {
-				t.Errorf("output %+v, want %g", out, sileroTwoSine)
+			if out.Name != "output" || out.Datatype != tensor.FP32 || fmt.Sprint(out.Shape) != "[1 1]" || !near(float64(out.Data.([]float32)[0]), testbundle.SileroOutput) {
+				t.Errorf("output %+v, want %g", out, testbundle.SileroOutput)
 			}
 			if st := resp.Outputs[1]; st.Name != "stateN" || fmt.Sprint(st.Shape) != "[2 1 128]" {
 				t.Errorf("state output %v %v", st.Name, st.Shape)
@@ -272,20 +265,20 @@ func TestRoutes(t *testing.T) {
 		{name: "infer non-finite", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: bytes.Replace(good, []byte(`"data":[0,`), []byte(`"data":[NaN,`), 1), code: 400, want: "malformed JSON"},
 		{name: "infer no inputs", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: []byte(`{"id":"x"}`), code: 400, want: "no inputs"},
 		{name: "infer empty body", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, code: 400, want: "unexpected end of body"},
-		{name: "infer raw", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: pcm(sileroFrame()), code: 200, bundle: "silero-vad@5.0.0", check: func(t *testing.T, r response) {
+		{name: "infer raw", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: testbundle.PCM(sileroFrame()), code: 200, bundle: "silero-vad@5.0.0", check: func(t *testing.T, r response) {
 			var resp inferResponse
 			if err := strictDecode(r.body, &resp); err != nil {
 				t.Fatalf("%s: %v", r.body, err)
 			}
 			// 16-bit quantization moves the answer a little.
-			if v := resp.Outputs[0].Data.([]float32)[0]; math.Abs(float64(v)-sileroTwoSine) > 1e-3 || resp.ModelVersion != "5.0.0" || resp.ID != "" {
-				t.Errorf("raw response %s, want output ≈ %g", r.body, sileroTwoSine)
+			if v := resp.Outputs[0].Data.([]float32)[0]; math.Abs(float64(v)-testbundle.SileroOutput) > 1e-3 || resp.ModelVersion != "5.0.0" || resp.ID != "" {
+				t.Errorf("raw response %s, want output ≈ %g", r.body, testbundle.SileroOutput)
 			}
 		}},
-		{name: "infer raw content type parameters", method: "POST", path: "/v2/models/silero-vad/versions/5.0.0/infer", ctype: "Application/Octet-Stream; foo=bar", body: pcm(sileroFrame()), code: 200, want: `"name":"output"`},
+		{name: "infer raw content type parameters", method: "POST", path: "/v2/models/silero-vad/versions/5.0.0/infer", ctype: "Application/Octet-Stream; foo=bar", body: testbundle.PCM(sileroFrame()), code: 200, want: `"name":"output"`},
 		{name: "infer raw wrong length", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: []byte{1, 2, 3, 4}, code: 400, want: "4 bytes of PCM, want exactly 1024"},
-		{name: "infer raw without pre-processor", method: "POST", path: "/v2/models/silero-tensors/infer", ctype: "application/octet-stream", body: pcm(sileroFrame()), code: 400, want: "no pre-processor for raw input"},
-		{name: "infer pcm sent as JSON", method: "POST", path: "/v2/models/silero-vad/infer", body: pcm(sileroFrame()), code: 400, want: "use Content-Type: application/octet-stream"},
+		{name: "infer raw without pre-processor", method: "POST", path: "/v2/models/silero-tensors/infer", ctype: "application/octet-stream", body: testbundle.PCM(sileroFrame()), code: 400, want: "no pre-processor for raw input"},
+		{name: "infer pcm sent as JSON", method: "POST", path: "/v2/models/silero-vad/infer", body: testbundle.PCM(sileroFrame()), code: 400, want: "use Content-Type: application/octet-stream"},
 		{name: "infer tensors without pre-processor", method: "POST", path: "/v2/models/silero-tensors/infer", ctype: ctJSON, body: good, code: 200, want: `"model_name":"silero-tensors"`},
 		{name: "infer raw empty", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", code: 400, want: "empty body"},
 		{name: "infer too large", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: bytes.Repeat([]byte(" "), 65<<10), code: 413, want: "limit is 65536 bytes"},
@@ -404,8 +397,8 @@ func TestConcurrentInfer(t *testing.T) {
 				if got := r.header.Get(BundleHeader); got != "silero-vad@"+resp.ModelVersion {
 					errs <- fmt.Errorf("header %s but body says version %s", got, resp.ModelVersion)
 				}
-				if v := resp.Outputs[0].Data.([]float32)[0]; !near(float64(v), sileroTwoSine) {
-					errs <- fmt.Errorf("output %g, want %g", v, sileroTwoSine)
+				if v := resp.Outputs[0].Data.([]float32)[0]; !near(float64(v), testbundle.SileroOutput) {
+					errs <- fmt.Errorf("output %g, want %g", v, testbundle.SileroOutput)
 				}
 			}
 		}()
@@ -535,7 +528,7 @@ func TestOnPrediction(t *testing.T) {
 
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "", requestBody(t, "p1", zeroState(sileroInputs()), "output"))
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "", requestBody(t, "p2", sileroInputs()[:2]))
-	s.do(t, "POST", "/v2/models/silero-vad/infer", "application/octet-stream", pcm(sileroFrame()))
+	s.do(t, "POST", "/v2/models/silero-vad/infer", "application/octet-stream", testbundle.PCM(sileroFrame()))
 	s.do(t, "POST", "/v2/models/nope/infer", "", nil) // never reaches a model: not a prediction
 
 	p := <-got

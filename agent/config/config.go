@@ -1,10 +1,11 @@
 // Package config reads the edge agent's YAML configuration
 // (edge-agent --config FILE). Parsing is strict: an unknown key, a value
 // of the wrong type or out of range stops the agent at start with the
-// key's path, the file and the line named, e.g.
+// key's path and the file, line and column named, e.g.
 //
-//	config: /etc/edge-agent/config.yaml:12: buffer.maxBytes: must be > 0, got -1
+//	config: /etc/edge-agent/config.yaml:12:13: buffer.maxBytes: must be > 0, got -1
 //
+// (shared/configfile reads the file; every problem is reported at once).
 // Every setting has a working default (Default); a file only says what
 // differs. Relative paths in a file are relative to the file's directory.
 // testdata/full.yaml is a complete, commented example.
@@ -12,11 +13,12 @@ package config
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/edgefleet/edgefleet/shared/configfile"
 )
 
 // Config is the agent's configuration.
@@ -34,6 +36,7 @@ type Config struct {
 	Trust   Trust   `yaml:"trust" json:"trust"`
 	API     API     `yaml:"api" json:"api"`
 	Metrics Metrics `yaml:"metrics" json:"metrics"`
+	Shadow  Shadow  `yaml:"shadow" json:"shadow"`
 	Buffer  Buffer  `yaml:"buffer" json:"buffer"`
 	Runtime Runtime `yaml:"runtime" json:"runtime"`
 	WASM    WASM    `yaml:"wasm" json:"wasm"`
@@ -41,7 +44,7 @@ type Config struct {
 	Uplink  Uplink  `yaml:"uplink" json:"uplink"`
 
 	// src records where settings came from, for error messages.
-	src *source
+	src *configfile.Source
 }
 
 // Trust is who may publish bundles for this device.
@@ -79,6 +82,25 @@ type Metrics struct {
 	// drift summary of the served bundle (when it ships a profile) is
 	// appended to the outbox.
 	DriftWindow Duration `yaml:"driftWindow" json:"driftWindow"`
+}
+
+// Shadow tunes shadow mode: while a desired state names a candidate
+// bundle to run in shadow (a rollout's shadow step), the agent runs a
+// sample of the active model's successful requests through the candidate
+// too and reports how often the two agree, for the rollout's
+// shadowAgreement gate. The candidate never answers a client.
+type Shadow struct {
+	// SampleRate is the share (0 to 1) of the active model's successful
+	// requests also run on the candidate; 0 loads a candidate but
+	// compares nothing.
+	SampleRate float64 `yaml:"sampleRate" json:"sampleRate"`
+	// Window is how often the comparison is appended to the outbox as a
+	// "shadow" record.
+	Window Duration `yaml:"window" json:"window"`
+	// Queue bounds the sampled inputs waiting for the candidate, which
+	// runs beside the request path; samples that find it full are
+	// dropped (and counted).
+	Queue int `yaml:"queue" json:"queue"`
 }
 
 // Buffer is the outbox that keeps what the agent reports while offline.
@@ -171,6 +193,9 @@ const (
 	DefaultWASMTimeout          = 2 * time.Second
 	DefaultMetricsInterval      = time.Minute
 	DefaultDriftWindow          = 5 * time.Minute
+	DefaultShadowSampleRate     = 0.1 // as agent.DefaultShadowRate
+	DefaultShadowWindow         = time.Minute
+	DefaultShadowQueue          = 64
 	DefaultMaxBundleBytes       = 2 << 30  // as bundle.DefaultLimits().MaxBundleBytes
 	DefaultMinFreeBytes         = 32 << 20 // as fetch.DefaultMinFreeBytes
 	DefaultKeepAlive            = 30 * time.Second
@@ -202,6 +227,11 @@ func defaults() *Config {
 		Metrics: Metrics{
 			Interval:    Duration(DefaultMetricsInterval),
 			DriftWindow: Duration(DefaultDriftWindow),
+		},
+		Shadow: Shadow{
+			SampleRate: DefaultShadowSampleRate,
+			Window:     Duration(DefaultShadowWindow),
+			Queue:      DefaultShadowQueue,
 		},
 		Buffer: Buffer{
 			MaxBytes:             DefaultBufferMaxBytes,
@@ -264,45 +294,30 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // FieldError is a problem with one setting.
 type FieldError struct {
-	// File and Line locate the setting, when it came from a file.
-	File string
-	Line int
+	// File, Line and Column locate the setting, when it came from a file.
+	File         string
+	Line, Column int
 	// Key is the setting's path, e.g. "buffer.maxBytes".
 	Key string
 	// Msg says what is wrong.
 	Msg string
 }
 
+// Error is "config: FILE:LINE:COLUMN: KEY: MSG", less what is unknown.
 func (e *FieldError) Error() string {
-	loc := ""
-	switch {
-	case e.File != "" && e.Line > 0:
-		loc = fmt.Sprintf("%s:%d: ", e.File, e.Line)
-	case e.File != "":
-		loc = e.File + ": "
-	case e.Line > 0:
-		loc = fmt.Sprintf("line %d: ", e.Line)
-	}
-	if e.Key == "" {
-		return "config: " + loc + e.Msg
-	}
-	return "config: " + loc + e.Key + ": " + e.Msg
+	ce := configfile.Error{File: e.File, Line: e.Line, Column: e.Column, Path: e.Key, Msg: e.Msg}
+	return "config: " + ce.Error()
 }
 
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
 
-// source is where a Config was read from.
-type source struct {
-	file  string
-	lines map[string]int // key path -> line
-}
-
-func (s *source) fieldError(key, format string, args ...any) *FieldError {
-	e := &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)}
-	if s != nil {
-		e.File = s.file
-		e.Line = s.lines[key]
+// fieldErrors turns the configfile package's problems into FieldErrors,
+// joined.
+func fieldErrors(errs []*configfile.Error) error {
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = &FieldError{File: e.File, Line: e.Line, Column: e.Column, Key: e.Path, Msg: e.Msg}
 	}
-	return e
+	return errors.Join(out...)
 }

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/fetch"
 	"github.com/edgefleet/edgefleet/agent/outbox"
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/configfile"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -107,17 +107,13 @@ func TestFullExampleSetsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
+	src, errs := configfile.Decode(b, defaults(), options("testdata/full.yaml"))
+	if len(errs) > 0 {
+		t.Fatal(errs)
 	}
-	src := &source{lines: map[string]int{}}
-	w := walker{src: src}
-	c := defaults()
-	w.structure(doc.Content[0], reflectValue(c), "")
-	for _, key := range allKeys(reflectValue(c).Type(), "") {
-		if _, ok := src.lines[key]; !ok {
-			t.Errorf("testdata/full.yaml does not set %s", key)
+	for _, k := range configfile.Keys(defaults(), "yaml") {
+		if !k.Section && !src.Has(k.Path) {
+			t.Errorf("testdata/full.yaml does not set %s", k.Path)
 		}
 	}
 }
@@ -152,62 +148,43 @@ func TestLoadDerived(t *testing.T) {
 	}
 }
 
-func TestByteSizes(t *testing.T) {
-	for in, want := range map[string]ByteSize{
-		"0": 0, "1048576": 1 << 20, "64MiB": 64 << 20, "64 mib": 64 << 20, "1GB": 1e9, "2 GiB": 2 << 30, "512KiB": 512 << 10,
-		"10kb": 10000, "7B": 7, "1TiB": 1 << 40, "-1": -1,
-	} {
-		got, err := ParseByteSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "MiB", "1.5GiB", "1 PiB", "10000000000GiB", "12x", "0x10"} {
-		if _, err := ParseByteSize(in); err == nil {
-			t.Errorf("ParseByteSize(%q) accepted", in)
-		}
-	}
-	if s := ByteSize(64 << 20).String(); s != "64MiB" {
-		t.Errorf("String: %s", s)
-	}
-}
-
 func TestRefusals(t *testing.T) {
 	tests := []struct {
 		name, yaml string
 		want       []string // each a line of the error
 	}{
-		{"unknown key", "buffer:\n  maxByte: 10\n", []string{`config: c.yaml:2: buffer.maxByte: unknown key (known here: maxBytes, maxRecordBytes, predictionSampleRate)`}},
-		{"case", "deviceId: x\n", []string{`config: c.yaml:1: deviceId: unknown key; did you mean "deviceID"? (keys are case-sensitive)`}},
-		{"unknown section", "mqtt:\n  broker: x\n", []string{`config: c.yaml:1: mqtt: unknown key (known here: deviceID, labels, dataDir, logLevel, trust, api, metrics, buffer, runtime, wasm, install, uplink)`}},
-		{"negative size", "buffer:\n  maxBytes: -1\n", []string{`config: c.yaml:2: buffer.maxBytes: must be > 0, got -1`}},
-		{"bad size", "api:\n  maxBodyBytes: lots\n", []string{`config: c.yaml:2: api.maxBodyBytes: must be a whole number of bytes with an optional unit`}},
-		{"record above total", "buffer:\n  maxBytes: 1MiB\n  maxRecordBytes: 2MiB\n", []string{`config: c.yaml:3: buffer.maxRecordBytes: 2MiB is more than buffer.maxBytes (1MiB)`}},
-		{"sample rate", "buffer:\n  predictionSampleRate: 1.5\n", []string{`config: c.yaml:2: buffer.predictionSampleRate: must be from 0 to 1, got 1.5`}},
+		{"unknown key", "buffer:\n  maxByte: 10\n", []string{`config: c.yaml:2:3: buffer.maxByte: unknown key (known here: maxBytes, maxRecordBytes, predictionSampleRate)`}},
+		{"case", "deviceId: x\n", []string{`config: c.yaml:1:1: deviceId: unknown key; did you mean "deviceID"? (keys are case-sensitive)`}},
+		{"unknown section", "mqtt:\n  broker: x\n", []string{`config: c.yaml:1:1: mqtt: unknown key (known here: deviceID, labels, dataDir, logLevel, trust, api, metrics, shadow, buffer, runtime, wasm, install, uplink)`}},
+		{"negative size", "buffer:\n  maxBytes: -1\n", []string{`config: c.yaml:2:13: buffer.maxBytes: must be > 0, got -1`}},
+		{"bad size", "api:\n  maxBodyBytes: lots\n", []string{`config: c.yaml:2:17: api.maxBodyBytes: must be a whole number of bytes with an optional unit`}},
+		{"record above total", "buffer:\n  maxBytes: 1MiB\n  maxRecordBytes: 2MiB\n", []string{`config: c.yaml:3:19: buffer.maxRecordBytes: 2MiB is more than buffer.maxBytes (1MiB)`}},
+		{"sample rate", "buffer:\n  predictionSampleRate: 1.5\n", []string{`config: c.yaml:2:25: buffer.predictionSampleRate: must be from 0 to 1, got 1.5`}},
 		{"sample rate nan", "buffer:\n  predictionSampleRate: .nan\n", []string{`buffer.predictionSampleRate: must be from 0 to 1, got NaN`}},
-		{"sample rate string", "buffer:\n  predictionSampleRate: often\n", []string{`config: c.yaml:2: buffer.predictionSampleRate: must be a number, got "often"`}},
-		{"int type", "runtime:\n  intraOpThreads: two\n", []string{`config: c.yaml:2: runtime.intraOpThreads: must be an integer, got "two"`}},
+		{"sample rate string", "buffer:\n  predictionSampleRate: often\n", []string{`config: c.yaml:2:25: buffer.predictionSampleRate: must be a number, got "often"`}},
+		{"int type", "runtime:\n  intraOpThreads: two\n", []string{`config: c.yaml:2:19: runtime.intraOpThreads: must be an integer, got "two"`}},
 		{"int float", "runtime:\n  intraOpThreads: 1.5\n", []string{`runtime.intraOpThreads: must be an integer, got 1.5`}},
-		{"threads range", "runtime:\n  interOpThreads: -1\n", []string{`config: c.yaml:2: runtime.interOpThreads: must be from 0 to 256, got -1`}},
+		{"threads range", "runtime:\n  interOpThreads: -1\n", []string{`config: c.yaml:2:19: runtime.interOpThreads: must be from 0 to 256, got -1`}},
 		{"provider", "runtime:\n  executionProviders: [cuda, tpu, cuda]\n", []string{`runtime.executionProviders[1]: unknown execution provider "tpu"`, `runtime.executionProviders[2]: "cuda" is listed twice`}},
-		{"list type", "trust:\n  publicKeys: /etc/key.pub\n", []string{`config: c.yaml:2: trust.publicKeys: must be a list, got "/etc/key.pub"`}},
+		{"list type", "trust:\n  publicKeys: /etc/key.pub\n", []string{`config: c.yaml:2:15: trust.publicKeys: must be a list, got "/etc/key.pub"`}},
 		{"list element", "trust:\n  publicKeys: [/a.pub, {x: 1}]\n", []string{`trust.publicKeys[1]: must be a string, got a mapping`}},
-		{"duplicate key", "logLevel: info\nlogLevel: debug\n", []string{`config: c.yaml:2: logLevel: set twice (first on line 1)`}},
-		{"log level", "logLevel: verbose\n", []string{`config: c.yaml:1: logLevel: must be debug, info, warn or error, got "verbose"`}},
+		{"duplicate key", "logLevel: info\nlogLevel: debug\n", []string{`config: c.yaml:2:1: logLevel: set twice (first on line 1)`}},
+		{"log level", "logLevel: verbose\n", []string{`config: c.yaml:1:11: logLevel: must be debug, info, warn or error, got "verbose"`}},
 		{"device id", "deviceID: 'my device/1'\n", []string{`deviceID: must be 1 to 128 characters of A-Z a-z 0-9 . _ -, got "my device/1"`}},
 		{"label", "labels:\n  'bad key': x\n  ok: 'bad value'\n", []string{`labels.bad key: a label key must be`, `labels.ok: a label value must be`}},
-		{"label not string", "labels:\n  site: [a]\n", []string{`config: c.yaml:2: labels.site: must be a string, got a list`}},
-		{"section type", "api: /run/x.sock\n", []string{`config: c.yaml:1: api: must be a mapping of settings (key: value), got "/run/x.sock"`}},
-		{"tcp not loopback", "api:\n  tcp: 0.0.0.0:8080\n", []string{`config: c.yaml:2: api.tcp: 0.0.0.0 is not a loopback address`}},
+		{"label not string", "labels:\n  site: [a]\n", []string{`config: c.yaml:2:9: labels.site: must be a string, got a list`}},
+		{"section type", "api: /run/x.sock\n", []string{`config: c.yaml:1:6: api: must be a mapping of settings (key: value), got "/run/x.sock"`}},
+		{"tcp not loopback", "api:\n  tcp: 0.0.0.0:8080\n", []string{`config: c.yaml:2:8: api.tcp: 0.0.0.0 is not a loopback address`}},
 		{"tcp port", "api:\n  tcp: 127.0.0.1:http\n", []string{`api.tcp: invalid port "http"`}},
 		{"metrics not loopback", "metrics:\n  listen: ':9101'\n", []string{`metrics.listen:  is not a loopback address`}},
 		{"metrics same as api", "api:\n  tcp: 127.0.0.1:8080\nmetrics:\n  listen: 127.0.0.1:8080\n", []string{`metrics.listen: 127.0.0.1:8080 is also api.tcp`}},
 		{"socket mode", "api:\n  socketMode: '0999'\n", []string{`api.socketMode: must be octal permissions from 0000 to 0777`}},
 		{"socket mode unusable", "api:\n  socketMode: '0444'\n", []string{`api.socketMode: 0444 lets nobody connect`}},
 		{"socket path", "api:\n  socket: /" + strings.Repeat("x", 120) + "\n", []string{`api.socket: path is 121 bytes long; a unix socket path must be at most 107`}},
-		{"wasm timeout", "wasm:\n  timeout: 5\n", []string{`config: c.yaml:2: wasm.timeout: must be a duration with a unit such as "2s" or "500ms", got "5"`}},
+		{"wasm timeout", "wasm:\n  timeout: 5\n", []string{`config: c.yaml:2:12: wasm.timeout: must be a duration with a unit such as "2s" or "500ms", got "5"`}},
 		{"wasm timeout range", "wasm:\n  timeout: 0s\n  memoryLimitMiB: 0\n", []string{`wasm.memoryLimitMiB: must be from 1 to 4096, got 0`, `wasm.timeout: must be from 1ms to 10m0s, got 0s`}},
 		{"metrics interval range", "metrics:\n  interval: 100ms\n  driftWindow: 48h\n", []string{`metrics.interval: must be from 1s to 1h0m0s, got 100ms`, `metrics.driftWindow: must be from 1s to 24h0m0s, got 48h0m0s`}},
+		{"shadow", "shadow:\n  sampleRate: 2\n  window: 0s\n  queue: 0\n", []string{`config: c.yaml:2:15: shadow.sampleRate: must be from 0 to 1, got 2`, `config: c.yaml:3:11: shadow.window: must be from 1s to 24h0m0s, got 0s`, `config: c.yaml:4:10: shadow.queue: must be from 1 to 65536, got 0`}},
 		{"install", "install:\n  maxBundleBytes: 0\n  minFreeBytes: -5\n", []string{`install.maxBundleBytes: must be > 0, got 0`, `install.minFreeBytes: must be >= 0, got -5`}},
 		{"uplink without broker", "uplink:\n  username: u\n  tls:\n    ca: /ca.pem\n", []string{`uplink.username: set without uplink.broker`, `uplink.tls.ca: set without uplink.broker`}},
 		{"uplink scheme", "uplink:\n  broker: http://x:1883\n", []string{`uplink.broker: unknown scheme "http"`}},
@@ -221,11 +198,11 @@ func TestRefusals(t *testing.T) {
 		{"uplink retry order", "uplink:\n  retryMin: 1m\n  retryMax: 30s\n", []string{`uplink.retryMax: must be at least uplink.retryMin (1m0s), got 30s`}},
 		{"uplink retry range", "uplink:\n  retryMin: 0s\n  retryMax: 48h\n", []string{`uplink.retryMin: must be from 1ms to 24h0m0s, got 0s`, `uplink.retryMax: must be from 1ms to 24h0m0s, got 48h0m0s`}},
 		{"anchor", "api: &a\n  tcp: 127.0.0.1:1\nmetrics: *a\n", []string{`YAML anchors and aliases are not supported`}},
-		{"two documents", "logLevel: info\n---\nlogLevel: debug\n", []string{`config: c.yaml:2: more than one YAML document`}},
-		{"not a mapping", "- a\n- b\n", []string{`config: c.yaml:1: the top level must be a mapping of settings`}},
+		{"two documents", "logLevel: info\n---\nlogLevel: debug\n", []string{`config: c.yaml:2:1: more than one YAML document`}},
+		{"not a mapping", "- a\n- b\n", []string{`config: c.yaml:1:1: the top level must be a mapping of settings`}},
 		{"syntax", "api:\n  tcp: [\n", []string{`config: c.yaml:2: did not find expected node content`}},
 		{"tabs", "api:\n\ttcp: x\n", []string{`config: c.yaml:2: found character that cannot start any token`}},
-		{"everything at once", "buffer:\n  maxBytes: -1\nlogLevel: loud\nbogus: 1\n", []string{`config: c.yaml:4: bogus: unknown key`, `config: c.yaml:3: logLevel: must be debug`, `config: c.yaml:2: buffer.maxBytes: must be > 0, got -1`}},
+		{"everything at once", "buffer:\n  maxBytes: -1\nlogLevel: loud\nbogus: 1\n", []string{`config: c.yaml:4:1: bogus: unknown key`, `config: c.yaml:3:11: logLevel: must be debug`, `config: c.yaml:2:13: buffer.maxBytes: must be > 0, got -1`}},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {
@@ -336,21 +313,4 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("round trip differs:\n%s\n%s", out, out2)
 		}
 	})
-}
-
-func reflectValue(c *Config) reflect.Value { return reflect.ValueOf(c).Elem() }
-
-// allKeys lists the key paths of every setting of struct type t.
-func allKeys(t reflect.Type, prefix string) []string {
-	var out []string
-	keys, index := yamlKeys(t)
-	for _, k := range keys {
-		f := t.Field(index[k])
-		if f.Type.Kind() == reflect.Struct {
-			out = append(out, allKeys(f.Type, join(prefix, k))...)
-			continue
-		}
-		out = append(out, join(prefix, k))
-	}
-	return out
 }

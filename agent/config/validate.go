@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgefleet/edgefleet/shared/configfile"
 	"github.com/edgefleet/edgefleet/shared/onnx"
 )
 
@@ -20,20 +21,26 @@ import (
 const maxSocketPath = 107
 
 // Validate checks every setting and reports every problem, each as a
-// *FieldError; errors.Is(err, ErrInvalid) holds.
+// *FieldError (placed in the file the configuration was loaded from, if
+// any); errors.Is(err, ErrInvalid) holds.
 func (c *Config) Validate() error {
-	v := validator{src: c.src}
+	r := configfile.NewReport(c.src)
+	c.check(r)
+	return fieldErrors(r.Errors())
+}
+
+// check reports every problem of c into r.
+func (c *Config) check(r *configfile.Report) {
+	v := validator{r}
 	v.check(c)
-	return errors.Join(v.errs...)
 }
 
 type validator struct {
-	src  *source
-	errs []error
+	r *configfile.Report
 }
 
 func (v *validator) fail(key, format string, args ...any) {
-	v.errs = append(v.errs, v.src.fieldError(key, format, args...))
+	v.r.Add(key, format, args...)
 }
 
 func (v *validator) check(c *Config) {
@@ -82,6 +89,12 @@ func (v *validator) check(c *Config) {
 	if v.loopback("metrics.listen", c.Metrics.Listen) && c.Metrics.Listen != "" && c.Metrics.Listen == c.API.TCP {
 		v.fail("metrics.listen", "%s is also api.tcp; metrics need their own address", c.Metrics.Listen)
 	}
+
+	if r := c.Shadow.SampleRate; math.IsNaN(r) || r < 0 || r > 1 {
+		v.fail("shadow.sampleRate", "must be from 0 to 1, got %v", r)
+	}
+	v.duration("shadow.window", c.Shadow.Window, time.Second, 24*time.Hour)
+	v.intRange("shadow.queue", c.Shadow.Queue, 1, 65536)
 
 	v.positive("buffer.maxBytes", c.Buffer.MaxBytes)
 	if v.positive("buffer.maxRecordBytes", c.Buffer.MaxRecordBytes) && c.Buffer.MaxBytes > 0 && c.Buffer.MaxRecordBytes > c.Buffer.MaxBytes {

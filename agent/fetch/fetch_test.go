@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // server serves content with http.ServeContent (so Range and If-Range
@@ -113,16 +115,9 @@ func testFetcher(t *testing.T, opts Options) *Fetcher {
 	opts.RetryWaitMin = time.Millisecond
 	opts.RetryWaitMax = 5 * time.Millisecond
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts.Logger = testenv.Logger(t)
 	}
 	return New(opts)
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func sum(b []byte) string {

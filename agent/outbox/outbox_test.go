@@ -15,29 +15,13 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
-// syncBuffer is a log sink safe for the writer goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
+func testLogger(t *testing.T) (*slog.Logger, *testenv.SyncBuffer) {
 	t.Helper()
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("outbox log:\n%s", buf.String())

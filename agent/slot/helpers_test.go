@@ -17,27 +17,25 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
-// keys is a publisher's key pair made with bundle.GenerateKey.
+// keys is a publisher's key pair (testbundle's) and its trust root.
 type keys struct {
-	dir   string // holds signing.key and signing.pub
-	pub   string
+	*testbundle.Publisher
+	pub   string // the public key file
 	trust *bundle.TrustRoot
 }
 
 func newKeys(t testing.TB) *keys {
 	t.Helper()
-	dir := t.TempDir()
-	if err := bundle.GenerateKey(dir, bundle.ECDSAP256); err != nil {
-		t.Fatal(err)
-	}
-	pub := filepath.Join(dir, bundle.PublicKeyFile)
-	trust, err := bundle.LoadTrustRoot(pub)
+	p := testbundle.TestPublisher(t)
+	trust, err := bundle.LoadTrustRoot(p.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &keys{dir: dir, pub: pub, trust: trust}
+	return &keys{Publisher: p, pub: p.PublicKey, trust: trust}
 }
 
 // built is a signed bundle on disk.
@@ -81,35 +79,15 @@ outputs: [{name: output, datatype: FP32, shape: [1]}]
 
 func buildSpec(t testing.TB, k *keys, spec, file string, opts bundle.BuildOptions, model []byte) built {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), file)
-	m, err := bundle.Build(context.Background(), spec, out, opts)
-	if err != nil {
-		t.Fatalf("bundle.Build: %v", err)
-	}
-	signer, err := bundle.LoadSigner(filepath.Join(k.dir, bundle.PrivateKeyFile))
+	b, err := k.Build(context.Background(), spec, filepath.Join(t.TempDir(), file), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := bundle.SignFile(out, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.WriteSignature(out+".sig", sig); err != nil {
-		t.Fatal(err)
-	}
-	return built{path: out, sig: out + ".sig", m: m, model: model}
+	return built{path: b.Path, sig: b.Sig, m: b.Manifest, model: model}
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+// testLogger logs to the test's log.
+func testLogger(t testing.TB) *slog.Logger { return testenv.Logger(t) }
 
 func testOptions(t testing.TB, k *keys) Options {
 	return Options{

@@ -15,11 +15,12 @@ import (
 	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // sileroOutput is Silero VAD v5's output for the two-sine frame with a
 // zero state (docs: DESIGN.md §10).
-const sileroOutput = 0.0690874
+const sileroOutput = testbundle.SileroOutput
 
 // buildSilero builds and signs a Silero VAD bundle whose smoke vector
 // expects want for the two-sine frame. Build runs model.Check only when

@@ -26,7 +26,7 @@ func BenchmarkDrain(b *testing.B) {
 	b.Run("uplink", func(b *testing.B) {
 		// The backlog is appended first (untimed); the timed part is
 		// connecting (a few milliseconds) and draining it.
-		r := newRig(b, testConfig(b, br.url()))
+		r := newRig(b, testConfig(b, br.URL()))
 		b.StopTimer()
 		for i := range b.N {
 			if _, err := r.ob.Append(context.Background(), protocol.RecordPrediction, predictionPayload(i)); err != nil {
@@ -43,7 +43,7 @@ func BenchmarkDrain(b *testing.B) {
 	})
 
 	client := func(b *testing.B) mqtt.Client {
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(br.url()).SetClientID(devID).
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(br.URL()).SetClientID(devID).
 			SetUsername(devID).SetPassword(devPass).SetProtocolVersion(4).SetAutoReconnect(false))
 		if tok := c.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
 			b.Fatalf("connect: %v", tok.Error())

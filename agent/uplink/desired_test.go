@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 func eventTypes(evs []protocol.Event) []protocol.EventType {
@@ -20,14 +21,14 @@ func eventTypes(evs []protocol.Event) []protocol.EventType {
 
 func TestDesiredApplied(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
+	f := newFleetd(t, b.URL(), fleetdUser)
 	// Published before the device connects: the retained message is what
 	// it finds on subscribe.
 	f.publishDesired(encode(t, desired(5, protocol.ActionInstall, "1.4.0")))
 
-	r := newRig(t, testConfig(t, b.url()))
+	r := newRig(t, testConfig(t, b.URL()))
 	u := r.start()
-	eventually(t, "install.succeeded", func() bool { return len(f.eventsOf(protocol.EventInstallSucceeded)) == 1 })
+	testenv.Eventually(t, "install.succeeded", func() bool { return len(f.eventsOf(protocol.EventInstallSucceeded)) == 1 })
 
 	want := []protocol.EventType{
 		protocol.EventInstallStarted,
@@ -52,7 +53,7 @@ func TestDesiredApplied(t *testing.T) {
 	if err := json.Unmarshal(evs[1].Data, &phase); err != nil || phase.Phase != string(protocol.PhaseDownloading) || evs[1].Progress == nil {
 		t.Errorf("first progress event: %s %+v (%v)", evs[1].Data, evs[1].Progress, err)
 	}
-	eventually(t, "reported appliedSeq 5, succeeded", func() bool {
+	testenv.Eventually(t, "reported appliedSeq 5, succeeded", func() bool {
 		rep, _ := f.lastReported()
 		return rep.AppliedSeq == 5 && rep.Install != nil && rep.Install.Phase == protocol.PhaseSucceeded &&
 			rep.Active != nil && rep.Active.Version == "1.4.0"
@@ -60,7 +61,7 @@ func TestDesiredApplied(t *testing.T) {
 
 	// A rollback order, while connected.
 	f.publishDesired(encode(t, desired(6, protocol.ActionRollback, "1.3.2")))
-	eventually(t, "rollback.succeeded", func() bool { return len(f.eventsOf(protocol.EventRollbackSucceeded)) == 1 })
+	testenv.Eventually(t, "rollback.succeeded", func() bool { return len(f.eventsOf(protocol.EventRollbackSucceeded)) == 1 })
 	rb := f.eventsOf(protocol.EventRollbackSucceeded)[0]
 	if rb.Reason != ReasonInstructed || rb.From == nil || rb.From.Version != "1.4.0" || rb.Bundle.Version != "1.3.2" {
 		t.Errorf("rollback event %+v", rb)
@@ -77,7 +78,7 @@ func TestDesiredApplied(t *testing.T) {
 	r.stop()
 	nEvents := len(f.events())
 	u = r.start()
-	eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
+	testenv.Eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
 	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{5, 6}) {
 		t.Errorf("Apply calls after restart %v, want [5 6]", got)
 	}
@@ -88,18 +89,18 @@ func TestDesiredApplied(t *testing.T) {
 
 func TestDesiredFailed(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	r.agent.fail = WithReason("smoke-failed", errApply)
 	u := r.start()
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
-	eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+	testenv.Eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
 	e := f.eventsOf(protocol.EventInstallFailed)[0]
 	if e.Reason != "smoke-failed" || e.Message != errApply.Error() || e.Seq != 3 {
 		t.Errorf("install.failed %+v", e)
 	}
-	eventually(t, "reported failed", func() bool {
+	testenv.Eventually(t, "reported failed", func() bool {
 		rep, _ := f.lastReported()
 		return rep.AppliedSeq == 3 && rep.Install != nil && rep.Install.Phase == protocol.PhaseFailed && rep.Install.Error == errApply.Error()
 	})
@@ -110,7 +111,7 @@ func TestDesiredFailed(t *testing.T) {
 	// after a restart.
 	r.stop()
 	u = r.start()
-	eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
+	testenv.Eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
 	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3}) {
 		t.Errorf("Apply calls %v, want [3]", got)
 	}
@@ -118,12 +119,12 @@ func TestDesiredFailed(t *testing.T) {
 
 func TestDesiredRefused(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	u := r.start()
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(10, protocol.ActionInstall, "1.4.0")))
-	eventually(t, "seq 10 applied", func() bool { return u.Stats().Applied == 1 })
+	testenv.Eventually(t, "seq 10 applied", func() bool { return u.Stats().Applied == 1 })
 
 	expired := desired(11, protocol.ActionInstall, "1.5.0")
 	expired.IssuedAt, expired.ExpiresAt = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
@@ -151,7 +152,7 @@ func TestDesiredRefused(t *testing.T) {
 	}
 	for i, c := range cases {
 		f.publishDesired(c.payload)
-		eventually(t, c.name+" refused", func() bool { return len(f.eventsOf(protocol.EventDesiredRefused)) == i+1 })
+		testenv.Eventually(t, c.name+" refused", func() bool { return len(f.eventsOf(protocol.EventDesiredRefused)) == i+1 })
 		e := f.eventsOf(protocol.EventDesiredRefused)[i]
 		if e.Reason != c.reason || e.Seq != c.seq || e.Message == "" {
 			t.Errorf("%s: event %+v, want reason %q seq %d", c.name, e, c.reason, c.seq)
@@ -167,12 +168,12 @@ func TestDesiredRefused(t *testing.T) {
 	// After a restart the accepted seq is still 10: older ones are still
 	// refused, newer ones applied.
 	f.publishDesired(encode(t, desired(9, protocol.ActionInstall, "1.3.0")))
-	eventually(t, "seq 9 refused", func() bool { return u.Stats().Refused[protocol.ReasonReplay] == 2 })
+	testenv.Eventually(t, "seq 9 refused", func() bool { return u.Stats().Refused[protocol.ReasonReplay] == 2 })
 	r.stop()
 	u = r.start()
-	eventually(t, "the retained seq 9 refused after the restart", func() bool { return u.Stats().Refused[protocol.ReasonReplay] == 1 })
+	testenv.Eventually(t, "the retained seq 9 refused after the restart", func() bool { return u.Stats().Refused[protocol.ReasonReplay] == 1 })
 	f.publishDesired(encode(t, desired(8, protocol.ActionInstall, "1.3.0")))
-	eventually(t, "seq 8 refused after the restart", func() bool {
+	testenv.Eventually(t, "seq 8 refused after the restart", func() bool {
 		evs := f.eventsOf(protocol.EventDesiredRefused)
 		e := evs[len(evs)-1]
 		return e.Seq == 8 && e.Reason == protocol.ReasonReplay
@@ -181,7 +182,7 @@ func TestDesiredRefused(t *testing.T) {
 		t.Errorf("replay counter after the restart %d, want 2", got)
 	}
 	f.publishDesired(encode(t, desired(20, protocol.ActionInstall, "1.6.0")))
-	eventually(t, "seq 20 applied", func() bool { return u.Stats().Applied == 1 })
+	testenv.Eventually(t, "seq 20 applied", func() bool { return u.Stats().Applied == 1 })
 	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{10, 20}) {
 		t.Fatalf("Apply calls %v, want [10 20]", got)
 	}
@@ -189,12 +190,12 @@ func TestDesiredRefused(t *testing.T) {
 
 func TestInterruptedApplyResumes(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	r.agent.setBlock(4)
 	r.start()
 	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.4.0")))
-	eventually(t, "Apply started", func() bool { return len(r.agent.appliedSeqs()) == 1 })
+	testenv.Eventually(t, "Apply started", func() bool { return len(r.agent.appliedSeqs()) == 1 })
 
 	// Shutdown in the middle of the install: no result is reported, and
 	// the state says it did not finish.
@@ -215,7 +216,7 @@ func TestInterruptedApplyResumes(t *testing.T) {
 	delete(r.agent.block, 4)
 	r.agent.mu.Unlock()
 	u := r.start()
-	eventually(t, "the resumed install to succeed", func() bool { return u.Stats().Applied == 1 })
+	testenv.Eventually(t, "the resumed install to succeed", func() bool { return u.Stats().Applied == 1 })
 	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{4, 4}) {
 		t.Errorf("Apply calls %v, want [4 4]", got)
 	}
@@ -228,17 +229,17 @@ func TestInterruptedApplyResumes(t *testing.T) {
 
 func TestInterruptedApplyGivesUp(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	r.agent.setBlock(4)
 	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.4.0")))
 	for i := 1; i <= maxAttempts; i++ {
 		r.start()
-		eventually(t, fmt.Sprintf("Apply #%d", i), func() bool { return len(r.agent.appliedSeqs()) == i })
+		testenv.Eventually(t, fmt.Sprintf("Apply #%d", i), func() bool { return len(r.agent.appliedSeqs()) == i })
 		r.stop()
 	}
 	u := r.start()
-	eventually(t, "install.failed (interrupted)", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+	testenv.Eventually(t, "install.failed (interrupted)", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
 	if e := f.eventsOf(protocol.EventInstallFailed)[0]; e.Reason != ReasonInterrupted || e.Seq != 4 {
 		t.Errorf("event %+v", e)
 	}
@@ -252,18 +253,18 @@ func TestInterruptedApplyGivesUp(t *testing.T) {
 
 func TestNewerDesiredSupersedesInstall(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	r.agent.setBlock(3)
 	u := r.start()
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
-	eventually(t, "Apply of seq 3", func() bool { return len(r.agent.appliedSeqs()) == 1 })
+	testenv.Eventually(t, "Apply of seq 3", func() bool { return len(r.agent.appliedSeqs()) == 1 })
 
 	// A replay cannot interrupt it; a newer valid one does.
 	f.publishDesired(encode(t, desired(2, protocol.ActionInstall, "1.2.0")))
 	f.publishDesired(encode(t, desired(4, protocol.ActionRollback, "1.3.2")))
-	eventually(t, "the rollback", func() bool { return len(f.eventsOf(protocol.EventRollbackSucceeded)) == 1 })
+	testenv.Eventually(t, "the rollback", func() bool { return len(f.eventsOf(protocol.EventRollbackSucceeded)) == 1 })
 	failed := f.eventsOf(protocol.EventInstallFailed)
 	if len(failed) != 1 || failed[0].Seq != 3 || failed[0].Reason != ReasonSuperseded {
 		t.Fatalf("install.failed events %+v, want one for seq 3, superseded", failed)
@@ -300,8 +301,8 @@ func TestLatestSlot(t *testing.T) {
 
 func TestInterruptedApplyExpired(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	r.agent.setBlock(4)
 	d := desired(4, protocol.ActionInstall, "1.4.0")
 	// Valid long enough for the uplink to connect and start the Apply on
@@ -310,7 +311,7 @@ func TestInterruptedApplyExpired(t *testing.T) {
 	d.ExpiresAt = time.Now().Add(8 * time.Second).Round(0)
 	f.publishDesired(encode(t, d))
 	r.start()
-	eventually(t, "Apply started", func() bool { return len(r.agent.appliedSeqs()) == 1 })
+	testenv.Eventually(t, "Apply started", func() bool { return len(r.agent.appliedSeqs()) == 1 })
 	r.stop()
 	// Wait, on the wall clock the guard reads, until seq 4 has expired.
 	for !time.Now().After(d.ExpiresAt) {
@@ -319,7 +320,7 @@ func TestInterruptedApplyExpired(t *testing.T) {
 
 	// The retained seq 4 comes back expired: not resumed, reported failed.
 	r.start()
-	eventually(t, "install.failed (expired)", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+	testenv.Eventually(t, "install.failed (expired)", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
 	if e := f.eventsOf(protocol.EventInstallFailed)[0]; e.Reason != protocol.ReasonExpired || e.Seq != 4 {
 		t.Errorf("event %+v", e)
 	}
@@ -329,7 +330,7 @@ func TestInterruptedApplyExpired(t *testing.T) {
 	// Done now: the next redelivery is a plain duplicate.
 	r.stop()
 	u := r.start()
-	eventually(t, "the duplicate", func() bool { return u.Stats().Duplicates == 1 })
+	testenv.Eventually(t, "the duplicate", func() bool { return u.Stats().Duplicates == 1 })
 	if n := len(f.eventsOf(protocol.EventInstallFailed)); n != 1 {
 		t.Errorf("%d install.failed events, want 1", n)
 	}
@@ -341,8 +342,8 @@ func TestInterruptedApplyExpired(t *testing.T) {
 // hurry it.
 func TestDesiredRetried(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	cfg := testConfig(t, b.url())
+	f := newFleetd(t, b.URL(), fleetdUser)
+	cfg := testConfig(t, b.URL())
 	cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, 100*time.Millisecond
 	r := newRig(t, cfg)
 	cut := Transient(WithReason("download", errApply))
@@ -351,7 +352,7 @@ func TestDesiredRetried(t *testing.T) {
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
 
-	eventually(t, "install.succeeded after two retries", func() bool { return len(f.eventsOf(protocol.EventInstallSucceeded)) == 1 })
+	testenv.Eventually(t, "install.succeeded after two retries", func() bool { return len(f.eventsOf(protocol.EventInstallSucceeded)) == 1 })
 	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3, 3, 3}) {
 		t.Errorf("Apply calls %v, want [3 3 3]", got)
 	}
@@ -385,7 +386,7 @@ func TestDesiredRetried(t *testing.T) {
 	if !seen {
 		t.Error("no reported state showed the install retrying")
 	}
-	eventually(t, "reported succeeded at attempt 3", func() bool {
+	testenv.Eventually(t, "reported succeeded at attempt 3", func() bool {
 		rep, _ := f.lastReported()
 		return rep.Install != nil && rep.Install.Phase == protocol.PhaseSucceeded && rep.Install.Attempt == 3 && rep.Install.NextAttemptAt == nil
 	})
@@ -399,22 +400,22 @@ func TestDesiredRetried(t *testing.T) {
 // newer desired state.
 func TestDesiredRetryEnds(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	cfg := testConfig(t, b.url())
+	f := newFleetd(t, b.URL(), fleetdUser)
+	cfg := testConfig(t, b.URL())
 	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
 	r := newRig(t, cfg)
 	r.agent.failures = []error{Transient(WithReason("no-space", errApply))}
 	u := r.start()
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
-	eventually(t, "seq 3 waiting for its retry", func() bool {
+	testenv.Eventually(t, "seq 3 waiting for its retry", func() bool {
 		rep, _ := f.lastReported()
 		return rep.Install != nil && rep.Install.Seq == 3 && rep.Install.Phase == protocol.PhaseRetrying
 	})
 	// A reconnect redelivers seq 3: it keeps waiting for its backoff.
 	r.stop()
 	u = r.start()
-	eventually(t, "the redelivered seq 3 after the restart applied", func() bool {
+	testenv.Eventually(t, "the redelivered seq 3 after the restart applied", func() bool {
 		return u.Stats().Applied == 1
 	})
 	// (The restart resumed it: the interrupted wait is a first attempt.)
@@ -430,7 +431,7 @@ func TestDesiredRetryEnds(t *testing.T) {
 	u = r.start()
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.5.0")))
-	eventually(t, "seq 4 failed", func() bool {
+	testenv.Eventually(t, "seq 4 failed", func() bool {
 		rep, _ := f.lastReported()
 		return rep.Install != nil && rep.Install.Seq == 4 && rep.Install.Phase == protocol.PhaseFailed
 	})
@@ -447,12 +448,12 @@ func TestDesiredRetryEnds(t *testing.T) {
 	u = r.start()
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(5, protocol.ActionInstall, "1.6.0")))
-	eventually(t, "seq 5 retrying", func() bool {
+	testenv.Eventually(t, "seq 5 retrying", func() bool {
 		rep, _ := f.lastReported()
 		return rep.Install != nil && rep.Install.Seq == 5 && rep.Install.Phase == protocol.PhaseRetrying
 	})
 	f.publishDesired(encode(t, desired(6, protocol.ActionInstall, "1.7.0")))
-	eventually(t, "seq 6 applied", func() bool { return u.Stats().Applied == 1 })
+	testenv.Eventually(t, "seq 6 applied", func() bool { return u.Stats().Applied == 1 })
 	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3, 3, 4, 5, 6}) {
 		t.Errorf("Apply calls %v, want [3 3 4 5 6]", got)
 	}
@@ -462,15 +463,15 @@ func TestDesiredRetryEnds(t *testing.T) {
 // come after the desired state expires is final.
 func TestDesiredRetryExpires(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	cfg := testConfig(t, b.url())
+	f := newFleetd(t, b.URL(), fleetdUser)
+	cfg := testConfig(t, b.URL())
 	cfg.RetryMin, cfg.RetryMax = 48*time.Hour, 48*time.Hour
 	r := newRig(t, cfg)
 	r.agent.fail = Transient(WithReason("download", errApply))
 	u := r.start()
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
-	eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+	testenv.Eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
 	if e := f.eventsOf(protocol.EventInstallFailed)[0]; e.Reason != "download" {
 		t.Errorf("install.failed %+v", e)
 	}

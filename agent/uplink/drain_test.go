@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 func TestDrainInOrder(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	cfg := testConfig(t, b.url())
+	f := newFleetd(t, b.URL(), fleetdUser)
+	cfg := testConfig(t, b.URL())
 	cfg.BatchRecords = 100
 	r := newRig(t, cfg)
 
@@ -42,8 +43,8 @@ func TestDrainInOrder(t *testing.T) {
 		want = append(want, id)
 	}
 	u := r.start()
-	eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
-	eventually(t, "fleetd to receive every record", func() bool { return len(dedup(f.recordIDs())) == len(want) })
+	testenv.Eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
+	testenv.Eventually(t, "fleetd to receive every record", func() bool { return len(dedup(f.recordIDs())) == len(want) })
 
 	// In order, each once (nothing failed, so no duplicates either).
 	if err := equalIDs(f.recordIDs(), want); err != nil {
@@ -77,7 +78,7 @@ func TestDrainInOrder(t *testing.T) {
 
 	// Records appended while connected are sent right away.
 	more := r.appendRecords(3)
-	eventually(t, "the new records", func() bool { return len(dedup(f.recordIDs())) == len(want)+3 })
+	testenv.Eventually(t, "the new records", func() bool { return len(dedup(f.recordIDs())) == len(want)+3 })
 	if got := f.recordIDs()[len(want):]; !slices.Equal(got, more) {
 		t.Errorf("new records %v, want %v", got, more)
 	}
@@ -85,8 +86,8 @@ func TestDrainInOrder(t *testing.T) {
 
 func TestAckOnlyAfterPuback(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	p := newProxy(t, b.addr())
+	f := newFleetd(t, b.URL(), fleetdUser)
+	p := newProxy(t, b.Addr())
 	cfg := testConfig(t, p.url())
 	// Short, so that the paused link below shows timeouts soon; still
 	// far above a loopback PUBACK on a busy machine.
@@ -99,14 +100,14 @@ func TestAckOnlyAfterPuback(t *testing.T) {
 	// made again, and a reported state whose PUBACK was late is published
 	// again. Wait until one reported state has been acknowledged, so that
 	// nothing of the setup is still in flight when the link is paused.
-	eventually(t, "the connect-time publishes", func() bool {
+	testenv.Eventually(t, "the connect-time publishes", func() bool {
 		return len(f.reported()) >= 1 && u.Stats().ReportedPublished >= 1
 	})
 
 	// The broker never sees the publish, so no PUBACK: the records stay.
 	p.pause(true)
 	ids := r.appendRecords(5)
-	eventually(t, "a publish to time out", func() bool { return u.Stats().PublishFailures >= 2 })
+	testenv.Eventually(t, "a publish to time out", func() bool { return u.Stats().PublishFailures >= 2 })
 	if n := r.ob.Stats().Records; n != 5 {
 		t.Fatalf("outbox holds %d records without a PUBACK, want 5", n)
 	}
@@ -115,8 +116,8 @@ func TestAckOnlyAfterPuback(t *testing.T) {
 	}
 
 	p.pause(false)
-	eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
-	eventually(t, "fleetd to receive the records", func() bool { return len(dedup(f.recordIDs())) == 5 })
+	testenv.Eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
+	testenv.Eventually(t, "fleetd to receive the records", func() bool { return len(dedup(f.recordIDs())) == 5 })
 	if got := dedup(f.recordIDs()); !slices.Equal(got, ids) {
 		t.Errorf("received %v, want %v", got, ids)
 	}
@@ -127,11 +128,11 @@ func TestAckOnlyAfterPuback(t *testing.T) {
 // every record at least once and the outbox ends empty.
 func TestBrokerKilledMidDrain(t *testing.T) {
 	b := startBroker(t)
-	f1 := newFleetd(t, b.url(), fleetdUser)
+	f1 := newFleetd(t, b.URL(), fleetdUser)
 	// The proxy only lets the test hold the uplink back until the
 	// restarted broker has fleetd subscribed again (mosquitto here keeps
 	// no sessions across restarts).
-	p := newProxy(t, b.addr())
+	p := newProxy(t, b.Addr())
 	cfg := testConfig(t, p.url())
 	cfg.BatchRecords = 50
 	r := newRig(t, cfg)
@@ -165,24 +166,24 @@ func TestBrokerKilledMidDrain(t *testing.T) {
 		}
 	}()
 	u := r.start()
-	eventually(t, "the drain to get going", func() bool { return len(f1.recordIDs()) >= 200 })
+	testenv.Eventually(t, "the drain to get going", func() bool { return len(f1.recordIDs()) >= 200 })
 
 	p.refuse(true)
-	b.kill()
-	eventually(t, "the uplink to notice", func() bool { return !u.Connected() })
+	b.Kill()
+	testenv.Eventually(t, "the uplink to notice", func() bool { return !u.Connected() })
 	close(resume)
-	eventually(t, "records to pile up offline", func() bool { return appendedN() >= total/2+300 })
+	testenv.Eventually(t, "records to pile up offline", func() bool { return appendedN() >= total/2+300 })
 	if n := r.ob.Stats().Records; n < 300 {
 		t.Fatalf("outbox holds %d records while the broker is down", n)
 	}
 
-	b.start()
-	f2 := newFleetd(t, b.url(), fleetdUser)
+	b.Start()
+	f2 := newFleetd(t, b.URL(), fleetdUser)
 	p.refuse(false)
 	<-appenderDone
-	eventually(t, "the backlog to drain", func() bool { return r.ob.Stats().Records == 0 })
+	testenv.Eventually(t, "the backlog to drain", func() bool { return r.ob.Stats().Records == 0 })
 	// All acked records reached the broker; wait for fleetd to have them.
-	eventually(t, "fleetd to receive every record", func() bool {
+	testenv.Eventually(t, "fleetd to receive every record", func() bool {
 		return len(dedup(append(f1.recordIDs(), f2.recordIDs()...))) >= total
 	})
 
@@ -207,8 +208,8 @@ func TestBrokerKilledMidDrain(t *testing.T) {
 
 func TestUnsendableRecordsDropped(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	good1 := r.appendRecords(2)
 	bad := []struct{ kind, payload string }{
 		{protocol.RecordPrediction, "not json"},
@@ -224,8 +225,8 @@ func TestUnsendableRecordsDropped(t *testing.T) {
 	}
 	good2 := r.appendRecords(2)
 	u := r.start()
-	eventually(t, "the good records", func() bool { return len(dedup(f.recordIDs())) >= 4+len(bad) })
-	eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
+	testenv.Eventually(t, "the good records", func() bool { return len(dedup(f.recordIDs())) >= 4+len(bad) })
+	testenv.Eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
 
 	ids := dedup(f.recordIDs())
 	want := append(append([]uint64(nil), good1...), good2...)
@@ -251,8 +252,8 @@ func TestUnsendableRecordsDropped(t *testing.T) {
 // dropped as unsendable.
 func TestLargeRecords(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	random := func(n int) []byte {
 		buf := make([]byte, n)
 		for i := range buf {
@@ -275,7 +276,7 @@ func TestLargeRecords(t *testing.T) {
 		ids = append(ids, id)
 	}
 	u := r.start()
-	eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
+	testenv.Eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
 	telemetryIDs := func() []uint64 {
 		var out []uint64
 		batches, _ := f.batches()
@@ -286,7 +287,7 @@ func TestLargeRecords(t *testing.T) {
 		}
 		return dedup(out)
 	}
-	eventually(t, "fleetd to receive the sendable records", func() bool { return len(telemetryIDs()) == 5 })
+	testenv.Eventually(t, "fleetd to receive the sendable records", func() bool { return len(telemetryIDs()) == 5 })
 	want := append(append([]uint64(nil), ids[:4]...), ids[5])
 	if got := telemetryIDs(); !slices.Equal(got, want) {
 		t.Errorf("received %v, want %v", got, want)

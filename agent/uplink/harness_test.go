@@ -1,14 +1,11 @@
 package uplink
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +16,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/outbox"
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 const (
@@ -29,7 +27,7 @@ const (
 	svcPass    = "service-secret-0123456789"
 	// waitLimit bounds every wait for something to happen; tests normally
 	// take milliseconds.
-	waitLimit = 60 * time.Second
+	waitLimit = testenv.WaitLimit
 )
 
 // aclFile is the ACL of docs/protocol.md: devices only in their subtree.
@@ -46,148 +44,15 @@ user _viewer
 topic read ef/v1/#
 `
 
-// eventually polls cond until it holds, failing the test after waitLimit.
-func eventually(t testing.TB, what string, cond func() bool) {
+// startBroker starts mosquitto with password authentication for the
+// test devices and service users and the ACL of docs/protocol.md.
+func startBroker(t testing.TB) *testenv.MosquittoBroker {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// broker is a Debian mosquitto process on a loopback port, with the
-// edgefleet ACL and password file; it can be killed and restarted on the
-// same port.
-type broker struct {
-	t      testing.TB
-	conf   string
-	port   int
-	out    *syncBuffer
-	cmd    *exec.Cmd
-	exited chan error
-}
-
-// startBroker starts mosquitto with password authentication. listener, if
-// set, replaces the plain listener line (and its settings) of the config.
-func startBroker(t testing.TB) *broker {
-	t.Helper()
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "passwd")
-	for i, u := range []struct{ name, pass string }{{devID, devPass}, {"dev-2", devPass}, {fleetdUser, svcPass}, {viewerUser, svcPass}} {
-		args := []string{"-b", pw, u.name, u.pass}
-		if i == 0 {
-			args = append([]string{"-c"}, args...)
-		}
-		if out, err := exec.Command("mosquitto_passwd", args...).CombinedOutput(); err != nil {
-			t.Fatalf("mosquitto_passwd (apt-get install mosquitto): %v\n%s", err, out)
-		}
-	}
-	port := freePort(t)
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\n", port, pw)
-	return runBroker(t, dir, port, conf)
-}
-
-// runBroker writes conf (plus the ACL and common settings) and starts
-// mosquitto on port.
-func runBroker(t testing.TB, dir string, port int, conf string) *broker {
-	t.Helper()
-	acl := filepath.Join(dir, "acl")
-	if err := os.WriteFile(acl, []byte(aclFile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conf += fmt.Sprintf("acl_file %s\nuse_username_as_clientid true\npersistence false\n", acl) +
-		"log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-	if os.Getuid() == 0 {
-		conf += "user root\n" // otherwise it drops to "mosquitto", who cannot read the temp dir
-	}
-	b := &broker{t: t, conf: filepath.Join(dir, "mosquitto.conf"), port: port, out: new(syncBuffer)}
-	if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b.start()
-	t.Cleanup(func() {
-		b.kill()
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", b.out.String())
-		}
+	return testenv.StartMosquitto(t, testenv.MosquittoConfig{
+		Users: map[string]string{devID: devPass, "dev-2": devPass, fleetdUser: svcPass, viewerUser: svcPass},
+		ACL:   aclFile,
+		Conf:  "use_username_as_clientid true\n",
 	})
-	return b
-}
-
-func (b *broker) addr() string { return fmt.Sprintf("127.0.0.1:%d", b.port) }
-func (b *broker) url() string  { return "tcp://" + b.addr() }
-
-// start runs mosquitto and waits until it listens.
-func (b *broker) start() {
-	b.t.Helper()
-	const bin = "/usr/sbin/mosquitto"
-	if _, err := os.Stat(bin); err != nil {
-		b.t.Fatalf("%s not found (apt-get install mosquitto): %v", bin, err)
-	}
-	b.cmd = exec.Command(bin, "-c", b.conf)
-	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
-	if err := b.cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	b.exited = make(chan error, 1)
-	go func(cmd *exec.Cmd, exited chan error) { exited <- cmd.Wait() }(b.cmd, b.exited)
-	deadline := time.Now().Add(waitLimit)
-	for {
-		select {
-		case err := <-b.exited:
-			b.t.Fatalf("mosquitto exited: %v\n%s", err, b.out.String())
-		default:
-		}
-		if c, err := net.Dial("tcp", b.addr()); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("mosquitto not listening on %s:\n%s", b.addr(), b.out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// kill ends mosquitto with SIGKILL (no clean shutdown) and waits for it.
-func (b *broker) kill() {
-	if b.cmd == nil {
-		return
-	}
-	_ = b.cmd.Process.Kill()
-	<-b.exited
-	b.cmd = nil
 }
 
 // proxy is a TCP proxy between the uplink and the broker that the test
@@ -578,7 +443,7 @@ type rig struct {
 	cfg   Config
 	agent *testAgent
 	ob    *outbox.Outbox
-	log   *syncBuffer
+	log   *testenv.SyncBuffer
 
 	u      *Uplink
 	cancel context.CancelFunc
@@ -607,7 +472,7 @@ func testConfig(t testing.TB, brokers ...string) Config {
 // newRig opens an outbox and an uplink (not running yet).
 func newRig(t testing.TB, cfg Config) *rig {
 	t.Helper()
-	r := &rig{t: t, cfg: cfg, agent: newTestAgent(), log: new(syncBuffer)}
+	r := &rig{t: t, cfg: cfg, agent: newTestAgent(), log: new(testenv.SyncBuffer)}
 	ob, err := outbox.Open(filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -660,7 +525,7 @@ func (r *rig) stop() {
 
 func (r *rig) waitConnected() {
 	r.t.Helper()
-	eventually(r.t, "the uplink to connect", r.u.Connected)
+	testenv.Eventually(r.t, "the uplink to connect", r.u.Connected)
 }
 
 // appendRecords appends n prediction records and returns their ids.

@@ -19,6 +19,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // testCA issues certificates for the TLS tests.
@@ -109,12 +110,14 @@ func TestTLSClientCertificate(t *testing.T) {
 	devCert, devKey := ca.issue("device", devID, false)
 	fleetCert, fleetKey := ca.issue("fleetd", fleetdUser, false)
 
-	port := freePort(t)
-	conf := fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"+
-		"require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n",
-		port, ca.file, srvCert, srvKey)
-	b := runBroker(t, dir, port, conf)
-	url := "ssl://" + b.addr()
+	b := testenv.StartMosquitto(t, testenv.MosquittoConfig{
+		Listener: fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\nuse_identity_as_username true\n",
+			ca.file, srvCert, srvKey),
+		Auth: "allow_anonymous false\n",
+		ACL:  aclFile,
+		Conf: "use_username_as_clientid true\n",
+	})
+	url := "ssl://" + b.Addr()
 
 	fcert, err := tls.LoadX509KeyPair(fleetCert, fleetKey)
 	if err != nil {
@@ -132,12 +135,12 @@ func TestTLSClientCertificate(t *testing.T) {
 	r := newRig(t, cfg)
 	r.start()
 	r.waitConnected()
-	eventually(t, "status online over TLS", func() bool {
+	testenv.Eventually(t, "status online over TLS", func() bool {
 		s, ok := f.lastStatus()
 		return ok && s.State == protocol.StateOnline
 	})
 	id := r.appendRecords(1)
-	eventually(t, "a record over TLS", func() bool { return len(f.recordIDs()) == 1 && f.recordIDs()[0] == id[0] })
+	testenv.Eventually(t, "a record over TLS", func() bool { return len(f.recordIDs()) == 1 && f.recordIDs()[0] == id[0] })
 	r.stop()
 
 	// Without the client certificate the broker refuses the handshake.
@@ -145,7 +148,7 @@ func TestTLSClientCertificate(t *testing.T) {
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = "", ""
 	r2 := newRig(t, cfg)
 	u := r2.start()
-	eventually(t, "failed attempts without a client certificate", func() bool { return u.Stats().ConnectFailures >= 2 })
+	testenv.Eventually(t, "failed attempts without a client certificate", func() bool { return u.Stats().ConnectFailures >= 2 })
 	if u.Connected() {
 		t.Fatal("connected without a client certificate")
 	}

@@ -11,16 +11,17 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/outbox"
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 func TestConnectPublishesOnlineAndReported(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	r := newRig(t, testConfig(t, b.url()))
+	f := newFleetd(t, b.URL(), fleetdUser)
+	r := newRig(t, testConfig(t, b.URL()))
 	u := r.start()
 	r.waitConnected()
 
-	eventually(t, "status online", func() bool {
+	testenv.Eventually(t, "status online", func() bool {
 		s, ok := f.lastStatus()
 		return ok && s.State == protocol.StateOnline
 	})
@@ -28,15 +29,15 @@ func TestConnectPublishesOnlineAndReported(t *testing.T) {
 	if online.Session == 0 || online.AgentVersion != "0.3.1" || online.Session != u.Stats().Session {
 		t.Errorf("online status %+v, uplink session %d", online, u.Stats().Session)
 	}
-	eventually(t, "reported state", func() bool { return len(f.reported()) > 0 })
+	testenv.Eventually(t, "reported state", func() bool { return len(f.reported()) > 0 })
 	rep, _ := f.lastReported()
 	if rep.DeviceID != devID || rep.AgentVersion != "0.3.1" || rep.Labels["site"] != "lab" || rep.AppliedSeq != 0 || rep.Provider != "cpu" {
 		t.Errorf("reported %+v", rep)
 	}
 
 	// Both are retained: a subscriber that comes later gets them at once.
-	late := newFleetd(t, b.url(), viewerUser)
-	eventually(t, "retained status and reported", func() bool {
+	late := newFleetd(t, b.URL(), viewerUser)
+	testenv.Eventually(t, "retained status and reported", func() bool {
 		return len(late.messages(protocol.KindStatus)) > 0 && len(late.messages(protocol.KindReported)) > 0
 	})
 	for _, k := range []protocol.Kind{protocol.KindStatus, protocol.KindReported} {
@@ -50,14 +51,14 @@ func TestConnectPublishesOnlineAndReported(t *testing.T) {
 	r.agent.active = &protocol.BundleID{Name: "silero-vad", Version: "1.3.2"}
 	r.agent.mu.Unlock()
 	u.ReportChanged()
-	eventually(t, "the changed reported state", func() bool {
+	testenv.Eventually(t, "the changed reported state", func() bool {
 		rep, _ := f.lastReported()
 		return rep.Active != nil && rep.Active.Version == "1.3.2"
 	})
 
 	// A clean shutdown publishes offline itself, for the same session.
 	r.stop()
-	eventually(t, "status offline", func() bool {
+	testenv.Eventually(t, "status offline", func() bool {
 		s, _ := f.lastStatus()
 		return s.State == protocol.StateOffline
 	})
@@ -78,19 +79,19 @@ func TestConnectPublishesOnlineAndReported(t *testing.T) {
 
 func TestLastWillOnSeveredConnection(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
-	p := newProxy(t, b.addr())
+	f := newFleetd(t, b.URL(), fleetdUser)
+	p := newProxy(t, b.Addr())
 	r := newRig(t, testConfig(t, p.url()))
 	u := r.start()
 	r.waitConnected()
-	eventually(t, "status online", func() bool {
+	testenv.Eventually(t, "status online", func() bool {
 		s, ok := f.lastStatus()
 		return ok && s.State == protocol.StateOnline
 	})
 	first, _ := f.lastStatus()
 
 	p.sever()
-	eventually(t, "the last will (offline)", func() bool {
+	testenv.Eventually(t, "the last will (offline)", func() bool {
 		s, _ := f.lastStatus()
 		return s.State == protocol.StateOffline
 	})
@@ -100,7 +101,7 @@ func TestLastWillOnSeveredConnection(t *testing.T) {
 	}
 
 	// The uplink reconnects by itself, with a higher session.
-	eventually(t, "online again", func() bool {
+	testenv.Eventually(t, "online again", func() bool {
 		s, _ := f.lastStatus()
 		return s.State == protocol.StateOnline
 	})
@@ -108,7 +109,7 @@ func TestLastWillOnSeveredConnection(t *testing.T) {
 	if again.Session <= first.Session {
 		t.Errorf("session after reconnect %d, want > %d", again.Session, first.Session)
 	}
-	eventually(t, "the second connection", func() bool { return u.Stats().Connects == 2 })
+	testenv.Eventually(t, "the second connection", func() bool { return u.Stats().Connects == 2 })
 	if st := u.Stats(); st.ConnectionsLost != 1 {
 		t.Errorf("stats %+v, want 1 connection lost and 2 connects", st)
 	}
@@ -116,11 +117,11 @@ func TestLastWillOnSeveredConnection(t *testing.T) {
 
 func TestReconnectBacksOffWhileBrokerIsDown(t *testing.T) {
 	b := startBroker(t)
-	p := newProxy(t, b.addr())
+	p := newProxy(t, b.Addr())
 	p.refuse(true)
 	r := newRig(t, testConfig(t, p.url()))
 	u := r.start()
-	eventually(t, "a few failed attempts", func() bool { return u.Stats().ConnectFailures >= 3 })
+	testenv.Eventually(t, "a few failed attempts", func() bool { return u.Stats().ConnectFailures >= 3 })
 	if u.Connected() {
 		t.Fatal("connected through a refusing proxy")
 	}
@@ -214,19 +215,19 @@ func TestBackoffJitter(t *testing.T) {
 
 func TestRunFailsWhenOutboxClosed(t *testing.T) {
 	b := startBroker(t)
-	f := newFleetd(t, b.url(), fleetdUser)
+	f := newFleetd(t, b.URL(), fleetdUser)
 	ob, err := outbox.Open(filepath.Join(t.TempDir(), "ob.db"), outbox.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := New(testConfig(t, b.url()), newTestAgent(), ob, nil)
+	u, err := New(testConfig(t, b.URL()), newTestAgent(), ob, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer u.Close()
 	done := make(chan error, 1)
 	go func() { done <- u.Run(context.Background()) }()
-	eventually(t, "the uplink to connect", u.Connected)
+	testenv.Eventually(t, "the uplink to connect", u.Connected)
 	if err := u.Run(context.Background()); !errors.Is(err, ErrRunning) {
 		t.Errorf("second Run: %v, want ErrRunning", err)
 	}
@@ -239,7 +240,7 @@ func TestRunFailsWhenOutboxClosed(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("Run did not return after its outbox was closed")
 	}
-	eventually(t, "status offline", func() bool {
+	testenv.Eventually(t, "status offline", func() bool {
 		s, _ := f.lastStatus()
 		return s.State == protocol.StateOffline
 	})

@@ -396,6 +396,6 @@ func TestMosquittoAccess(t *testing.T) {
 		}
 		pw += line + "\n"
 	}
-	addr := startMosquitto(t, pw, acl)
+	addr := startMosquitto(t, pw, acl).Addr()
 	runAccessScenarios(t, target{addr: addr})
 }

@@ -93,7 +93,7 @@ func BenchmarkIngest(b *testing.B) {
 			}
 			pw += line + "\n"
 		}
-		addr := startMosquitto(b, pw, acl)
+		addr := startMosquitto(b, pw, acl).Addr()
 		run(b, addr, svcUser, svcPass)
 	})
 }

@@ -17,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 func TestInlineSubscribeAndIngest(t *testing.T) {
@@ -236,12 +237,12 @@ func TestRestartKeepsRetainedAndSessions(t *testing.T) {
 	}
 	// Acknowledged messages are gone from the store: after another
 	// restart B gets only what is new.
-	waitFor(t, "B's PUBACKs", func() bool {
+	testenv.Eventually(t, "B's PUBACKs", func() bool {
 		cl, ok := b2.srv.Clients.Get(devB)
 		return ok && cl.State.Inflight.Len() == 0
 	})
 	cB.Disconnect(100)
-	waitFor(t, "B disconnected", func() bool { return !b2.Connected(devB) })
+	testenv.Eventually(t, "B disconnected", func() bool { return !b2.Connected(devB) })
 	if err := b2.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -419,18 +420,6 @@ func ExampleBroker() {
 	// Output: true
 }
 
-// waitFor polls cond until it holds (failing after the safety-net wait).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestRapidReconnect: a device that reconnects right after disconnecting
 // (or while its old connection is still open) must end up with a working
 // session. mochi v2.7.9 alone loses it now and then (see Broker.retire;
@@ -471,7 +460,7 @@ func TestLogsHoldNoPayloads(t *testing.T) {
 	b := newBroker(t, func(c *Config) { c.Logger = log })
 	c := mustDial(t, b.Addr(), devA, devA, devices[devA])
 	_ = c.publish(t, topic(devB, protocol.KindTelemetry), []byte("secret-payload"), false)
-	waitFor(t, "the refusal to be logged", func() bool { return strings.Contains(buf.String(), "error processing packet") })
+	testenv.Eventually(t, "the refusal to be logged", func() bool { return strings.Contains(buf.String(), "error processing packet") })
 	if s := buf.String(); strings.Contains(s, "Payload:") || strings.Contains(s, "secret-payload") {
 		t.Fatalf("a payload reached the logs:\n%s", s)
 	}

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,38 +10,21 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // wait bounds every wait for something that should happen; it is a
 // safety net against hangs, never a measurement.
 const wait = 30 * time.Second
 
-// syncBuffer collects logs from goroutines that may outlive the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLogger returns a logger whose output is printed if the test fails.
-func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
-	buf := new(syncBuffer)
+func testLogger(t *testing.T) (*slog.Logger, *testenv.SyncBuffer) {
+	buf := new(testenv.SyncBuffer)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", buf.String())
@@ -277,25 +259,11 @@ func cliArgs(addr, clientID, user, pass string, v5 bool) []string {
 	return args
 }
 
-// freePort returns a loopback port nothing listens on right now.
-func freePort(t testing.TB) int {
+// startMosquitto runs mosquitto (testenv.StartMosquitto) with the
+// configuration MosquittoConf makes for the password file passwd and the
+// ACL acl, and more listeners with the settings in listeners.
+func startMosquitto(t testing.TB, passwd, acl string, listeners ...string) *testenv.MosquittoBroker {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startMosquitto runs /usr/sbin/mosquitto on a random loopback port with
-// the edgefleet ACL and a password file, and returns its address.
-func startMosquitto(t testing.TB, passwd string, acl string, extraConf ...string) string {
-	t.Helper()
-	bin := "/usr/sbin/mosquitto"
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s not found (apt-get install mosquitto): %v", bin, err)
-	}
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "passwd")
 	aclFile := filepath.Join(dir, "acl")
@@ -305,48 +273,7 @@ func startMosquitto(t testing.TB, passwd string, acl string, extraConf ...string
 	if err := os.WriteFile(aclFile, []byte(acl), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	conf := fmt.Sprintf("listener %d 127.0.0.1\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n", port) +
-		MosquittoConf(pwFile, aclFile) + strings.Join(extraConf, "")
-	if os.Getuid() == 0 {
-		conf += "user root\n" // otherwise it drops to "mosquitto", who cannot read the temp dir
-	}
-	confFile := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := new(syncBuffer)
-	cmd := exec.Command(bin, "-c", confFile)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", out.String())
-		}
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(wait)
-	for {
-		select {
-		case err := <-exited:
-			t.Fatalf("mosquitto exited: %v\n%s", err, out.String())
-		default:
-		}
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto not listening on %s:\n%s", addr, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testenv.StartMosquitto(t, testenv.MosquittoConfig{Auth: MosquittoConf(pwFile, aclFile), Listeners: listeners})
 }
 
 func readFile(t *testing.T, path string) string {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,16 +116,17 @@ func TestMosquittoCertificateIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsPort := freePort(t)
-	addr := startMosquitto(t, svcLine+"\n", acl, fmt.Sprintf(
-		"listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\nuse_identity_as_username true\n",
-		tlsPort, ca.caFile(), srvCert, srvKey))
+	m := startMosquitto(t, svcLine+"\n", acl, fmt.Sprintf(
+		"cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\nuse_identity_as_username true\n",
+		ca.caFile(), srvCert, srvKey))
+	addr := m.Addr()
+	_, tlsPort, _ := net.SplitHostPort(m.Addrs()[1])
 	obs := newObserver(t, addr, svcUser, svcPass)
 	tlsArgs := func(tp, msg string) []string {
-		return []string{"-h", "127.0.0.1", "-p", fmt.Sprint(tlsPort), "-i", "ignored", "--cafile", ca.caFile(),
+		return []string{"-h", "127.0.0.1", "-p", tlsPort, "-i", "ignored", "--cafile", ca.caFile(),
 			"--cert", aCert, "--key", aKey, "-t", tp, "-m", msg, "-q", "1", "-V", "5"}
 	}
-	waitFor(t, "mosquitto TLS listener", func() bool {
+	testenv.Eventually(t, "mosquitto TLS listener", func() bool {
 		_, code := runCLI(t, "mosquitto_pub", tlsArgs(topic(devA, protocol.KindEvents), "probe")...)
 		return code == 0
 	})

@@ -2,9 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
+	"github.com/edgefleet/edgefleet/shared/configfile"
 )
 
 // The client configuration: named contexts (a fleetd's URL and the file
@@ -36,7 +37,7 @@ const (
 //	    tokenFile: /home/me/.config/fleetctl/prod.token
 type clientConfig struct {
 	CurrentContext string          `yaml:"currentContext,omitempty" json:"currentContext,omitempty"`
-	Contexts       []configContext `yaml:"contexts" json:"contexts"`
+	Contexts       []configContext `yaml:"contexts" json:"contexts" must:"a list of contexts"`
 
 	path string // the file it was read from (it may not exist yet)
 }
@@ -87,50 +88,43 @@ func loadConfig() (*clientConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(path)
+	data, err := configfile.ReadFile(path, configOptions(path))
 	if errors.Is(err, fs.ErrNotExist) {
 		return &clientConfig{path: path}, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("reading the client configuration: %w", err)
+	if ce, ok := err.(*configfile.Error); ok {
+		return nil, configErrors([]*configfile.Error{ce})
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading the client configuration: %w", err)
 	}
 	return parseConfig(path, data)
 }
 
-// configErrors collects the problems of a configuration file, each as
-// FILE:LINE: FIELD: what is wrong.
-type configErrors struct {
-	path string
-	errs []configError
+// configWords are the configuration file's words in messages (as before
+// it shared configfile).
+var configWords = func() configfile.Words {
+	w := configfile.DefaultWords()
+	w.Root = "the file"
+	w.Got = "not the value %s"
+	w.GotNode = "not %s"
+	return w
+}()
+
+func configOptions(path string) configfile.Options {
+	return configfile.Options{File: path, MaxBytes: maxConfigBytes, Words: &configWords}
 }
 
-type configError struct {
-	line int
-	msg  string
-}
-
-func (e *configErrors) add(n *yaml.Node, field, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if field != "" {
-		msg = field + ": " + msg
-	}
-	e.errs = append(e.errs, configError{n.Line, msg})
-}
-
-// err is every problem, in the order of the file, on one line.
-func (e *configErrors) err() error {
-	if len(e.errs) == 0 {
-		return nil
-	}
-	slices.SortStableFunc(e.errs, func(a, b configError) int { return a.line - b.line })
-	msgs := make([]string, len(e.errs))
-	for i, x := range e.errs {
-		msgs[i] = fmt.Sprintf("%s:%d: %s", e.path, x.line, x.msg)
+// configErrors is every problem of a configuration file, each as
+// FILE:LINE:COLUMN: FIELD: what is wrong, in the order of the file, on one
+// line.
+func configErrors(errs []*configfile.Error) error {
+	slices.SortStableFunc(errs, func(a, b *configfile.Error) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
 	}
 	return fmt.Errorf("client configuration: %s (fix or remove the file; %s)", strings.Join(msgs, "; "), configFormatHint)
 }
@@ -140,173 +134,45 @@ const configFormatHint = "its keys are currentContext and contexts, a list of {n
 // parseConfig decodes a configuration strictly: an unknown key, a key set
 // twice, a value of the wrong kind, anchors and aliases, a second
 // document, a bad name or URL, two contexts of one name and a
-// currentContext naming none are refused, every problem with its line.
+// currentContext naming none are refused, every problem with its line and
+// column.
 func parseConfig(path string, data []byte) (*clientConfig, error) {
 	cfg := &clientConfig{path: path}
-	if len(data) > maxConfigBytes {
-		return nil, fmt.Errorf("client configuration %s: larger than %d bytes", path, maxConfigBytes)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-		return cfg, nil // empty
-	} else if err != nil {
-		return nil, fmt.Errorf("client configuration %s: not valid YAML: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("client configuration %s: more than one YAML document", path)
-	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
-	}
-	errs := &configErrors{path: path}
-	if isNull(root) {
-		return cfg, nil // only comments
-	}
-	var currentNode *yaml.Node
-	walkMapping(errs, root, "", []string{"currentContext", "contexts"}, func(key string, v *yaml.Node) {
-		switch key {
-		case "currentContext":
-			cfg.CurrentContext, currentNode = scalarString(errs, v, key), v
-		case "contexts":
-			if isNull(v) {
-				return
-			}
-			if v.Kind != yaml.SequenceNode {
-				errs.add(v, key, "must be a list of contexts, not %s", nodeKind(v))
-				return
-			}
-			lines := map[string]int{}
-			for i, item := range v.Content {
-				field := fmt.Sprintf("contexts[%d]", i)
-				var c configContext
-				seen := map[string]bool{}
-				walkMapping(errs, item, field, []string{"name", "server", "tokenFile"}, func(key string, v *yaml.Node) {
-					seen[key] = true
-					s := scalarString(errs, v, field+"."+key)
-					switch key {
-					case "name":
-						c.Name = s
-						if err := checkContextName(s); err != nil && s != "" {
-							errs.add(v, field+".name", "%v", err)
-						}
-					case "server":
-						c.Server = s
-						if _, err := client.ParseServer(s); err != nil && s != "" {
-							errs.add(v, field+".server", "%v", err)
-						}
-					case "tokenFile":
-						c.TokenFile = s
-					}
-				})
-				if item.Kind != yaml.MappingNode {
-					continue
-				}
-				for _, req := range []string{"name", "server"} {
-					if !seen[req] || (req == "name" && c.Name == "") || (req == "server" && c.Server == "") {
-						errs.add(item, field, "%s missing", req)
-					}
-				}
-				if c.Name != "" {
-					if l, dup := lines[c.Name]; dup {
-						errs.add(item, field+".name", "context %q is already defined on line %d", c.Name, l)
-					}
-					lines[c.Name] = item.Line
-				}
-				cfg.Contexts = append(cfg.Contexts, c)
-			}
-		}
-	})
-	if cfg.CurrentContext != "" && cfg.context(cfg.CurrentContext) == nil && currentNode != nil {
-		errs.add(currentNode, "currentContext", "%q is none of the contexts (%s)", cfg.CurrentContext, cfg.names())
-	}
-	if err := errs.err(); err != nil {
-		return nil, err
+	o := configOptions(path)
+	o.Check = cfg.check
+	if _, errs := configfile.Decode(data, cfg, o); len(errs) > 0 {
+		return nil, configErrors(errs)
 	}
 	return cfg, nil
 }
 
-// walkMapping calls fn for each key of the mapping n, refusing keys not in
-// known and keys given twice.
-func walkMapping(errs *configErrors, n *yaml.Node, field string, known []string, fn func(key string, v *yaml.Node)) {
-	what := "the file"
-	if field != "" {
-		what = field
-	}
-	switch {
-	case n.Kind == yaml.AliasNode || n.Anchor != "":
-		errs.add(n, field, "YAML anchors and aliases are not supported")
-		return
-	case n.Kind != yaml.MappingNode:
-		errs.add(n, "", "%s must be a mapping (key: value), not %s", what, nodeKind(n))
-		return
-	}
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		name := k.Value
-		path := name
-		if field != "" {
-			path = field + "." + name
+// check reports what is wrong with the contexts' values.
+func (c *clientConfig) check(r *configfile.Report) {
+	first := map[string]int{} // name -> index
+	for i, ctx := range c.Contexts {
+		field := fmt.Sprintf("contexts[%d]", i)
+		if ctx.Name == "" {
+			r.Add(field, "name missing")
+		} else if err := checkContextName(ctx.Name); err != nil {
+			r.Add(field+".name", "%v", err)
 		}
-		switch {
-		case k.Kind != yaml.ScalarNode:
-			errs.add(k, field, "keys must be plain names")
-			continue
-		case !slices.Contains(known, name):
-			errs.add(k, path, "%s", unknownKey(name, known))
+		if ctx.Server == "" {
+			r.Add(field, "server missing")
+		} else if _, err := client.ParseServer(ctx.Server); err != nil {
+			r.Add(field+".server", "%v", err)
+		}
+		if ctx.Name == "" {
 			continue
 		}
-		if l, dup := seen[name]; dup {
-			errs.add(k, path, "set twice (first on line %d)", l)
-			continue
-		}
-		seen[name] = k.Line
-		if v.Kind == yaml.AliasNode || v.Anchor != "" {
-			errs.add(v, path, "YAML anchors and aliases are not supported")
-			continue
-		}
-		fn(name, v)
-	}
-}
-
-func unknownKey(key string, known []string) string {
-	for _, k := range known {
-		if strings.EqualFold(k, key) {
-			return fmt.Sprintf("unknown key; did you mean %q? (keys are case-sensitive)", k)
+		if j, dup := first[ctx.Name]; dup {
+			r.Add(field+".name", "context %q is already defined on line %d", ctx.Name, r.Source().Pos(fmt.Sprintf("contexts[%d]", j)).Line)
+		} else {
+			first[ctx.Name] = i
 		}
 	}
-	return fmt.Sprintf("unknown key (known here: %s)", strings.Join(known, ", "))
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
-}
-
-// scalarString is a scalar's text; anything else is refused.
-func scalarString(errs *configErrors, n *yaml.Node, field string) string {
-	if n.Kind != yaml.ScalarNode || isNull(n) {
-		errs.add(n, field, "must be a string, not %s", nodeKind(n))
-		return ""
+	if c.CurrentContext != "" && c.context(c.CurrentContext) == nil {
+		r.Add("currentContext", "%q is none of the contexts (%s)", c.CurrentContext, c.names())
 	}
-	return n.Value
-}
-
-func nodeKind(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	if isNull(n) {
-		return "empty"
-	}
-	return fmt.Sprintf("the value %q", n.Value)
 }
 
 var contextNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@:/-]*$`)

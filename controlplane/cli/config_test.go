@@ -60,24 +60,24 @@ contexts:
 		name, doc string
 		want      []string // each in the error
 	}{
-		{"unknown top key", "currentContext: prod\ncontext: []\n", []string{path + ":2: context: unknown key (known here: currentContext, contexts)"}},
-		{"unknown context key", "contexts:\n  - name: a\n    server: http://h:1\n    sever: x\n", []string{path + ":4: contexts[0].sever: unknown key (known here: name, server, tokenFile)"}},
-		{"case", "contexts:\n  - name: a\n    Server: http://h:1\n", []string{`:3: contexts[0].Server: unknown key; did you mean "server"?`, ":2: contexts[0]: server missing"}},
-		{"bad url", "contexts:\n  - name: a\n    server: ftp://h\n", []string{`:3: contexts[0].server: server "ftp://h" is not an http(s)://host:port URL`}},
-		{"no server", "contexts:\n  - name: a\n", []string{":2: contexts[0]: server missing"}},
-		{"bad name", "contexts:\n  - name: a b\n    server: http://h:1\n", []string{`:2: contexts[0].name: context name "a b"`}},
-		{"twice", "contexts:\n  - {name: a, server: 'http://h:1'}\n  - {name: a, server: 'http://h:2'}\n", []string{`:3: contexts[1].name: context "a" is already defined on line 2`}},
-		{"key twice", "currentContext: a\ncurrentContext: b\n", []string{":2: currentContext: set twice (first on line 1)"}},
-		{"current unknown", "currentContext: nope\ncontexts:\n  - {name: a, server: 'http://h:1'}\n", []string{`:1: currentContext: "nope" is none of the contexts (have: a)`}},
-		{"not a list", "contexts: {name: a}\n", []string{":1: contexts: must be a list of contexts, not a mapping"}},
-		{"not a mapping", "- a\n", []string{":1: the file must be a mapping"}},
-		{"context not a mapping", "contexts: [a]\n", []string{":1: contexts[0] must be a mapping (key: value), not the value \"a\""}},
-		{"server a list", "contexts:\n  - name: a\n    server: [x]\n", []string{":3: contexts[0].server: must be a string, not a list"}},
-		{"alias", "contexts:\n  - &x {name: a, server: 'http://h:1'}\n  - *x\n", []string{":2: contexts[0]: YAML anchors and aliases are not supported", ":3: contexts[1]: YAML anchors"}},
-		{"anchor on a value", "contexts:\n  - name: &n a\n    server: http://h:1\n", []string{":2: contexts[0].name: YAML anchors and aliases are not supported"}},
-		{"two documents", "contexts: []\n---\ncontexts: []\n", []string{path + ": more than one YAML document"}},
-		{"not yaml", "contexts: [\n", []string{path + ": not valid YAML"}},
-		{"every problem", "bogus: 1\ncontexts:\n  - name: a\n    server: ftp://h\n", []string{":1: bogus: unknown key", ":4: contexts[0].server:"}},
+		{"unknown top key", "currentContext: prod\ncontext: []\n", []string{path + ":2:1: context: unknown key (known here: currentContext, contexts)"}},
+		{"unknown context key", "contexts:\n  - name: a\n    server: http://h:1\n    sever: x\n", []string{path + ":4:5: contexts[0].sever: unknown key (known here: name, server, tokenFile)"}},
+		{"case", "contexts:\n  - name: a\n    Server: http://h:1\n", []string{`:3:5: contexts[0].Server: unknown key; did you mean "server"?`, ":2:5: contexts[0]: server missing"}},
+		{"bad url", "contexts:\n  - name: a\n    server: ftp://h\n", []string{`:3:13: contexts[0].server: server "ftp://h" is not an http(s)://host:port URL`}},
+		{"no server", "contexts:\n  - name: a\n", []string{":2:5: contexts[0]: server missing"}},
+		{"bad name", "contexts:\n  - name: a b\n    server: http://h:1\n", []string{`:2:11: contexts[0].name: context name "a b"`}},
+		{"twice", "contexts:\n  - {name: a, server: 'http://h:1'}\n  - {name: a, server: 'http://h:2'}\n", []string{`:3:12: contexts[1].name: context "a" is already defined on line 2`}},
+		{"key twice", "currentContext: a\ncurrentContext: b\n", []string{":2:1: currentContext: set twice (first on line 1)"}},
+		{"current unknown", "currentContext: nope\ncontexts:\n  - {name: a, server: 'http://h:1'}\n", []string{`:1:17: currentContext: "nope" is none of the contexts (have: a)`}},
+		{"not a list", "contexts: {name: a}\n", []string{":1:11: contexts: must be a list of contexts, not a mapping"}},
+		{"not a mapping", "- a\n", []string{":1:1: the file must be a mapping"}},
+		{"context not a mapping", "contexts: [a]\n", []string{":1:12: contexts[0]: must be a mapping (key: value), not the value \"a\""}},
+		{"server a list", "contexts:\n  - name: a\n    server: [x]\n", []string{":3:13: contexts[0].server: must be a string, not a list"}},
+		{"alias", "contexts:\n  - &x {name: a, server: 'http://h:1'}\n  - *x\n", []string{":2:5: contexts[0]: YAML anchors and aliases are not supported", ":3:5: contexts[1]: YAML anchors"}},
+		{"anchor on a value", "contexts:\n  - name: &n a\n    server: http://h:1\n", []string{":2:11: contexts[0].name: YAML anchors and aliases are not supported"}},
+		{"two documents", "contexts: []\n---\ncontexts: []\n", []string{path + ":2:1: more than one YAML document"}},
+		{"not yaml", "contexts: [\n", []string{path + ":1: not valid YAML"}},
+		{"every problem", "bogus: 1\ncontexts:\n  - name: a\n    server: ftp://h\n", []string{":1:1: bogus: unknown key", ":4:13: contexts[0].server:"}},
 	} {
 		_, err := parseConfig(path, []byte(tc.doc))
 		if err == nil {
@@ -225,9 +225,9 @@ func TestConfigCommands(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte("contexts:\n  - name: lab\n    server: http://127.0.0.1:1\n    token: x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	wantExit(t, fc.run("config", "get-contexts"), ExitError, "get-contexts on a broken file", cfgPath+":4: contexts[0].token: unknown key")
-	wantExit(t, fc.run("config", "set-context", "x", "--server", "http://h:1"), ExitError, "set-context on a broken file", cfgPath+":4:")
-	wantExit(t, fc.run("devices", "list"), ExitError, "devices list on a broken file", cfgPath+":4:")
+	wantExit(t, fc.run("config", "get-contexts"), ExitError, "get-contexts on a broken file", cfgPath+":4:5: contexts[0].token: unknown key")
+	wantExit(t, fc.run("config", "set-context", "x", "--server", "http://h:1"), ExitError, "set-context on a broken file", cfgPath+":4:5:")
+	wantExit(t, fc.run("devices", "list"), ExitError, "devices list on a broken file", cfgPath+":4:5:")
 }
 
 // runEnv is run with more environment variables.

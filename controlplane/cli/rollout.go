@@ -55,8 +55,12 @@ func readSpec(a *app, file string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := rollout.CheckSpec(b); err != nil {
-		return nil, fmt.Errorf("%s:\n  %s", file, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	name := file
+	if file == "-" {
+		name = "<stdin>"
+	}
+	if _, err := rollout.CheckSpecFile(name, b); err != nil {
+		return nil, fmt.Errorf("invalid spec:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
 	return b, nil
 }

@@ -21,7 +21,7 @@ func TestRolloutCreateChecksLocally(t *testing.T) {
 	// No server at this address: the spec never gets that far.
 	r := fleetctl(t, nil, "rollout", "create", "-f", file, "--server", "http://127.0.0.1:1", "--token-file", file)
 	wantFail(t, r, "create with a bad spec", "wavez: unknown field")
-	if !strings.Contains(r.stderr, file+":") || !strings.Contains(r.stderr, "(line 6)") {
+	if !strings.Contains(r.stderr, file+":6:1: wavez: unknown field") || !strings.Contains(r.stderr, file+":5:14: waves[1].percent: must be in (0,100], got 120") {
 		t.Errorf("stderr %q", r.stderr)
 	}
 	wantExit(t, fleetctl(t, nil, "rollout", "create"), ExitUsage, "create without -f", "-f/--file is required")

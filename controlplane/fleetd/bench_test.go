@@ -18,6 +18,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // The benchmarks simulate a fleet with real paho MQTT clients on
@@ -220,7 +221,7 @@ func BenchmarkDeviceMemory(b *testing.B) {
 		if err != nil || strings.TrimSpace(line) != "ready" {
 			b.Fatalf("device farm: %q, %v", line, err)
 		}
-		eventually(b, "every device online", func() (bool, string) {
+		testenv.EventuallyState(b, "every device online", func() (bool, string) {
 			n := metric(b, ts, `fleetd_devices{state="online"}`)
 			return n == benchDevices, fmt.Sprint(n)
 		})

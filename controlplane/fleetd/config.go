@@ -8,19 +8,17 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/configfile"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
 // ErrConfig is wrapped by every configuration error; the message names
-// the key (and, for a file, the file and line).
+// the key (and, for a file, the file, line and column).
 var ErrConfig = errors.New("fleetd: invalid configuration")
 
 // Defaults.
@@ -34,7 +32,7 @@ const (
 	DefaultServiceUser     = "_fleetd"
 	DefaultIngestWorkers   = 32
 	// MaxConfigBytes caps a configuration file.
-	MaxConfigBytes = 1 << 20
+	MaxConfigBytes = configfile.DefaultMaxBytes
 )
 
 // Files fleetd keeps in its data directory.
@@ -70,6 +68,9 @@ type Config struct {
 	Announce io.Writer `yaml:"-"`
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time `yaml:"-"`
+
+	// src is where LoadConfig found each key, for Validate's errors.
+	src *configfile.Source
 }
 
 // HTTPConfig is the HTTP server: the API and, for the file registry,
@@ -139,11 +140,17 @@ type BrokerConfig struct {
 
 // BrokerTLS is the embedded broker's TLS listener.
 type BrokerTLS struct {
-	Listen            string `yaml:"listen"`
-	CertFile          string `yaml:"certFile"`
-	KeyFile           string `yaml:"keyFile"`
-	ClientCAFile      string `yaml:"clientCAFile"`
-	RequireClientCert bool   `yaml:"requireClientCert"`
+	// Listen is the TLS listener's address ("host:port").
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile are the broker's certificate and key (PEM);
+	// both are required.
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+	// ClientCAFile verifies device client certificates (PEM CA bundle).
+	ClientCAFile string `yaml:"clientCAFile"`
+	// RequireClientCert refuses a device without a client certificate
+	// that ClientCAFile verifies.
+	RequireClientCert bool `yaml:"requireClientCert"`
 }
 
 // MosquittoConfig provisions devices on an external mosquitto.
@@ -184,13 +191,17 @@ type S3Config struct {
 	// Endpoint is host[:port]; Secure selects https.
 	Endpoint string `yaml:"endpoint"`
 	Secure   bool   `yaml:"secure"`
-	Bucket   string `yaml:"bucket"`
-	Prefix   string `yaml:"prefix"`
-	Region   string `yaml:"region"`
+	// Bucket holds the bundles, as objects under Prefix.
+	Bucket string `yaml:"bucket"`
+	Prefix string `yaml:"prefix"`
+	// Region is needed to presign URLs without asking the server
+	// (default us-east-1).
+	Region string `yaml:"region"`
 	// CredentialsFile holds AWS_ACCESS_KEY_ID=... and
 	// AWS_SECRET_ACCESS_KEY=... lines.
 	CredentialsFile string `yaml:"credentialsFile"`
-	CreateBucket    bool   `yaml:"createBucket"`
+	// CreateBucket makes the bucket at start if it does not exist.
+	CreateBucket bool `yaml:"createBucket"`
 	// PublicEndpoint and PublicSecure are the server as devices reach it
 	// (presigned URLs), if not Endpoint.
 	PublicEndpoint string `yaml:"publicEndpoint"`
@@ -210,88 +221,31 @@ type DesiredConfig struct {
 
 // RecordsConfig is the retention of device records.
 type RecordsConfig struct {
-	MaxPerDevice int      `yaml:"maxPerDevice"`
-	MaxAge       Duration `yaml:"maxAge"`
+	// MaxPerDevice is how many records are kept per device (the oldest
+	// are dropped beyond it).
+	MaxPerDevice int `yaml:"maxPerDevice"`
+	// MaxAge prunes records older than this (by the device's clock),
+	// every 10 minutes.
+	MaxAge Duration `yaml:"maxAge"`
 }
 
-// Duration is a time.Duration written as Go writes it ("90s", "24h"),
-// with "d" for days ("7d").
-type Duration time.Duration
-
-// ParseDuration parses s as a Duration.
-func ParseDuration(s string) (Duration, error) {
-	s = strings.TrimSpace(s)
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseFloat(days, 64)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("%q is not a duration (e.g. 90s, 24h, 7d)", s)
-		}
-		return Duration(n * float64(24*time.Hour)), nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration (e.g. 90s, 24h, 7d)", s)
-	}
-	return Duration(d), nil
-}
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return errors.New("must be a duration (e.g. 90s, 24h, 7d)")
-	}
-	v, err := ParseDuration(n.Value)
-	if err != nil {
-		return err
-	}
-	*d = v
-	return nil
-}
-
-// String formats d as time.Duration does.
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// ByteSize is a size in bytes, written as an integer or with a unit (KiB,
-// MiB, GiB, kB, MB, GB).
-type ByteSize int64
-
-// ParseByteSize parses s as a ByteSize.
-func ParseByteSize(s string) (ByteSize, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"kB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	mult := int64(1)
-	num := s
-	for _, u := range units {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, mult = strings.TrimSpace(v), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size (e.g. 1048576, 512KiB, 2GiB)", s)
-	}
-	return ByteSize(n * mult), nil
-}
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return errors.New("must be a size (e.g. 1048576, 512KiB, 2GiB)")
-	}
-	v, err := ParseByteSize(n.Value)
-	if err != nil {
-		return err
-	}
-	*b = v
-	return nil
-}
+// The units of the configuration, parsed by shared/configfile as in every
+// configuration document of the module.
+type (
+	// Duration is a time.Duration written as Go writes it ("90s", "24h"),
+	// with "d" for days ("7d").
+	Duration = configfile.Duration
+	// ByteSize is a size in bytes, written as an integer or with a unit
+	// (KiB, MiB, GiB, TiB; KB, MB, GB, TB; case-insensitive).
+	ByteSize = configfile.ByteSize
+)
 
 // External reports whether fleetd uses an external broker.
 func (c *Config) External() bool { return c.Broker.External != "" }
+
+// Defaults returns the configuration fleetd runs with when nothing is
+// set: every default filled in (the files under DefaultDataDir).
+func Defaults() Config { return (&Config{}).withDefaults() }
 
 // withDefaults returns a copy of c with every empty setting filled in.
 func (c *Config) withDefaults() Config {
@@ -356,13 +310,12 @@ func (c *Config) withDefaults() Config {
 }
 
 // Validate checks c (with defaults applied) and reports every problem,
-// each naming its key.
+// each naming its key and, for a key LoadConfig read and no flag changed
+// since, the file, line and column.
 func (c *Config) Validate() error {
 	d := c.withDefaults()
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrConfig, key, fmt.Sprintf(format, args...)))
-	}
+	r := configfile.NewReport(c.src)
+	bad := r.Add
 	checkAddr := func(key, addr string) {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(key, "%q is not host:port (e.g. 127.0.0.1:8080, :0 for any free port)", addr)
@@ -487,7 +440,7 @@ func (c *Config) Validate() error {
 	if time.Duration(d.Records.MaxAge) < time.Minute {
 		bad("records.maxAge", "must be at least 1m, got %s", d.Records.MaxAge)
 	}
-	return errors.Join(errs...)
+	return configErrors(r.Errors())
 }
 
 func validToken(s string) bool {

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
-	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/drift"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // BenchmarkDriftQuery measures a drift report over 100 devices and a day
@@ -56,28 +56,15 @@ func BenchmarkDriftQuery(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	spec := filepath.Join(dir, "spec")
-	os.MkdirAll(spec, 0o755)
-	os.WriteFile(filepath.Join(spec, "model.onnx"), []byte("fake"), 0o644)
-	os.WriteFile(filepath.Join(spec, bundle.SpecName), []byte("name: vad\nversion: 1.0.0\nmodel: model.onnx\nprofile: "+profile+
-		"\ninputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\noutputs: [{name: \"y\", datatype: FP32, shape: [-1, 1]}]\n"), 0o644)
-	out := filepath.Join(dir, "vad-1.0.0.bundle")
-	if _, err := bundle.Build(ctx, spec, out, bundle.BuildOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	keys := filepath.Join(dir, "keys")
-	if err := bundle.GenerateKey(keys, ""); err != nil {
-		b.Fatal(err)
-	}
-	signer, err := bundle.LoadSigner(filepath.Join(keys, bundle.PrivateKeyFile))
+	pub, err := testbundle.NewPublisher(filepath.Join(dir, "keys"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	sig, err := bundle.SignFile(out, signer)
+	bn, err := pub.BuildFake(ctx, dir, "vad", "1.0.0", []byte("fake"), profile)
 	if err != nil {
 		b.Fatal(err)
 	}
-	bundle.WriteSignature(out+".sig", sig)
+	out := bn.Path
 	if _, err := s.reg.Put(ctx, out, out+".sig"); err != nil {
 		b.Fatal(err)
 	}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,7 +15,6 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
-	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/drift"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
@@ -57,35 +54,11 @@ func driftProfile(t testing.TB) *drift.Profile {
 // small fake model and profile p, and returns its path.
 func (pub *publisher) buildWithProfile(t testing.TB, name, version string, p *drift.Profile) string {
 	t.Helper()
-	spec := t.TempDir()
-	yaml := fmt.Sprintf("name: %s\nversion: %s\nmodel: model.onnx\nprofile: profile.json\n"+
-		"inputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\n"+
-		"outputs: [{name: \"y\", datatype: FP32, shape: [-1, 1]}]\n", name, version)
-	if err := os.WriteFile(filepath.Join(spec, bundle.SpecName), []byte(yaml), 0o644); err != nil {
+	profile := filepath.Join(t.TempDir(), "profile.json")
+	if err := p.WriteFile(profile); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(spec, "model.onnx"), []byte("not a model: fleetd never runs it"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.WriteFile(filepath.Join(spec, "profile.json")); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), name+"-"+version+".bundle")
-	if _, err := bundle.Build(context.Background(), spec, out, bundle.BuildOptions{}); err != nil {
-		t.Fatalf("bundle.Build: %v", err)
-	}
-	s, err := bundle.LoadSigner(filepath.Join(pub.dir, bundle.PrivateKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := bundle.SignFile(out, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.WriteSignature(out+".sig", sig); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return pub.MustBuildFake(t, name, version, []byte("not a model: fleetd never runs it"), profile).Path
 }
 
 // window is the payload of an agent's drift record (agent/drift.go): n

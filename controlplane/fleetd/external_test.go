@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,9 +18,8 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
-
-const mosquittoBin = "/usr/sbin/mosquitto"
 
 // mosquitto is a real mosquitto 2 on a loopback port, configured with
 // the files fleetd mosquitto-config writes.
@@ -29,70 +27,23 @@ type mosquitto struct {
 	addr    string
 	confDir string // the generated files
 	pidFile string
-	out     *syncBuffer
 }
 
 // startMosquitto generates the configuration for serviceUsers and runs
-// mosquitto with it until the test ends.
+// mosquitto with it (testenv.StartMosquitto) until the test ends.
 func startMosquitto(t testing.TB, serviceUsers ...string) *mosquitto {
 	t.Helper()
-	if _, err := os.Stat(mosquittoBin); err != nil {
-		t.Fatalf("%s not found (apt-get install mosquitto): %v", mosquittoBin, err)
-	}
 	dir := t.TempDir()
-	m := &mosquitto{confDir: filepath.Join(dir, "conf"), pidFile: filepath.Join(dir, "mosquitto.pid"), out: &syncBuffer{}}
+	m := &mosquitto{confDir: filepath.Join(dir, "conf"), pidFile: filepath.Join(dir, "mosquitto.pid")}
 	if err := fleetd.WriteMosquittoConfig(m.confDir, serviceUsers, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	b := testenv.StartMosquitto(t, testenv.MosquittoConfig{Auth: readFile(t, filepath.Join(m.confDir, fleetd.MosquittoConfFile))})
+	m.addr = b.Addr()
+	if err := os.WriteFile(m.pidFile, []byte(strconv.Itoa(b.Pid())+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m.addr = l.Addr().String()
-	l.Close()
-	_, port, _ := net.SplitHostPort(m.addr)
-	conf := fmt.Sprintf("listener %s 127.0.0.1\npersistence_location %s/\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n", port, dir) +
-		readFile(t, filepath.Join(m.confDir, fleetd.MosquittoConfFile))
-	if os.Getuid() == 0 {
-		conf += "user root\n" // otherwise it drops to "mosquitto", who cannot read the temp dir
-	}
-	confFile := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(mosquittoBin, "-c", confFile)
-	cmd.Stdout, cmd.Stderr = m.out, m.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", m.out.String())
-		}
-	})
-	if err := os.WriteFile(m.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		select {
-		case err := <-exited:
-			t.Fatalf("mosquitto exited: %v\n%s", err, m.out.String())
-		default:
-		}
-		if c, err := net.Dial("tcp", m.addr); err == nil {
-			c.Close()
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto not listening on %s:\n%s", m.addr, m.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return m
 }
 
 // externalConfig is fleetd behind m as service user.
@@ -203,7 +154,7 @@ func TestExternalMosquitto(t *testing.T) {
 	for i := range uint64(10) {
 		d.mustPublish(protocol.KindTelemetry, batch("dev-1", "e1", 71+i, 71+i))
 	}
-	eventually(t, "10 batches split between fleetd and the other group member", func() (bool, string) {
+	testenv.EventuallyState(t, "10 batches split between fleetd and the other group member", func() (bool, string) {
 		r, err := ts.api.Records(ctx, "dev-1", client.RecordsQuery{})
 		if err != nil {
 			return false, err.Error()
@@ -224,7 +175,7 @@ func TestExternalMosquitto(t *testing.T) {
 	if strings.Contains(readFile(t, filepath.Join(m.confDir, fleetd.MosquittoPasswdFile)), "dev-1:") {
 		t.Errorf("dev-1 still in the password file")
 	}
-	eventually(t, "mosquitto refusing the deleted device", func() (bool, string) {
+	testenv.EventuallyState(t, "mosquitto refusing the deleted device", func() (bool, string) {
 		d, err := dialDevice(t, m.addr, "dev-1", e.Password)
 		if err == nil {
 			d.close()
@@ -236,7 +187,7 @@ func TestExternalMosquitto(t *testing.T) {
 
 func waitRecords(t testing.TB, ts *testServer, id string, delivered, duplicates uint64) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%d records of %s", delivered, id), func() (bool, string) {
+	testenv.EventuallyState(t, fmt.Sprintf("%d records of %s", delivered, id), func() (bool, string) {
 		r, err := ts.api.Records(context.Background(), id, client.RecordsQuery{})
 		if err != nil {
 			return false, err.Error()

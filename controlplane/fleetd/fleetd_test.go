@@ -14,6 +14,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // TestEmbeddedEndToEnd runs the device side of the protocol against
@@ -30,7 +31,7 @@ func TestEmbeddedEndToEnd(t *testing.T) {
 	d.online()
 	d.report(0, map[string]string{"hw": "pi5"})
 
-	eventually(t, "cam-1 online with its reported state", func() (bool, string) {
+	testenv.EventuallyState(t, "cam-1 online with its reported state", func() (bool, string) {
 		dev, err := ts.api.Device(ctx, "cam-1")
 		if err != nil {
 			return false, err.Error()
@@ -147,7 +148,7 @@ func TestEmbeddedEndToEnd(t *testing.T) {
 	// The last will marks it offline.
 	d2.online()
 	d2.cut()
-	eventually(t, "cam-1 offline by its will", func() (bool, string) {
+	testenv.EventuallyState(t, "cam-1 offline by its will", func() (bool, string) {
 		dev, err := ts.api.Device(ctx, "cam-1")
 		if err != nil {
 			return false, err.Error()

@@ -1,7 +1,6 @@
 package fleetd_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,33 +23,13 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
-	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // wait bounds every wait for something asynchronous to happen.
 const wait = 20 * time.Second
-
-// syncBuffer collects logs for failure output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.b.Len() > 4<<20 {
-		return len(p), nil
-	}
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // testServer is fleetd running in-process on loopback with random ports.
 type testServer struct {
@@ -59,7 +38,7 @@ type testServer struct {
 	srv      *fleetd.Server
 	done     chan error
 	cancel   context.CancelFunc
-	logs     *syncBuffer
+	logs     *testenv.SyncBuffer
 	api      *client.Client // with the operator token
 	enrolTok string
 }
@@ -77,7 +56,7 @@ func baseConfig(t testing.TB) fleetd.Config {
 // startServer starts fleetd with cfg and stops it when the test ends.
 func startServer(t testing.TB, cfg fleetd.Config) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, cfg: cfg, logs: &syncBuffer{}}
+	ts := &testServer{t: t, cfg: cfg, logs: &testenv.SyncBuffer{Max: 4 << 20}}
 	ts.start()
 	t.Cleanup(func() {
 		ts.stop()
@@ -145,22 +124,6 @@ func (ts *testServer) enroll(t testing.TB, id string, labels map[string]string) 
 		t.Fatalf("Enroll %s: %v", id, err)
 	}
 	return e.Password
-}
-
-// eventually polls cond until it holds or the wait runs out.
-func eventually(t testing.TB, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last state: %s", what, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // device is a simulated device: a real paho MQTT 3.1.1 client with its
@@ -305,7 +268,7 @@ func batch(id, epoch string, from, to uint64) *protocol.TelemetryBatch {
 
 // publisher signs bundles with a fresh key.
 type publisher struct {
-	dir string
+	*testbundle.Publisher
 }
 
 // publishers holds each running test's testPublisher.
@@ -325,51 +288,22 @@ func testPublisher(t testing.TB) *publisher {
 
 func newPublisher(t testing.TB) *publisher {
 	t.Helper()
-	dir := t.TempDir()
-	if err := bundle.GenerateKey(dir, ""); err != nil {
-		t.Fatal(err)
-	}
-	return &publisher{dir: dir}
+	return &publisher{testbundle.TestPublisher(t)}
 }
 
-func (p *publisher) publicKey() string { return filepath.Join(p.dir, bundle.PublicKeyFile) }
+func (p *publisher) publicKey() string { return p.PublicKey }
 
 // build builds and signs a real bundle NAME-VERSION.bundle whose model is
 // size pseudo-random bytes, and returns its path (the signature is
 // path.sig).
 func (p *publisher) build(t testing.TB, name, version string, size int) string {
 	t.Helper()
-	spec := t.TempDir()
-	yaml := fmt.Sprintf("name: %s\nversion: %s\nmodel: model.onnx\n"+
-		"inputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\n"+
-		"outputs: [{name: \"y\", datatype: FP32, shape: [-1, 1]}]\n", name, version)
-	if err := os.WriteFile(filepath.Join(spec, bundle.SpecName), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	r := rand.New(rand.NewPCG(uint64(size), 7))
 	model := make([]byte, size)
 	for i := range model {
 		model[i] = byte(r.Uint32())
 	}
-	if err := os.WriteFile(filepath.Join(spec, "model.onnx"), model, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), name+"-"+version+".bundle")
-	if _, err := bundle.Build(context.Background(), spec, out, bundle.BuildOptions{}); err != nil {
-		t.Fatalf("bundle.Build: %v", err)
-	}
-	s, err := bundle.LoadSigner(filepath.Join(p.dir, bundle.PrivateKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := bundle.SignFile(out, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.WriteSignature(out+".sig", sig); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return p.MustBuildFake(t, name, version, model, "").Path
 }
 
 // fetch downloads url and returns the body; it fails the test on a non-200.

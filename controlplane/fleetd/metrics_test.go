@@ -16,6 +16,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // scrape reads /metrics with the Prometheus text parser: a malformed
@@ -162,7 +163,7 @@ func TestMetrics(t *testing.T) {
 		d.apply()
 	}
 	devs[0].metrics(100, 2, 12)
-	eventually(t, "the gate evaluated", func() (bool, string) {
+	testenv.EventuallyState(t, "the gate evaluated", func() (bool, string) {
 		st, err := ts.api.Rollout(ctx, r.ID, false)
 		if err != nil {
 			return false, err.Error()

@@ -13,6 +13,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/rollout"
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // rolloutDevice is a simulated device for the rollout tests: it reports
@@ -137,7 +138,7 @@ gates: {errorRate: {max: 0.05, minReports: 1}}
 			d.metrics(100, 0, 12)
 		}
 	}
-	eventually(t, "the rollout to succeed", func() (bool, string) {
+	testenv.EventuallyState(t, "the rollout to succeed", func() (bool, string) {
 		st, err := ts.api.Rollout(ctx, r.ID, false)
 		if err != nil {
 			return false, err.Error()
@@ -170,7 +171,7 @@ gates: {errorRate: {max: 0.05, minReports: 1}}
 		d.apply()
 		d.metrics(100, 30, 12)
 	}
-	eventually(t, "the rollback", func() (bool, string) {
+	testenv.EventuallyState(t, "the rollback", func() (bool, string) {
 		st, err := ts.api.Rollout(ctx, r2.ID, false)
 		if err != nil {
 			return false, err.Error()

@@ -47,7 +47,7 @@ func startMinIO(t testing.TB) *minio {
 	pass := make([]byte, 16)
 	rand.Read(pass)
 	m := &minio{addr: port(), user: "edgefleet", pass: hex.EncodeToString(pass)}
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{Max: 4 << 20}
 	cmd := exec.Command(bin, "server", t.TempDir(), "--address", m.addr, "--console-address", port(), "--quiet")
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+m.user, "MINIO_ROOT_PASSWORD="+m.pass, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
 	cmd.Stdout, cmd.Stderr = out, out

@@ -99,7 +99,7 @@ type Server struct {
 	unpublished map[string]bool
 
 	ro    rollouts   // the rollout engine (rollouts.go)
-	drift driftIndex // drift profiles and merged hours (drift.go)
+	drift driftIndex // drift profiles and merged hours (drift_cache.go, drift_profile.go)
 
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup

@@ -17,6 +17,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // installer is the agent side of an install for the uplink: it
@@ -121,7 +122,7 @@ func TestAgentUplink(t *testing.T) {
 		<-done
 	}()
 
-	eventually(t, "the outbox drained into fleetd", func() (bool, string) {
+	testenv.EventuallyState(t, "the outbox drained into fleetd", func() (bool, string) {
 		r, err := ts.api.Records(ctx, "edge-1", client.RecordsQuery{Limit: 1})
 		if err != nil {
 			return false, err.Error()
@@ -136,7 +137,7 @@ func TestAgentUplink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the agent reporting vad@1.2.0 active", func() (bool, string) {
+	testenv.EventuallyState(t, "the agent reporting vad@1.2.0 active", func() (bool, string) {
 		dev, err := ts.api.Device(ctx, "edge-1")
 		if err != nil || dev.Reported == nil {
 			return false, fmt.Sprint(err)
@@ -147,7 +148,7 @@ func TestAgentUplink(t *testing.T) {
 		return ok, fmt.Sprintf("online %v, reported %+v install %+v", dev.Status.Online, r, r.Install)
 	})
 	// The install events arrive as records too.
-	eventually(t, "install events", func() (bool, string) {
+	testenv.EventuallyState(t, "install events", func() (bool, string) {
 		r, err := ts.api.Records(ctx, "edge-1", client.RecordsQuery{Kind: "event"})
 		if err != nil {
 			return false, err.Error()

@@ -1,33 +1,28 @@
 package registry
 
 import (
-	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // publisher is a signing key pair in a temporary directory.
 type publisher struct {
-	dir   string
+	*testbundle.Publisher
 	trust *bundle.TrustRoot
 }
 
 func newPublisher(t testing.TB) *publisher {
 	t.Helper()
-	dir := t.TempDir()
-	if err := bundle.GenerateKey(dir, ""); err != nil {
-		t.Fatalf("GenerateKey: %v", err)
-	}
-	trust, err := bundle.LoadTrustRoot(filepath.Join(dir, bundle.PublicKeyFile))
+	p := testbundle.TestPublisher(t)
+	trust, err := bundle.LoadTrustRoot(p.PublicKey)
 	if err != nil {
 		t.Fatalf("LoadTrustRoot: %v", err)
 	}
-	return &publisher{dir: dir, trust: trust}
+	return &publisher{Publisher: p, trust: trust}
 }
 
 // modelBytes is a deterministic pseudo-random "model" of n bytes (random,
@@ -47,39 +42,15 @@ func modelBytes(seed uint64, n int) []byte {
 // paths. Builds of the same inputs are byte-identical.
 func (p *publisher) build(t testing.TB, name, version string, model []byte) (bundlePath, sigPath string) {
 	t.Helper()
-	spec := t.TempDir()
-	yaml := fmt.Sprintf("name: %s\nversion: %s\nmodel: model.onnx\n"+
-		"inputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\n"+
-		"outputs: [{name: \"y\", datatype: FP32, shape: [-1, 1]}]\n", name, version)
-	if err := os.WriteFile(filepath.Join(spec, bundle.SpecName), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(spec, "model.onnx"), model, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), name+"-"+version+".bundle")
-	if _, err := bundle.Build(context.Background(), spec, out, bundle.BuildOptions{Check: nil}); err != nil {
-		t.Fatalf("Build %s@%s: %v", name, version, err)
-	}
-	return out, p.sign(t, out)
+	b := p.MustBuildFake(t, name, version, model, "")
+	return b.Path, b.Sig
 }
 
 // sign writes a fresh signature of bundlePath to bundlePath.sig.
 func (p *publisher) sign(t testing.TB, bundlePath string) string {
 	t.Helper()
-	s, err := bundle.LoadSigner(filepath.Join(p.dir, bundle.PrivateKeyFile))
-	if err != nil {
-		t.Fatalf("LoadSigner: %v", err)
-	}
-	sig, err := bundle.SignFile(bundlePath, s)
-	if err != nil {
-		t.Fatalf("SignFile: %v", err)
-	}
-	sigPath := bundlePath + ".sig"
-	if err := bundle.WriteSignature(sigPath, sig); err != nil {
-		t.Fatalf("WriteSignature: %v", err)
-	}
-	return sigPath
+	p.MustSign(t, bundlePath)
+	return bundlePath + ".sig"
 }
 
 func mustRead(t testing.TB, path string) []byte {

@@ -36,7 +36,7 @@ type minioServer struct {
 	user, pass string
 	dataDir    string
 	cmd        *exec.Cmd
-	out        *syncBuffer
+	out        *testenv.SyncBuffer
 	exited     chan struct{}
 }
 
@@ -119,7 +119,7 @@ func tryLaunchMinIO(bin string) (*minioServer, error) {
 	pass := make([]byte, 16)
 	rand.Read(pass)
 	s := &minioServer{addr: addr, user: "edgefleet", pass: hex.EncodeToString(pass), dataDir: data,
-		out: &syncBuffer{}, exited: make(chan struct{})}
+		out: &testenv.SyncBuffer{Max: 1 << 20}, exited: make(chan struct{})}
 	s.cmd = exec.Command(bin, "server", data, "--address", addr, "--console-address", console, "--quiet")
 	s.cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+s.user, "MINIO_ROOT_PASSWORD="+s.pass,
@@ -174,27 +174,6 @@ func (s *minioServer) stop() {
 		<-s.exited
 	}
 	os.RemoveAll(s.dataDir)
-}
-
-// syncBuffer collects the server's output for error messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // s3Config is a config for a fresh bucket on the test server.

@@ -281,14 +281,14 @@ func (e *Engine) plan(ctx context.Context, spec *Spec, id string) (*Plan, error)
 		return nil, fmt.Errorf("rollout: listing the target devices: %w", err)
 	}
 	if len(devs) == 0 {
-		l.add("target", 0, "selector %q matches no device", s.Target)
+		l.add("target", "selector %q matches no device", s.Target)
 	}
 	lookup := func(path, ref string) (protocol.BundleID, *registry.Entry, error) {
 		b, _ := ParseBundleID(ref) // validated
 		ent, err := e.bundles.Get(ctx, b.Name, b.Version)
 		switch {
 		case errors.Is(err, registry.ErrNotFound):
-			l.add(path, 0, "%s is not in the registry (push it with fleetctl bundle push)", ref)
+			l.add(path, "%s is not in the registry (push it with fleetctl bundle push)", ref)
 			return b, nil, nil
 		case err != nil:
 			return b, nil, fmt.Errorf("rollout: looking up %s in the registry: %w", ref, err)
@@ -310,7 +310,7 @@ func (e *Engine) plan(ctx context.Context, spec *Spec, id string) (*Plan, error)
 		}
 		p.Bundle = b
 		if ent != nil && s.Gates.Drift != nil && ent.Manifest.Profile == "" {
-			l.add("gates.drift", 0, "cannot be evaluated: bundle %s has no drift profile (build it with a reference profile)", s.Bundle)
+			l.add("gates.drift", "cannot be evaluated: bundle %s has no drift profile (build it with a reference profile)", s.Bundle)
 		}
 		if s.Gates.LatencyP95 != nil && len(devs) > 0 {
 			prev := 0
@@ -320,7 +320,7 @@ func (e *Engine) plan(ctx context.Context, spec *Spec, id string) (*Plan, error)
 				}
 			}
 			if prev == 0 {
-				l.add("gates.latencyP95", 0, "cannot be evaluated: none of the %d target devices reports running an earlier version to compare with", len(devs))
+				l.add("gates.latencyP95", "cannot be evaluated: none of the %d target devices reports running an earlier version to compare with", len(devs))
 			}
 		}
 	}
@@ -346,7 +346,7 @@ func resolveSteps(s *Spec, n int, l *errorList) ([]Step, []int) {
 		a := shareSize(n, x.Arms[0].Percent, x.Arms[0].Count, 0)
 		b := shareSize(n, x.Arms[1].Percent, x.Arms[1].Count, 0)
 		if a+b > n {
-			l.add("experiment.arms", 0, "the arms need %d + %d devices, the target has %d", a, b, n)
+			l.add("experiment.arms", "the arms need %d + %d devices, the target has %d", a, b, n)
 		}
 		return []Step{{Name: "experiment", Kind: StepExperiment, Size: min(a+b, n), Bake: x.Duration}}, []int{a, b}
 	}
@@ -358,13 +358,13 @@ func resolveSteps(s *Spec, n int, l *errorList) ([]Step, []int) {
 	for i, w := range s.Waves {
 		size := shareSize(n, w.Percent, w.Count, w.MinDevices)
 		if size < prev {
-			l.add(fmt.Sprintf("waves[%d]", i), 0, "resolves to %d of the %d target devices, fewer than the %d of waves[%d]: waves are cumulative and must not shrink", size, n, prev, prevAt)
+			l.add(fmt.Sprintf("waves[%d]", i), "resolves to %d of the %d target devices, fewer than the %d of waves[%d]: waves are cumulative and must not shrink", size, n, prev, prevAt)
 		}
 		prev, prevAt = size, i
 		steps = append(steps, Step{Name: w.Name, Kind: StepWave, Size: size, Bake: w.Bake})
 	}
 	if s.Shadow != nil && len(steps) > 1 && steps[0].Size > steps[len(steps)-1].Size {
-		l.add("shadow", 0, "covers %d devices, more than the %d of the last wave: they would be left running the candidate in shadow", steps[0].Size, steps[len(steps)-1].Size)
+		l.add("shadow", "covers %d devices, more than the %d of the last wave: they would be left running the candidate in shadow", steps[0].Size, steps[len(steps)-1].Size)
 	}
 	return steps, nil
 }

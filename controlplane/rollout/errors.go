@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/edgefleet/edgefleet/shared/configfile"
 )
 
 // Sentinel errors callers branch on with errors.Is. Every error this
@@ -28,28 +30,24 @@ var (
 
 // FieldError is one problem with a spec: the field's path (e.g.
 // "waves[2].percent"), what is wrong with it and, for a spec parsed from
-// YAML, the line it is on.
+// YAML, where it is.
 type FieldError struct {
+	// File names the spec's file (CheckSpecFile); empty when unknown.
+	File string
+	// Line and Column are 1-based, 0 when unknown.
+	Line, Column int
 	// Path names the field in the spec's own terms: "gates.errorRate.max",
 	// "waves[2].percent"; empty for the document as a whole.
 	Path string
-	// Line is the 1-based YAML line, 0 when unknown.
-	Line int
 	// Msg says what is wrong.
 	Msg string
 }
 
+// Error is "FILE:LINE:COLUMN: PATH: MSG", less what is unknown (LINE:COLUMN
+// for a spec without a file name).
 func (e *FieldError) Error() string {
-	var b strings.Builder
-	if e.Path != "" {
-		b.WriteString(e.Path)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, " (line %d)", e.Line)
-	}
-	return b.String()
+	ce := configfile.Error{File: e.File, Line: e.Line, Column: e.Column, Path: e.Path, Msg: e.Msg}
+	return ce.Error()
 }
 
 // Unwrap makes errors.Is(err, ErrInvalid) hold.
@@ -97,11 +95,22 @@ func (e *ConflictError) HolderIDs() []string {
 	return ids
 }
 
-// errorList collects FieldErrors.
-type errorList []error
-
-func (l *errorList) add(path string, line int, format string, args ...any) {
-	*l = append(*l, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+// errorList collects the problems of a spec, placed where the spec's
+// YAML set the fields they name (when r has the spec's source).
+type errorList struct {
+	r *configfile.Report
 }
 
-func (l errorList) err() error { return errors.Join(l...) }
+func (l *errorList) add(path string, format string, args ...any) {
+	if l.r == nil {
+		l.r = configfile.NewReport(nil)
+	}
+	l.r.Add(path, format, args...)
+}
+
+func (l *errorList) err() error {
+	if l.r == nil {
+		return nil
+	}
+	return fieldErrors(l.r.Errors())
+}

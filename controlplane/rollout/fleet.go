@@ -78,17 +78,20 @@ type HealthQuery struct {
 }
 
 // Health is what one device reported about one bundle over a time range,
-// computed by the Observer from the device's telemetry records (kinds as
-// in shared/protocol, payload fields as in docs/protocol.md):
+// computed by the Observer from the device's telemetry records (kinds and
+// payload types in shared/protocol, see docs/protocol.md):
 //
-//   - "metrics" records of the bundle (one per metrics window: requests,
-//     errors, p95Ms) give Requests, Errors and LatencyP95Ms;
-//   - "drift" records of the bundle (one per drift window, with its
-//     score) give DriftScore and DriftWindows;
-//   - "shadow" records whose candidate is the bundle (samples compared,
-//     samples agreeing) give ShadowSamples and ShadowAgreed;
-//   - "prediction" records of the bundle give Output, a summary of the
-//     first value of the first output (for A/B comparisons).
+//   - "metrics" records of the bundle (protocol.MetricsRecord, one per
+//     metrics window: requests, errors, p95Ms) give Requests, Errors and
+//     LatencyP95Ms;
+//   - "drift" records of the bundle (protocol.DriftRecord, one per drift
+//     window, with its score) give DriftScore and DriftWindows;
+//   - "shadow" records whose candidate is the bundle
+//     (protocol.ShadowRecord: samples compared, samples agreeing) give
+//     ShadowSamples and ShadowAgreed;
+//   - "prediction" records of the bundle (protocol.PredictionRecord) give
+//     Output, a summary of the first value of the first output (for A/B
+//     comparisons).
 //
 // Install progress and results are not part of Health: the engine reads
 // them from the device's reported state (Inventory), which the device

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
@@ -18,18 +20,15 @@ type Records interface {
 
 // RecordObserver is an Observer computing Health from the records fleetd
 // stored (controlplane/telemetry), so that fleetd needs no code of its
-// own for it. It reads these payloads (other fields are ignored; records
-// of other bundles and kinds, and payloads that do not decode, are not
-// evidence):
+// own for it. It decodes the payloads the edge agent writes
+// (shared/protocol's record types) and reads these fields of them (the
+// others are ignored; records of other bundles and kinds, and payloads
+// that do not decode, are not evidence):
 //
-//	metrics     {"model": "name@version", "requests": n, "errors": n, "p95Ms": x}
-//	prediction  {"model": "name@version", "outputs": {"NAME": [v, ...] | {"mean": x}}}
-//	drift       {"model": "name@version", "score": x}
-//	shadow      {"candidate": "name@version", "samples": n, "agreed": n}
-//
-// metrics and prediction are what the edge agent writes (agent/telemetry.go);
-// drift and shadow are the schemas this observer expects of the agent's
-// drift windows and shadow comparisons.
+//	metrics     protocol.MetricsRecord     model, requests, errors, p95Ms
+//	prediction  protocol.PredictionRecord  model, outputs (the first value of the first by name)
+//	drift       protocol.DriftRecord       model, score
+//	shadow      protocol.ShadowRecord      candidate, samples, agreed
 type RecordObserver struct {
 	Records Records
 	// MaxRecords bounds the records read per query (default 100,000).
@@ -37,29 +36,6 @@ type RecordObserver struct {
 }
 
 var _ Observer = RecordObserver{}
-
-type metricsPayload struct {
-	Model    string  `json:"model"`
-	Requests int64   `json:"requests"`
-	Errors   int64   `json:"errors"`
-	P95Ms    float64 `json:"p95Ms"`
-}
-
-type predictionPayload struct {
-	Model   string                     `json:"model"`
-	Outputs map[string]json.RawMessage `json:"outputs"`
-}
-
-type driftPayload struct {
-	Model string   `json:"model"`
-	Score *float64 `json:"score"`
-}
-
-type shadowPayload struct {
-	Candidate string `json:"candidate"`
-	Samples   int64  `json:"samples"`
-	Agreed    int64  `json:"agreed"`
-}
 
 // Health implements Observer.
 func (o RecordObserver) Health(ctx context.Context, q HealthQuery) (Health, error) {
@@ -93,18 +69,19 @@ func (o RecordObserver) Health(ctx context.Context, q HealthQuery) (Health, erro
 			fresh++
 			switch r.Kind {
 			case protocol.RecordMetrics:
-				var m metricsPayload
-				if json.Unmarshal(r.Payload, &m) != nil || m.Model != want || m.Requests <= 0 {
+				var m protocol.MetricsRecord
+				if json.Unmarshal(r.Payload, &m) != nil || m.Model != want || m.Requests == 0 || m.Requests > math.MaxInt64 {
 					continue
 				}
-				h.Requests += m.Requests
-				h.Errors += min(max(m.Errors, 0), m.Requests)
+				reqs := int64(m.Requests)
+				h.Requests += reqs
+				h.Errors += int64(min(m.Errors, m.Requests))
 				if m.P95Ms > 0 {
-					latencyWeighted += m.P95Ms * float64(m.Requests)
-					latencyReqs += m.Requests
+					latencyWeighted += m.P95Ms * float64(reqs)
+					latencyReqs += reqs
 				}
 			case protocol.RecordPrediction:
-				var p predictionPayload
+				var p protocol.PredictionRecord
 				if json.Unmarshal(r.Payload, &p) != nil || p.Model != want {
 					continue
 				}
@@ -112,19 +89,19 @@ func (o RecordObserver) Health(ctx context.Context, q HealthQuery) (Health, erro
 					h.Output.Add(v)
 				}
 			case protocol.RecordDrift:
-				var d driftPayload
+				var d protocol.DriftRecord
 				if json.Unmarshal(r.Payload, &d) != nil || d.Model != want || d.Score == nil {
 					continue
 				}
 				h.DriftWindows++
 				driftSum += *d.Score
 			case protocol.RecordShadow:
-				var s shadowPayload
-				if json.Unmarshal(r.Payload, &s) != nil || s.Candidate != want || s.Samples <= 0 {
+				var s protocol.ShadowRecord
+				if json.Unmarshal(r.Payload, &s) != nil || s.Candidate != want || s.Samples == 0 || s.Samples > math.MaxInt64 {
 					continue
 				}
-				h.ShadowSamples += s.Samples
-				h.ShadowAgreed += min(max(s.Agreed, 0), s.Samples)
+				h.ShadowSamples += int64(s.Samples)
+				h.ShadowAgreed += int64(min(s.Agreed, s.Samples))
 			}
 		}
 		read += fresh
@@ -162,28 +139,16 @@ type recordKey struct {
 
 // firstOutput returns the first value of the first output (by name): the
 // first element of an inline list, or the mean of a summary.
-func firstOutput(outs map[string]json.RawMessage) (float64, bool) {
+func firstOutput(outs map[string]protocol.TensorSample) (float64, bool) {
 	if len(outs) == 0 {
 		return 0, false
 	}
-	names := make([]string, 0, len(outs))
-	for n := range outs {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	raw := outs[names[0]]
-	var vals []float64
-	if json.Unmarshal(raw, &vals) == nil {
-		if len(vals) == 0 {
-			return 0, false
-		}
-		return vals[0], true
-	}
-	var sum struct {
-		Mean *float64 `json:"mean"`
-	}
-	if json.Unmarshal(raw, &sum) == nil && sum.Mean != nil {
-		return *sum.Mean, true
+	first := outs[slices.Min(slices.Collect(maps.Keys(outs)))]
+	switch {
+	case first.Summary != nil:
+		return first.Summary.Mean, true
+	case len(first.Values) > 0:
+		return first.Values[0], true
 	}
 	return 0, false
 }

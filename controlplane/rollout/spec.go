@@ -6,7 +6,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/edgefleet/edgefleet/shared/configfile"
 )
 
 // Kind says what a Spec describes.
@@ -79,10 +80,17 @@ type Wave struct {
 // candidate in shadow (protocol.DesiredState.Shadow) for Bake, and the
 // shadowAgreement gate is evaluated on what they report.
 type ShadowStep struct {
-	Percent    *float64 `json:"percent,omitempty"`
-	Count      *int     `json:"count,omitempty"`
-	MinDevices int      `json:"minDevices,omitempty"`
-	Bake       Duration `json:"bake,omitzero"`
+	// Percent of the target devices, in (0,100]; rounded up. The step is
+	// a cumulative prefix of the cohort order, as a wave is, and may not
+	// be larger than the last wave.
+	Percent *float64 `json:"percent,omitempty"`
+	// Count of target devices, at least 1 (instead of Percent).
+	Count *int `json:"count,omitempty"`
+	// MinDevices raises a small percentage to at least this many.
+	MinDevices int `json:"minDevices,omitempty"`
+	// Bake is how long the devices run the candidate in shadow before
+	// the step's gates are evaluated.
+	Bake Duration `json:"bake,omitzero"`
 }
 
 // Gates are the health checks of a step. A nil gate is not evaluated,
@@ -109,20 +117,33 @@ type Gates struct {
 // RatioGate requires a ratio of at least Min, once MinReports devices
 // have reported.
 type RatioGate struct {
-	Min        *float64 `json:"min,omitempty"`
-	MinReports *Quota   `json:"minReports,omitempty"`
+	// Min is the lowest ratio that passes, in [0,1] (installSuccess
+	// default DefaultInstallMin).
+	Min *float64 `json:"min,omitempty"`
+	// MinReports is how many of the step's devices must have reported
+	// before the gate is evaluated (installSuccess default 80%, others
+	// 50%).
+	MinReports *Quota `json:"minReports,omitempty"`
 }
 
 // ErrorRateGate requires an error rate of at most Max.
 type ErrorRateGate struct {
-	Max        *float64 `json:"max,omitempty"`
-	MinReports *Quota   `json:"minReports,omitempty"`
+	// Max is the highest error rate (errors / requests) that passes, in
+	// [0,1]; required.
+	Max *float64 `json:"max,omitempty"`
+	// MinReports is how many of the step's devices must have served a
+	// request (default 50%).
+	MinReports *Quota `json:"minReports,omitempty"`
 }
 
 // LatencyGate bounds the p95 latency relative to the previous version.
 type LatencyGate struct {
-	MaxRatio   *float64 `json:"maxRatio,omitempty"`
-	MinReports *Quota   `json:"minReports,omitempty"`
+	// MaxRatio is the highest p95(new) / p95(previous) that passes, above
+	// 0 (1.2: at most 20% slower); required.
+	MaxRatio *float64 `json:"maxRatio,omitempty"`
+	// MinReports is how many of the step's devices that ran an earlier
+	// version must have latency on both (default 50%).
+	MinReports *Quota `json:"minReports,omitempty"`
 	// Baseline is how far back before its assignment a device's records
 	// of its previous version are read. Default DefaultLatencyBaseline.
 	Baseline Duration `json:"baseline,omitzero"`
@@ -130,8 +151,12 @@ type LatencyGate struct {
 
 // DriftGate bounds the drift score.
 type DriftGate struct {
-	MaxScore   *float64 `json:"maxScore,omitempty"`
-	MinReports *Quota   `json:"minReports,omitempty"`
+	// MaxScore is the highest median drift score (the share of drifted
+	// features) that passes, at least 0; required.
+	MaxScore *float64 `json:"maxScore,omitempty"`
+	// MinReports is how many of the step's devices must have reported a
+	// drift window (default 50%).
+	MinReports *Quota `json:"minReports,omitempty"`
 }
 
 // Limits pace the assignments of a rollout.
@@ -151,9 +176,11 @@ type Limits struct {
 // midnight ("22:00" to "04:00").
 type MaintenanceWindow struct {
 	// Selector chooses the device group (empty: every device).
-	Selector string     `json:"selector,omitempty"`
-	Start    *ClockTime `json:"start,omitempty"`
-	End      *ClockTime `json:"end,omitempty"`
+	Selector string `json:"selector,omitempty"`
+	// Start and End bound the window, "HH:MM" in UTC; both are
+	// required, and they differ.
+	Start *ClockTime `json:"start,omitempty"`
+	End   *ClockTime `json:"end,omitempty"`
 }
 
 // RollbackPolicy says what a breached gate does.
@@ -185,48 +212,18 @@ type Arm struct {
 	// Name labels the arm ("control", "candidate"); default "a" / "b".
 	Name string `json:"name,omitempty"`
 	// Bundle is "name@version" in the registry.
-	Bundle  string   `json:"bundle"`
+	Bundle string `json:"bundle"`
+	// Percent of the target devices, in (0,100] (the arms' add up to at
+	// most 100), or Count of them: one of the two.
 	Percent *float64 `json:"percent,omitempty"`
 	Count   *int     `json:"count,omitempty"`
 }
 
-// Duration is a time.Duration written as Go duration text ("90s", "1h30m")
-// in YAML and JSON.
-type Duration time.Duration
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalJSON writes the duration text.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
-
-// UnmarshalJSON reads duration text (or a number of nanoseconds).
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		var n int64
-		if err := json.Unmarshal(b, &n); err != nil {
-			return fmt.Errorf("duration: want text like \"90s\", got %s", b)
-		}
-		*d = Duration(n)
-		return nil
-	}
-	return d.set(s)
-}
-
-func (d *Duration) set(s string) error {
-	v, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return fmt.Errorf("must be a duration like 90s, 30m or 1h30m, got %q", s)
-	}
-	if v < 0 {
-		return fmt.Errorf("must not be negative, got %s", s)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a time.Duration written as Go duration text ("90s",
+// "1h30m", and "7d" for days) in YAML and JSON (where a number of
+// nanoseconds reads too), parsed by shared/configfile as in every
+// configuration document of the module. D returns the time.Duration.
+type Duration = configfile.Duration
 
 // Quota is a number of devices, absolute ("10") or a share of a step's
 // devices ("80%", rounded up, at least 1).
@@ -269,14 +266,14 @@ func (q *Quota) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		s = string(b)
 	}
-	return q.set(s)
+	return q.UnmarshalText([]byte(s))
 }
 
-func (q *Quota) set(s string) error {
-	s = strings.TrimSpace(s)
-	if p, ok := strings.CutSuffix(s, "%"); ok {
-		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || math.IsNaN(v) || v <= 0 || v > 100 {
+// UnmarshalText reads a count or "N%".
+func (q *Quota) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	if v, ok, err := configfile.ParsePercent(s); ok {
+		if err != nil || v <= 0 || v > 100 {
 			return fmt.Errorf("must be a count of devices or a percentage in (0,100]%%, got %q", s)
 		}
 		*q = Quota{Percent: v}
@@ -307,10 +304,12 @@ func (c *ClockTime) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("time of day: want \"HH:MM\", got %s", b)
 	}
-	return c.set(s)
+	return c.UnmarshalText([]byte(s))
 }
 
-func (c *ClockTime) set(s string) error {
+// UnmarshalText reads "HH:MM".
+func (c *ClockTime) UnmarshalText(text []byte) error {
+	s := string(text)
 	h, m, ok := strings.Cut(strings.TrimSpace(s), ":")
 	hh, err1 := strconv.Atoi(h)
 	mm, err2 := strconv.Atoi(m)
@@ -321,7 +320,9 @@ func (c *ClockTime) set(s string) error {
 	return nil
 }
 
-func (k *Kind) set(s string) error {
+// UnmarshalText checks the kind.
+func (k *Kind) UnmarshalText(text []byte) error {
+	s := string(text)
 	switch Kind(s) {
 	case KindRollout, KindExperiment:
 		*k = Kind(s)
@@ -336,5 +337,5 @@ func (k *Kind) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("kind: want text, got %s", b)
 	}
-	return k.set(s)
+	return k.UnmarshalText([]byte(s))
 }

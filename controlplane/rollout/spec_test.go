@@ -76,7 +76,7 @@ func TestSpecErrors(t *testing.T) {
 		name, yaml string
 		want       []string // each must be in the error
 	}{
-		{"unknown field", okSpec + "wavez: []\n", []string{"wavez: unknown field", "(line 9)"}},
+		{"unknown field", okSpec + "wavez: []\n", []string{"9:1: wavez: unknown field"}},
 		{"unknown nested field", strings.Replace(okSpec, "bake: 10m", "bake: 10m\n    percnt: 5", 1), []string{"waves[0].percnt: unknown field"}},
 		{"case typo", okSpec + "waveDeadLine: 1h\n", []string{`waveDeadLine: unknown field; did you mean "waveDeadline"`}},
 		{"gate field", okSpec + "gates: {errorRate: {maximum: 0.1}}\n", []string{"gates.errorRate.maximum: unknown field"}},
@@ -88,7 +88,7 @@ func TestSpecErrors(t *testing.T) {
 		{"counts shrink", "target: ''\nbundle: vad@1.1.0\nwaves: [{count: 5}, {count: 5}]\n", []string{"waves[1].count: must be above the 5 of waves[0]"}},
 		{"both percent and count", strings.Replace(okSpec, "count: 1", "count: 1\n    percent: 1", 1), []string{"waves[0]: percent and count are exclusive"}},
 		{"neither", strings.Replace(okSpec, "  - count: 1\n", "  - minDevices: 1\n", 1), []string{"waves[0]: one of percent or count is required"}},
-		{"bad bake", strings.Replace(okSpec, "bake: 10m", "bake: soon", 1), []string{`waves[0].bake: must be a duration like 90s`}},
+		{"bad bake", strings.Replace(okSpec, "bake: 10m", "bake: soon", 1), []string{`6:11: waves[0].bake: must be a duration with a unit`}},
 		{"negative bake", strings.Replace(okSpec, "bake: 10m", "bake: -1m", 1), []string{`waves[0].bake: must not be negative`}},
 		{"count type", strings.Replace(okSpec, "count: 1", "count: one", 1), []string{`waves[0].count: must be a whole number, got "one"`}},
 		{"fractional count", strings.Replace(okSpec, "count: 1", "count: 1.5", 1), []string{`waves[0].count: must be a whole number`}},
@@ -104,6 +104,8 @@ func TestSpecErrors(t *testing.T) {
 		{"minReports percent", okSpec + "gates: {errorRate: {max: 0.1, minReports: 150%}}\n", []string{"gates.errorRate.minReports: must be a count of devices or a percentage in (0,100]"}},
 		{"shadow gate without shadow", okSpec + "gates: {shadowAgreement: {min: 0.9}}\n", []string{"gates.shadowAgreement: needs a shadow step"}},
 		{"NaN", okSpec + "gates: {errorRate: {max: .nan}}\n", []string{"gates.errorRate.max: must be a finite number"}},
+		{"infinite percent", strings.Replace(okSpec, "percent: 100", "percent: .inf", 1), []string{"waves[2].percent: must be a finite number, got +Inf"}},
+		{"infinite ratio", okSpec + "gates: {latencyP95: {maxRatio: .inf}, drift: {maxScore: -.inf}}\n", []string{"gates.latencyP95.maxRatio: must be a finite number", "gates.drift.maxScore: must be a finite number"}},
 		{"window", okSpec + "limits: {maintenanceWindows: [{selector: 'site=a', start: '25:00', end: '04:00'}]}\n", []string{"limits.maintenanceWindows[0].start: must be a UTC time of day"}},
 		{"empty window", okSpec + "limits: {maintenanceWindows: [{start: '04:00', end: '04:00'}]}\n", []string{"limits.maintenanceWindows[0].end: must differ from start"}},
 		{"window needs end", okSpec + "limits: {maintenanceWindows: [{start: '04:00'}]}\n", []string{"limits.maintenanceWindows[0].end: required"}},
@@ -283,10 +285,10 @@ func TestCheckSpecOnePass(t *testing.T) {
 	_, err := CheckSpec([]byte(spec))
 	got := fmt.Sprint(err)
 	for _, want := range []string{
-		"waves[0].percent: must be in (0,100], got -10 (line 4)",
-		"waves[1].count: ", "(line 5)",
-		"wavez: unknown field",
-		"gates.errorRate.max: must be a ratio in [0,1], got 2 (line 8)",
+		"4:14: waves[0].percent: must be in (0,100], got -10",
+		"5:12: waves[1].count: ",
+		"6:1: wavez: unknown field",
+		"8:20: gates.errorRate.max: must be a ratio in [0,1], got 2",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("CheckSpec lacks %q:\n%s", want, got)
@@ -298,5 +300,13 @@ func TestCheckSpecOnePass(t *testing.T) {
 	}
 	if s, err := CheckSpec([]byte(okSpec)); err != nil || s == nil {
 		t.Errorf("CheckSpec(okSpec) = %v, %v", s, err)
+	}
+	// With the file's name, every located problem names it.
+	_, err = CheckSpecFile("rollout.yaml", []byte(spec))
+	if got := fmt.Sprint(err); !strings.Contains(got, "rollout.yaml:4:14: waves[0].percent: must be in (0,100]") || strings.Count(got, "rollout.yaml:") != 4 {
+		t.Errorf("CheckSpecFile:\n%s", got)
+	}
+	if _, err := CheckSpecFile("rollout.yaml", nil); fmt.Sprint(err) != "rollout.yaml: empty spec" {
+		t.Errorf("CheckSpecFile of nothing: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package rollout
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -54,64 +55,69 @@ func ParseBundleID(s string) (protocol.BundleID, error) {
 // naming the field; errors.Is(err, ErrInvalid) holds.
 func (s *Spec) Validate() error {
 	var l errorList
+	s.validate(&l)
+	return l.err()
+}
+
+// validate reports every problem of s into l.
+func (s *Spec) validate(l *errorList) {
 	kind := s.Kind
 	switch kind {
 	case "", KindRollout:
 		kind = KindRollout
 	case KindExperiment:
 	default:
-		l.add("kind", 0, "must be %q or %q, got %q", KindRollout, KindExperiment, s.Kind)
+		l.add("kind", "must be %q or %q, got %q", KindRollout, KindExperiment, s.Kind)
 	}
 	if len(s.Name) > MaxNameLen || !utf8.ValidString(s.Name) {
-		l.add("name", 0, "must be valid UTF-8 text of at most %d bytes", MaxNameLen)
+		l.add("name", "must be valid UTF-8 text of at most %d bytes", MaxNameLen)
 	}
 	if _, err := inventory.ParseSelector(s.Target); err != nil {
-		l.add("target", 0, "%s", strings.TrimPrefix(err.Error(), inventory.ErrSelector.Error()+": "))
+		l.add("target", "%s", strings.TrimPrefix(err.Error(), inventory.ErrSelector.Error()+": "))
 	}
 	if s.WaveDeadline < 0 {
-		l.add("waveDeadline", 0, "must not be negative, got %s", s.WaveDeadline)
+		l.add("waveDeadline", "must not be negative, got %s", s.WaveDeadline)
 	}
 	if kind == KindRollout {
-		s.validateRollout(&l)
+		s.validateRollout(l)
 	} else {
-		s.validateExperiment(&l)
+		s.validateExperiment(l)
 	}
-	s.Gates.validate(&l, kind, s.Shadow != nil)
-	s.Limits.validate(&l)
-	return l.err()
+	s.Gates.validate(l, kind, s.Shadow != nil)
+	s.Limits.validate(l)
 }
 
 func (s *Spec) validateRollout(l *errorList) {
 	if s.Bundle == "" {
-		l.add("bundle", 0, "required (name@version)")
+		l.add("bundle", "required (name@version)")
 	} else if _, err := ParseBundleID(s.Bundle); err != nil {
-		l.add("bundle", 0, "%s", err)
+		l.add("bundle", "%s", err)
 	}
 	if s.Experiment != nil {
-		l.add("experiment", 0, "only for kind %q", KindExperiment)
+		l.add("experiment", "only for kind %q", KindExperiment)
 	}
 	switch {
 	case len(s.Waves) == 0:
-		l.add("waves", 0, "at least one wave is required (e.g. count: 1, then percent: 100)")
+		l.add("waves", "at least one wave is required (e.g. count: 1, then percent: 100)")
 	case len(s.Waves) > MaxWaves:
-		l.add("waves", 0, "%d waves, the limit is %d", len(s.Waves), MaxWaves)
+		l.add("waves", "%d waves, the limit is %d", len(s.Waves), MaxWaves)
 	}
 	lastPct, lastPctAt, lastCount, lastCountAt := 0.0, -1, 0, -1
 	for i, w := range s.Waves {
 		p := fmt.Sprintf("waves[%d]", i)
 		if len(w.Name) > MaxNameLen || !utf8.ValidString(w.Name) {
-			l.add(p+".name", 0, "must be valid UTF-8 text of at most %d bytes", MaxNameLen)
+			l.add(p+".name", "must be valid UTF-8 text of at most %d bytes", MaxNameLen)
 		}
 		checkShare(l, p, w.Percent, w.Count, w.MinDevices, w.Bake)
 		if w.Percent != nil && *w.Percent > 0 && *w.Percent <= 100 {
 			if lastPctAt >= 0 && *w.Percent <= lastPct {
-				l.add(p+".percent", 0, "must be above the %v%% of waves[%d]: waves are cumulative and must grow", lastPct, lastPctAt)
+				l.add(p+".percent", "must be above the %v%% of waves[%d]: waves are cumulative and must grow", lastPct, lastPctAt)
 			}
 			lastPct, lastPctAt = *w.Percent, i
 		}
 		if w.Count != nil && *w.Count >= 1 {
 			if lastCountAt >= 0 && *w.Count <= lastCount {
-				l.add(p+".count", 0, "must be above the %d of waves[%d]: waves are cumulative and must grow", lastCount, lastCountAt)
+				l.add(p+".count", "must be above the %d of waves[%d]: waves are cumulative and must grow", lastCount, lastCountAt)
 			}
 			lastCount, lastCountAt = *w.Count, i
 		}
@@ -123,57 +129,57 @@ func (s *Spec) validateRollout(l *errorList) {
 
 func (s *Spec) validateExperiment(l *errorList) {
 	if s.Bundle != "" {
-		l.add("bundle", 0, "not used by kind %q: name the versions in experiment.arms", KindExperiment)
+		l.add("bundle", "not used by kind %q: name the versions in experiment.arms", KindExperiment)
 	}
 	if len(s.Waves) > 0 {
-		l.add("waves", 0, "not used by kind %q (promote the winner into a rollout to use waves)", KindExperiment)
+		l.add("waves", "not used by kind %q (promote the winner into a rollout to use waves)", KindExperiment)
 	}
 	if s.Shadow != nil {
-		l.add("shadow", 0, "not used by kind %q", KindExperiment)
+		l.add("shadow", "not used by kind %q", KindExperiment)
 	}
 	x := s.Experiment
 	if x == nil {
-		l.add("experiment", 0, "required for kind %q (arms and duration)", KindExperiment)
+		l.add("experiment", "required for kind %q (arms and duration)", KindExperiment)
 		return
 	}
 	if len(x.Arms) != 2 {
-		l.add("experiment.arms", 0, "exactly two arms are required, got %d", len(x.Arms))
+		l.add("experiment.arms", "exactly two arms are required, got %d", len(x.Arms))
 	}
 	checkQuota(l, "experiment.minReports", x.MinReports)
 	if x.Duration <= 0 {
-		l.add("experiment.duration", 0, "required: how long both arms run (e.g. 24h)")
+		l.add("experiment.duration", "required: how long both arms run (e.g. 24h)")
 	}
 	total, allPct := 0.0, true
 	seen := map[string]int{}
 	for i, a := range x.Arms {
 		p := fmt.Sprintf("experiment.arms[%d]", i)
 		if len(a.Name) > MaxNameLen || !utf8.ValidString(a.Name) {
-			l.add(p+".name", 0, "must be valid UTF-8 text of at most %d bytes", MaxNameLen)
+			l.add(p+".name", "must be valid UTF-8 text of at most %d bytes", MaxNameLen)
 		}
 		if a.Bundle == "" {
-			l.add(p+".bundle", 0, "required (name@version)")
+			l.add(p+".bundle", "required (name@version)")
 		} else if _, err := ParseBundleID(a.Bundle); err != nil {
-			l.add(p+".bundle", 0, "%s", err)
+			l.add(p+".bundle", "%s", err)
 		} else if j, dup := seen[a.Bundle]; dup {
-			l.add(p+".bundle", 0, "%s is already arm %d: the arms must run different versions", a.Bundle, j)
+			l.add(p+".bundle", "%s is already arm %d: the arms must run different versions", a.Bundle, j)
 		} else {
 			seen[a.Bundle] = i
 		}
 		name := armName(x, i)
 		for j := range i {
 			if armName(x, j) == name {
-				l.add(p+".name", 0, "%q is already the name of arm %d", name, j)
+				l.add(p+".name", "%q is already the name of arm %d", name, j)
 			}
 		}
 		checkShare(l, p, a.Percent, a.Count, 0, 0)
-		if a.Percent != nil {
+		if a.Percent != nil && finite(*a.Percent) {
 			total += *a.Percent
-		} else {
+		} else if a.Percent == nil {
 			allPct = false
 		}
 	}
 	if allPct && total > 100 {
-		l.add("experiment.arms", 0, "the arms' percentages add up to %v, more than 100", total)
+		l.add("experiment.arms", "the arms' percentages add up to %v, more than 100", total)
 	}
 }
 
@@ -187,22 +193,27 @@ func armName(x *Experiment, i int) string {
 
 func checkShare(l *errorList, p string, pct *float64, count *int, minDevices int, bake Duration) {
 	switch {
+	case pct != nil && !finite(*pct):
+		l.add(p+".percent", "must be a finite number, got %v", *pct)
 	case pct == nil && count == nil:
-		l.add(p, 0, "one of percent or count is required")
+		l.add(p, "one of percent or count is required")
 	case pct != nil && count != nil:
-		l.add(p, 0, "percent and count are exclusive: set one")
+		l.add(p, "percent and count are exclusive: set one")
 	case pct != nil && (*pct <= 0 || *pct > 100):
-		l.add(p+".percent", 0, "must be in (0,100], got %v", *pct)
+		l.add(p+".percent", "must be in (0,100], got %v", *pct)
 	case count != nil && *count < 1:
-		l.add(p+".count", 0, "must be at least 1, got %d", *count)
+		l.add(p+".count", "must be at least 1, got %d", *count)
 	}
 	if minDevices < 0 {
-		l.add(p+".minDevices", 0, "must not be negative, got %d", minDevices)
+		l.add(p+".minDevices", "must not be negative, got %d", minDevices)
 	}
 	if bake < 0 {
-		l.add(p+".bake", 0, "must not be negative, got %s", bake)
+		l.add(p+".bake", "must not be negative, got %s", bake)
 	}
 }
+
+// finite reports whether v is a number (YAML reads .nan and .inf too).
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 func checkQuota(l *errorList, p string, q *Quota) {
 	if q == nil {
@@ -210,20 +221,22 @@ func checkQuota(l *errorList, p string, q *Quota) {
 	}
 	if q.Percent != 0 {
 		if q.N != 0 || !(q.Percent > 0 && q.Percent <= 100) {
-			l.add(p, 0, "a percentage must be in (0,100]%%, got %v%%", q.Percent)
+			l.add(p, "a percentage must be in (0,100]%%, got %v%%", q.Percent)
 		}
 	} else if q.N < 1 {
-		l.add(p, 0, "must be at least 1 device (or a percentage), got %d", q.N)
+		l.add(p, "must be at least 1 device (or a percentage), got %d", q.N)
 	}
 }
 
 func (g *Gates) validate(l *errorList, kind Kind, shadow bool) {
 	ratio := func(p string, v *float64, required bool) {
 		switch {
+		case v != nil && !finite(*v):
+			l.add(p, "must be a finite number, got %v", *v)
 		case v == nil && required:
-			l.add(p, 0, "required")
+			l.add(p, "required")
 		case v != nil && (*v < 0 || *v > 1):
-			l.add(p, 0, "must be a ratio in [0,1], got %v", *v)
+			l.add(p, "must be a ratio in [0,1], got %v", *v)
 		}
 	}
 	if g.InstallSuccess != nil {
@@ -251,7 +264,7 @@ func (g *Gates) validate(l *errorList, kind Kind, shadow bool) {
 			{"drift", g.Drift != nil}, {"shadowAgreement", g.ShadowAgreement != nil},
 		} {
 			if n.set {
-				l.add("gates."+n.name, 0, "not evaluated in experiments: the comparison reports error rate, latency and outputs (only installSuccess guards an experiment)")
+				l.add("gates."+n.name, "not evaluated in experiments: the comparison reports error rate, latency and outputs (only installSuccess guards an experiment)")
 			}
 		}
 		return
@@ -262,41 +275,45 @@ func (g *Gates) validate(l *errorList, kind Kind, shadow bool) {
 	if lg := g.LatencyP95; lg != nil {
 		switch {
 		case lg.MaxRatio == nil:
-			l.add("gates.latencyP95.maxRatio", 0, "required (e.g. 1.2: at most 20%% slower than the previous version)")
+			l.add("gates.latencyP95.maxRatio", "required (e.g. 1.2: at most 20%% slower than the previous version)")
+		case !finite(*lg.MaxRatio):
+			l.add("gates.latencyP95.maxRatio", "must be a finite number, got %v", *lg.MaxRatio)
 		case *lg.MaxRatio <= 0:
-			l.add("gates.latencyP95.maxRatio", 0, "must be above 0, got %v", *lg.MaxRatio)
+			l.add("gates.latencyP95.maxRatio", "must be above 0, got %v", *lg.MaxRatio)
 		}
 		if lg.Baseline < 0 {
-			l.add("gates.latencyP95.baseline", 0, "must not be negative, got %s", lg.Baseline)
+			l.add("gates.latencyP95.baseline", "must not be negative, got %s", lg.Baseline)
 		}
 	}
 	if d := g.Drift; d != nil {
 		switch {
 		case d.MaxScore == nil:
-			l.add("gates.drift.maxScore", 0, "required")
+			l.add("gates.drift.maxScore", "required")
+		case !finite(*d.MaxScore):
+			l.add("gates.drift.maxScore", "must be a finite number, got %v", *d.MaxScore)
 		case *d.MaxScore < 0:
-			l.add("gates.drift.maxScore", 0, "must not be negative, got %v", *d.MaxScore)
+			l.add("gates.drift.maxScore", "must not be negative, got %v", *d.MaxScore)
 		}
 	}
 	if sa := g.ShadowAgreement; sa != nil {
 		ratio("gates.shadowAgreement.min", sa.Min, true)
 		if !shadow {
-			l.add("gates.shadowAgreement", 0, "needs a shadow step (shadow:) to be evaluated on")
+			l.add("gates.shadowAgreement", "needs a shadow step (shadow:) to be evaluated on")
 		}
 	}
 }
 
 func (lm *Limits) validate(l *errorList) {
 	if lm.MaxConcurrentDownloads < 0 {
-		l.add("limits.maxConcurrentDownloads", 0, "must not be negative, got %d", lm.MaxConcurrentDownloads)
+		l.add("limits.maxConcurrentDownloads", "must not be negative, got %d", lm.MaxConcurrentDownloads)
 	}
 	if len(lm.MaintenanceWindows) > MaxWindows {
-		l.add("limits.maintenanceWindows", 0, "%d windows, the limit is %d", len(lm.MaintenanceWindows), MaxWindows)
+		l.add("limits.maintenanceWindows", "%d windows, the limit is %d", len(lm.MaintenanceWindows), MaxWindows)
 	}
 	for i, w := range lm.MaintenanceWindows {
 		p := fmt.Sprintf("limits.maintenanceWindows[%d]", i)
 		if _, err := inventory.ParseSelector(w.Selector); err != nil {
-			l.add(p+".selector", 0, "%s", strings.TrimPrefix(err.Error(), inventory.ErrSelector.Error()+": "))
+			l.add(p+".selector", "%s", strings.TrimPrefix(err.Error(), inventory.ErrSelector.Error()+": "))
 		}
 		for _, c := range []struct {
 			name string
@@ -304,13 +321,13 @@ func (lm *Limits) validate(l *errorList) {
 		}{{"start", w.Start}, {"end", w.End}} {
 			switch {
 			case c.t == nil:
-				l.add(p+"."+c.name, 0, "required (\"HH:MM\", UTC)")
+				l.add(p+"."+c.name, "required (\"HH:MM\", UTC)")
 			case c.t.Minute < 0 || c.t.Minute >= 24*60:
-				l.add(p+"."+c.name, 0, "must be a time of day, got minute %d", c.t.Minute)
+				l.add(p+"."+c.name, "must be a time of day, got minute %d", c.t.Minute)
 			}
 		}
 		if w.Start != nil && w.End != nil && *w.Start == *w.End {
-			l.add(p+".end", 0, "must differ from start (%s): the window would be empty", w.Start)
+			l.add(p+".end", "must differ from start (%s): the window would be empty", w.Start)
 		}
 	}
 }
@@ -385,25 +402,4 @@ func (s *Spec) clone() *Spec {
 		panic(fmt.Sprintf("rollout: decoding a spec: %v", err))
 	}
 	return &n
-}
-
-// addLines gives each error without a line the line of its field (or of
-// the nearest enclosing field) in lines (path -> YAML line).
-func addLines(errs []*FieldError, lines map[string]int) {
-	for _, fe := range errs {
-		if fe.Line != 0 {
-			continue
-		}
-		for p := fe.Path; ; {
-			if line, ok := lines[p]; ok && line > 0 {
-				fe.Line = line
-				break
-			}
-			i := strings.LastIndexAny(p, ".[")
-			if i < 0 {
-				break
-			}
-			p = p[:i]
-		}
-	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/shared/onnx"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // BenchmarkSilero compares one Silero VAD frame through bare
@@ -77,7 +78,7 @@ func BenchmarkSilero(b *testing.B) {
 	}
 	b.Run("ort-bare", bare)
 
-	md := load(b, bundleDir(b), sileroManifest())
+	md := load(b, testbundle.SileroDir(b), sileroManifest())
 	ctx := context.Background()
 	b.Run("model-infer-tensors", func(b *testing.B) {
 		in := Input{Tensors: sileroTensors(frameData)}
@@ -89,7 +90,7 @@ func BenchmarkSilero(b *testing.B) {
 	})
 	b.Run("ort-bare-again", bare)
 	b.Run("model-infer-raw", func(b *testing.B) {
-		in := Input{Raw: pcm(frameData)}
+		in := Input{Raw: testbundle.PCM(frameData)}
 		for b.Loop() {
 			if _, err := md.Infer(ctx, in); err != nil {
 				b.Fatal(err)

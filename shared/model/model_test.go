@@ -17,11 +17,8 @@ import (
 	"github.com/edgefleet/edgefleet/shared/processor"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
-
-// The Silero VAD v5 output for the two-sine frame with zero state (see
-// shared/DESIGN.md).
-const sileroTwoSine = 0.0690874
 
 // The Silero bundle's pre-processor (testbed/bundles/silero-vad/pre)
 // takes one frame of 16-bit PCM and gives the model's inputs and a
@@ -39,14 +36,7 @@ const (
 var cacheDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "model-wasm-cache-")
-	if err != nil {
-		panic(err)
-	}
-	cacheDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.RunWithTempDir(m, "model-wasm-cache-", &cacheDir))
 }
 
 func twoSine() []float32 {
@@ -58,18 +48,8 @@ func twoSine() []float32 {
 	return x
 }
 
-// pcm quantizes samples to 16-bit little-endian PCM.
-func pcm(x []float32) []byte {
-	b := make([]byte, 2*len(x))
-	for i, v := range x {
-		s := math.Round(float64(v) * 32768)
-		binary.LittleEndian.PutUint16(b[2*i:], uint16(int16(max(-32768, min(32767, s)))))
-	}
-	return b
-}
-
-// dequantized is what the pre-processor makes of pcm(x).
-func dequantized(x []float32) []float32 { return samples(pcm(x)) }
+// dequantized is what the pre-processor makes of testbundle.PCM(x).
+func dequantized(x []float32) []float32 { return samples(testbundle.PCM(x)) }
 
 // samples decodes 16-bit little-endian PCM to samples in [-1, 1), as the
 // pre-processor does (x/32768).
@@ -93,60 +73,26 @@ func scalarOutput(v float32) tensor.Tensor {
 	return tensor.Tensor{Name: "output", Datatype: tensor.FP32, Shape: []int64{1, 1}, Data: []float32{v}}
 }
 
-// bundleDir lays out an unpacked Silero bundle in a temporary directory:
-// the real model (linked) and the pre-processor built from source.
-func bundleDir(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := os.Symlink(testenv.SileroModel(t), filepath.Join(dir, "model.onnx")); err != nil {
-		t.Fatal(err)
-	}
-	wasm, err := os.ReadFile(testenv.BuildWASM(t, "testbed/bundles/silero-vad/pre"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "pre.wasm"), wasm, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// sileroManifest describes bundleDir's files, with one tensor and one raw
-// smoke vector.
+// sileroManifest describes testbundle.SileroDir's files, with one tensor
+// and one raw smoke vector.
 func sileroManifest() *bundle.Manifest {
-	return &bundle.Manifest{
-		SchemaVersion: bundle.SchemaVersion,
-		Name:          "silero-vad",
-		Version:       "5.0.0",
-		Runtime: bundle.Runtime{
-			Model: "model.onnx",
-			Inputs: []tensor.Spec{
-				{Name: "input", Datatype: tensor.FP32, Shape: []int64{-1, 512}},
-				{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
-				{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}},
-			},
-			Outputs: []tensor.Spec{
-				{Name: "output", Datatype: tensor.FP32, Shape: []int64{-1, 1}},
-				{Name: "stateN", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
-			},
-			Pre:                &bundle.Processor{Module: "pre.wasm"},
-			ExecutionProviders: []string{"cuda", "cpu"},
+	m := testbundle.SileroManifest("5.0.0")
+	m.Runtime.ExecutionProviders = []string{"cuda", "cpu"}
+	m.Smoke = []bundle.SmokeVector{
+		{
+			Name:      "two-sine tensors",
+			Inputs:    sileroTensors(twoSine()),
+			Expected:  []tensor.Tensor{scalarOutput(testbundle.SileroOutput)},
+			Tolerance: bundle.Tolerance{Abs: 1e-5},
 		},
-		Smoke: []bundle.SmokeVector{
-			{
-				Name:      "two-sine tensors",
-				Inputs:    sileroTensors(twoSine()),
-				Expected:  []tensor.Tensor{scalarOutput(sileroTwoSine)},
-				Tolerance: bundle.Tolerance{Abs: 1e-5},
-			},
-			{
-				Name:      "two-sine pcm",
-				Raw:       pcm(twoSine()),
-				Expected:  []tensor.Tensor{scalarOutput(sileroTwoSine)},
-				Tolerance: bundle.Tolerance{Abs: 1e-3},
-			},
+		{
+			Name:      "two-sine pcm",
+			Raw:       testbundle.PCM(twoSine()),
+			Expected:  []tensor.Tensor{scalarOutput(testbundle.SileroOutput)},
+			Tolerance: bundle.Tolerance{Abs: 1e-3},
 		},
 	}
+	return m
 }
 
 func testOptions() Options {
@@ -172,14 +118,14 @@ func checkOptions(t testing.TB) Options {
 }
 
 func TestCheckPasses(t *testing.T) {
-	dir := bundleDir(t)
+	dir := testbundle.SileroDir(t)
 	if err := Check(context.Background(), dir, sileroManifest(), checkOptions(t)); err != nil {
 		t.Fatalf("Check: %v", err)
 	}
 }
 
 func TestCheckManifestErrors(t *testing.T) {
-	dir := bundleDir(t)
+	dir := testbundle.SileroDir(t)
 	tests := []struct {
 		name   string
 		mutate func(m *bundle.Manifest)
@@ -229,9 +175,9 @@ func TestCheckManifestErrors(t *testing.T) {
 }
 
 func TestInferRawMatchesTensors(t *testing.T) {
-	md := load(t, bundleDir(t), sileroManifest())
+	md := load(t, testbundle.SileroDir(t), sileroManifest())
 	ctx := context.Background()
-	raw, err := md.Infer(ctx, Input{Raw: pcm(twoSine())})
+	raw, err := md.Infer(ctx, Input{Raw: testbundle.PCM(twoSine())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,8 +193,8 @@ func TestInferRawMatchesTensors(t *testing.T) {
 	if q := quantized.Tensors[0].Data.([]float32)[0]; got != q {
 		t.Errorf("raw path %v != tensor path on the same quantized samples %v", got, q)
 	}
-	if e := exact.Tensors[0].Data.([]float32)[0]; math.Abs(float64(got-e)) > 1e-3 || math.Abs(float64(e)-sileroTwoSine) > 1e-5 {
-		t.Errorf("raw path %v, tensor path %v, want both ≈ %v", got, e, sileroTwoSine)
+	if e := exact.Tensors[0].Data.([]float32)[0]; math.Abs(float64(got-e)) > 1e-3 || math.Abs(float64(e)-testbundle.SileroOutput) > 1e-5 {
+		t.Errorf("raw path %v, tensor path %v, want both ≈ %v", got, e, testbundle.SileroOutput)
 	}
 	if len(raw.Features) != 1 || raw.Features[0].Name != featuresName {
 		t.Fatalf("features = %+v, want one %q tensor", raw.Features, featuresName)
@@ -273,8 +219,8 @@ func TestInferRawMatchesTensors(t *testing.T) {
 // transform (TestModelMatchesNative in
 // testbed/bundles/silero-vad/pre/frame).
 func TestPreOutputs(t *testing.T) {
-	md := load(t, bundleDir(t), sileroManifest())
-	for _, in := range [][]byte{pcm(twoSine()), make([]byte, frameBytes), pcm(dequantized(twoSine()))[:frameBytes]} {
+	md := load(t, testbundle.SileroDir(t), sileroManifest())
+	for _, in := range [][]byte{testbundle.PCM(twoSine()), make([]byte, frameBytes), testbundle.PCM(dequantized(twoSine()))[:frameBytes]} {
 		got, err := md.pre.ProcessRaw(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
@@ -304,7 +250,7 @@ func TestPreOutputs(t *testing.T) {
 }
 
 func TestInferErrors(t *testing.T) {
-	md := load(t, bundleDir(t), sileroManifest())
+	md := load(t, testbundle.SileroDir(t), sileroManifest())
 	good := func() []tensor.Tensor { return sileroTensors(twoSine()) }
 	nan := good()
 	nan[0].Data.([]float32)[7] = float32(math.NaN())
@@ -326,7 +272,7 @@ func TestInferErrors(t *testing.T) {
 		{"extra", Input{Tensors: append(good(), tensor.Tensor{Name: "x", Datatype: tensor.FP32, Shape: []int64{1}, Data: []float32{1}})}, []error{ErrInput, tensor.ErrName}, `"x"`},
 		{"twice", Input{Tensors: append(good(), good()[0])}, []error{ErrInput, tensor.ErrName}, "twice"},
 		{"data", Input{Tensors: func() []tensor.Tensor { in := good(); in[0].Data = []float32{1}; return in }()}, []error{ErrInput, tensor.ErrShape}, `tensor "input"`},
-		{"both", Input{Tensors: good(), Raw: pcm(twoSine())}, []error{ErrInput}, "not both"},
+		{"both", Input{Tensors: good(), Raw: testbundle.PCM(twoSine())}, []error{ErrInput}, "not both"},
 		{"nothing", Input{}, []error{ErrInput}, "no input"},
 		{"raw length", Input{Raw: make([]byte, 1000)}, []error{ErrInput, processor.ErrRejected}, "1000 bytes of PCM"},
 	}
@@ -344,7 +290,7 @@ func TestInferErrors(t *testing.T) {
 		})
 	}
 	// The model keeps serving.
-	if _, err := md.Infer(context.Background(), Input{Raw: pcm(twoSine())}); err != nil {
+	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(twoSine())}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -352,7 +298,7 @@ func TestInferErrors(t *testing.T) {
 func TestAllowNonFinite(t *testing.T) {
 	m := sileroManifest()
 	m.Runtime.AllowNonFinite = true
-	md := load(t, bundleDir(t), m)
+	md := load(t, testbundle.SileroDir(t), m)
 	in := sileroTensors(twoSine())
 	in[0].Data.([]float32)[3] = float32(math.Inf(1))
 	if _, err := md.Infer(context.Background(), Input{Tensors: in}); err != nil {
@@ -364,8 +310,8 @@ func TestNoPreProcessor(t *testing.T) {
 	m := sileroManifest()
 	m.Runtime.Pre = nil
 	m.Smoke = m.Smoke[:1]
-	md := load(t, bundleDir(t), m)
-	if _, err := md.Infer(context.Background(), Input{Raw: pcm(twoSine())}); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "no pre-processor") {
+	md := load(t, testbundle.SileroDir(t), m)
+	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(twoSine())}); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "no pre-processor") {
 		t.Fatalf("raw input without a pre-processor: %v", err)
 	}
 	if err := md.Smoke(context.Background()); err != nil {
@@ -393,7 +339,7 @@ func watModule(t testing.TB, name string) []byte {
 }
 
 func TestPostProcessor(t *testing.T) {
-	dir := bundleDir(t)
+	dir := testbundle.SileroDir(t)
 	for name, wasm := range map[string][]byte{"echo.wasm": watModule(t, "echo"), "trap.wasm": watModule(t, "trap")} {
 		if err := os.WriteFile(filepath.Join(dir, name), wasm, 0o644); err != nil {
 			t.Fatal(err)
@@ -406,14 +352,14 @@ func TestPostProcessor(t *testing.T) {
 	}
 	m.Runtime.Post.Module = "trap.wasm"
 	md := load(t, dir, m)
-	_, err := md.Infer(context.Background(), Input{Raw: pcm(twoSine())})
+	_, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(twoSine())})
 	if !errors.Is(err, ErrProcessor) || !errors.Is(err, processor.ErrTrap) || !strings.Contains(err.Error(), "post-processor") {
 		t.Fatalf("trapping post-processor: %v", err)
 	}
 }
 
 func TestProviders(t *testing.T) {
-	dir := bundleDir(t)
+	dir := testbundle.SileroDir(t)
 	m := sileroManifest()
 	m.Runtime.ExecutionProviders = []string{"tensorrt", "cuda"}
 	if md := load(t, dir, m); md.Provider() != "cpu" {
@@ -434,9 +380,9 @@ func TestProviders(t *testing.T) {
 }
 
 func TestConcurrentInfer(t *testing.T) {
-	md := load(t, bundleDir(t), sileroManifest())
+	md := load(t, testbundle.SileroDir(t), sileroManifest())
 	ctx := context.Background()
-	want, err := md.Infer(ctx, Input{Raw: pcm(twoSine())})
+	want, err := md.Infer(ctx, Input{Raw: testbundle.PCM(twoSine())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +394,7 @@ func TestConcurrentInfer(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for n := range 15 {
-				in := Input{Raw: pcm(twoSine())}
+				in := Input{Raw: testbundle.PCM(twoSine())}
 				if (g+n)%2 == 0 {
 					in = Input{Tensors: sileroTensors(dequantized(twoSine()))}
 				}
@@ -472,14 +418,14 @@ func TestConcurrentInfer(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	md := load(t, bundleDir(t), sileroManifest())
+	md := load(t, testbundle.SileroDir(t), sileroManifest())
 	if err := md.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := md.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := md.Infer(context.Background(), Input{Raw: pcm(twoSine())}); !errors.Is(err, ErrClosed) {
+	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(twoSine())}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Infer after Close = %v, want ErrClosed", err)
 	}
 	if md.Manifest().Name != "silero-vad" {

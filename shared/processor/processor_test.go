@@ -23,14 +23,7 @@ import (
 var cacheDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "processor-cache-")
-	if err != nil {
-		panic(err)
-	}
-	cacheDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.RunWithTempDir(m, "processor-cache-", &cacheDir))
 }
 
 // wat compiles testdata/NAME.wat with wat2wasm (Debian package wabt).

@@ -21,4 +21,10 @@
 // "v" (and the topic prefix for a change to the tree).
 //
 // Decoders never panic on any input; each has a fuzz target.
+//
+// A TelemetryBatch carries outbox records whose payload schema belongs to
+// their kind; the kinds the agent writes have their payload types here
+// (PredictionRecord, MetricsRecord, DriftRecord, ShadowRecord), which the
+// agent encodes and fleetd decodes with encoding/json, each with a
+// Validate.
 package protocol

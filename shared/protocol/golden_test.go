@@ -146,24 +146,32 @@ func marshalGolden(t *testing.T, m Message) []byte {
 	return append(b, '\n')
 }
 
+// checkGolden writes want to testdata/NAME.json with -update, and fails
+// unless the file holds want. It returns the file's path.
+func checkGolden(t *testing.T, name string, want []byte) string {
+	t.Helper()
+	path := filepath.Join("testdata", name+".json")
+	if *update {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run Golden -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s differs from the Go value (run go test -run Golden -update):\n got: %s\nwant: %s", path, got, want)
+	}
+	return path
+}
+
 func TestGolden(t *testing.T) {
 	for _, g := range goldens() {
 		t.Run(g.name, func(t *testing.T) {
-			path := filepath.Join("testdata", g.name+".json")
 			want := marshalGolden(t, g.msg)
-			if *update {
-				if err := os.WriteFile(path, want, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			got, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -run Golden -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("%s differs from the Go value (run go test -run Golden -update):\n got: %s\nwant: %s", path, got, want)
-			}
-			m, err := g.decode(got)
+			path := checkGolden(t, g.name, want)
+			m, err := g.decode(want)
 			if err != nil {
 				t.Fatalf("decode %s: %v", path, err)
 			}
@@ -184,19 +192,27 @@ func TestGolden(t *testing.T) {
 }
 
 // TestDocsExamples keeps docs/protocol.md in step with the goldens: every
-// golden file appears there verbatim in a ```json block.
+// golden file (messages and records) appears there verbatim in a ```json
+// block.
 func TestDocsExamples(t *testing.T) {
 	doc, err := os.ReadFile(filepath.Join(testenv.Root(t), "docs", "protocol.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var names []string
 	for _, g := range goldens() {
-		want, err := os.ReadFile(filepath.Join("testdata", g.name+".json"))
+		names = append(names, g.name)
+	}
+	for _, g := range recordGoldens() {
+		names = append(names, "record-"+g.name)
+	}
+	for _, name := range names {
+		want, err := os.ReadFile(filepath.Join("testdata", name+".json"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(string(doc), "```json\n"+string(want)+"```") {
-			t.Errorf("docs/protocol.md lacks testdata/%s.json verbatim in a ```json block", g.name)
+			t.Errorf("docs/protocol.md lacks testdata/%s.json verbatim in a ```json block", name)
 		}
 	}
 }

@@ -179,6 +179,16 @@ func (b *BundleID) validate(what, field string) error {
 	return checkSemver(what, field+".version", b.Version)
 }
 
+func (b *BufferStats) validate(what, field string) error {
+	if b.Records < 0 {
+		return invalid(what, field+".records", "must be >= 0")
+	}
+	if b.Bytes < 0 {
+		return invalid(what, field+".bytes", "must be >= 0")
+	}
+	return nil
+}
+
 func (p *Progress) validate(what, field string) error {
 	if p.Done < 0 {
 		return invalid(what, field+".done", "must be >= 0")
@@ -326,13 +336,7 @@ func (r *ReportedState) Validate() error {
 			}
 		}
 	}
-	if r.Buffer.Records < 0 {
-		return invalid(what, "buffer.records", "must be >= 0")
-	}
-	if r.Buffer.Bytes < 0 {
-		return invalid(what, "buffer.bytes", "must be >= 0")
-	}
-	return nil
+	return r.Buffer.validate(what, "buffer")
 }
 
 func isLabelKey(k string) bool {

@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -54,5 +56,57 @@ func TestMosquitto(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("the reader got nothing")
+	}
+}
+
+// TestMosquittoRestart: a broker with an Auth of its own and a second
+// listener listens on both, and after Kill comes back on the same ports.
+func TestMosquittoRestart(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pw, "dev-1", "secret-1").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+	}
+	b := StartMosquitto(t, MosquittoConfig{
+		Auth:      "allow_anonymous false\npassword_file " + pw + "\n",
+		Listeners: []string{""},
+	})
+	addrs := b.Addrs()
+	if len(addrs) != 2 || addrs[0] != b.Addr() || addrs[0] == addrs[1] || b.URL() != "tcp://"+b.Addr() {
+		t.Fatalf("Addr %s, URL %s, Addrs %v", b.Addr(), b.URL(), addrs)
+	}
+	connect := func(addr string) error {
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("dev-1").
+			SetUsername("dev-1").SetPassword("secret-1").SetAutoReconnect(false).SetProtocolVersion(4))
+		tok := c.Connect()
+		if !tok.WaitTimeout(WaitLimit) {
+			t.Fatalf("%s: no CONNACK", addr)
+		}
+		if tok.Error() == nil {
+			c.Disconnect(0)
+		}
+		return tok.Error()
+	}
+	for _, addr := range addrs {
+		if err := connect(addr); err != nil {
+			t.Fatalf("connect to %s: %v", addr, err)
+		}
+	}
+	pid := b.Pid()
+	b.Kill()
+	if b.Pid() != 0 {
+		t.Fatal("Pid after Kill is not 0")
+	}
+	if err := connect(b.Addr()); err == nil {
+		t.Fatal("connected to a killed broker")
+	}
+	b.Start()
+	if b.Pid() == 0 || b.Pid() == pid {
+		t.Fatalf("Pid %d after Start (was %d)", b.Pid(), pid)
+	}
+	for _, addr := range addrs {
+		if err := connect(addr); err != nil {
+			t.Fatalf("connect to %s after Start: %v", addr, err)
+		}
 	}
 }

@@ -2,8 +2,14 @@
 // repository root, the pinned ONNX Runtime library and Silero VAD model
 // fetched by `make deps` and WASM modules built from source (Go with the
 // Go toolchain, C with clang); it also runs the Debian mosquitto broker
-// (Mosquitto). A missing component fails the test with the command that
-// provides it; it is never skipped.
+// (Mosquitto, StartMosquitto). A missing component fails the test with
+// the command that provides it; it is never skipped.
+//
+// It is also the one home of the small helpers every room's tests need
+// (it imports nothing of the module, so shared/, agent/ and
+// controlplane/ tests may all use it): Eventually and EventuallyState
+// wait for a condition, SyncBuffer collects a process's or a logger's
+// output. Package testbundle below it builds and signs test bundles.
 package testenv
 
 import (

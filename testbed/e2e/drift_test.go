@@ -3,10 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +13,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/controlplane/cli"
 	"github.com/edgefleet/edgefleet/controlplane/client"
-	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 	"github.com/edgefleet/edgefleet/testbed/audio"
 	"github.com/edgefleet/edgefleet/testbed/fleet"
 )
@@ -144,34 +142,14 @@ func TestDrift(t *testing.T) {
 // testbed/bundles/silero-vad (the harness's SileroBundle ships none).
 func sileroWithProfile(t *testing.T, art fleet.Artifacts, pub *fleet.Publisher, version string) fleet.Bundle {
 	t.Helper()
-	dir := t.TempDir()
-	spec := fmt.Sprintf(`name: silero-vad
-version: %s
-model: %s
-pre: %s
-profile: %s
-inputs:
-  - {name: input, datatype: FP32, shape: [-1, 512]}
-  - {name: state, datatype: FP32, shape: [2, -1, 128]}
-  - {name: sr, datatype: INT64, shape: [1]}
-outputs:
-  - {name: output, datatype: FP32, shape: [-1, 1]}
-  - {name: stateN, datatype: FP32, shape: [2, -1, 128]}
-executionProviders: [cpu]
-`, version, strconv.Quote(art.SileroModel), strconv.Quote(art.PreWASM),
-		strconv.Quote(filepath.Join(art.Root, "testbed", "bundles", "silero-vad", "profile.json")))
-	if err := os.WriteFile(filepath.Join(dir, bundle.SpecName), []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "silero-vad-"+version+".bundle")
-	m, err := bundle.Build(t.Context(), dir, out, bundle.BuildOptions{})
+	b, err := pub.BuildSilero(t.Context(), t.TempDir(), testbundle.Silero{
+		Version: version, Model: art.SileroModel, Pre: art.PreWASM, Smoke: testbundle.SmokeNone,
+		Profile: filepath.Join(art.Root, "testbed", "bundles", "silero-vad", "profile.json"),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pub.Sign(out); err != nil {
-		t.Fatal(err)
-	}
-	return fleet.Bundle{Path: out, Sig: out + ".sig", Manifest: m}
+	return b
 }
 
 // driftPhase makes driftFrames raw predictions on every agent at once,

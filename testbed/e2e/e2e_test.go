@@ -262,11 +262,7 @@ func drained(t *testing.T, f *fleet.Fleet, ids map[string][]string) {
 			if rec.Kind != protocol.RecordPrediction {
 				continue
 			}
-			var p struct {
-				RequestID string `json:"requestId"`
-				Model     string `json:"model"`
-				Code      int    `json:"code"`
-			}
+			var p protocol.PredictionRecord
 			if err := json.Unmarshal(rec.Payload, &p); err != nil {
 				t.Fatalf("%s: prediction record %d: %v", a.ID, rec.ID, err)
 			}

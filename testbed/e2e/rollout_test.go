@@ -197,10 +197,7 @@ func (e *roEnv) waitMetrics(bundle string, since time.Time) {
 			}
 			n := 0
 			for _, rec := range r.Records {
-				var m struct {
-					Model    string `json:"model"`
-					Requests int    `json:"requests"`
-				}
+				var m protocol.MetricsRecord
 				if json.Unmarshal(rec.Payload, &m) == nil && m.Model == bundle && m.Requests > 0 {
 					n++
 				}
@@ -654,13 +651,10 @@ gates:
 		if err != nil {
 			t.Fatal(err)
 		}
-		var samples, agreed int64
+		var samples, agreed uint64
 		for _, rec := range recs.Records {
-			var p struct {
-				Candidate       string
-				Samples, Agreed int64
-			}
-			if err := json.Unmarshal(rec.Payload, &p); err != nil || p.Candidate != lim.ID() {
+			var p protocol.ShadowRecord
+			if err := json.Unmarshal(rec.Payload, &p); err != nil || p.Validate() != nil || p.Candidate != lim.ID() {
 				t.Fatalf("%s: shadow record %s", id, rec.Payload)
 			}
 			samples += p.Samples

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // Artifacts are the files of the checkout a Silero fleet runs on.
@@ -33,9 +34,9 @@ type Artifacts struct {
 // is missing, with the make target that provides it named.
 var ErrArtifact = errors.New("fleet: missing artifact")
 
-// SileroPrePackage is the Go package of the Silero pre-processor,
+// SileroPrePackage is the source directory of the Silero pre-processor,
 // relative to the repository root.
-const SileroPrePackage = "testbed/bundles/silero-vad/pre"
+const SileroPrePackage = testbundle.SileroPrePackage
 
 // FindArtifacts locates the artifacts from the working directory (which
 // must be inside the checkout) without a testing.TB, for commands: the

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/rollout"
+	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
 // watchRollout follows a rollout until it is no longer active (or
@@ -209,15 +210,6 @@ func (d *demo) device(id string) *device {
 	return nil
 }
 
-// metricsPayload is the part of an agent's metrics record the demo reads
-// (docs/agent.md).
-type metricsPayload struct {
-	Model    string  `json:"model"`
-	Requests int64   `json:"requests"`
-	Errors   int64   `json:"errors"`
-	P95Ms    float64 `json:"p95Ms"`
-}
-
 // Step 11.
 func (d *demo) stepBaseline(ctx context.Context) (string, error) {
 	d.n.Say("The latency gate compares each device's p95 on the new version with its own p95 on the version it ran")
@@ -228,7 +220,7 @@ func (d *demo) stepBaseline(ctx context.Context) (string, error) {
 	for _, dev := range d.devices {
 		eta = maxTime(eta, time.Now().Add(d.nextReport(map[string]time.Time{dev.ID: {}})))
 	}
-	reported := map[string]metricsPayload{}
+	reported := map[string]protocol.MetricsRecord{}
 	err := waitFor(ctx, 150*time.Second, func() (bool, error) {
 		for _, dev := range d.devices {
 			if _, ok := reported[dev.ID]; ok {
@@ -239,7 +231,7 @@ func (d *demo) stepBaseline(ctx context.Context) (string, error) {
 				return false, err
 			}
 			for _, r := range recs.Records {
-				var m metricsPayload
+				var m protocol.MetricsRecord
 				if json.Unmarshal(r.Payload, &m) == nil && m.Model == d.good.ID() && m.Requests > 0 {
 					reported[dev.ID] = m
 					d.baselineP95[dev.ID] = m.P95Ms

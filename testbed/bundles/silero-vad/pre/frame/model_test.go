@@ -4,55 +4,22 @@ import (
 	"context"
 	"encoding/binary"
 	"math"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
-	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/processor"
-	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 	"github.com/edgefleet/edgefleet/testbed/bundles/silero-vad/pre/frame"
 )
 
-// loadModel lays out the Silero bundle (the real model, linked, and the C
-// pre-processor built from source) and loads it as the agent and fleetctl
-// do, through shared/model.
+// loadModel lays out the Silero bundle (testbundle.SileroDir: the real
+// model, linked, and the C pre-processor built from source) and loads it
+// as the agent and fleetctl do, through shared/model.
 func loadModel(t testing.TB) *model.Model {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.Symlink(testenv.SileroModel(t), filepath.Join(dir, "model.onnx")); err != nil {
-		t.Fatal(err)
-	}
-	wasm, err := os.ReadFile(testenv.BuildWASM(t, cModule))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "pre.wasm"), wasm, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m := &bundle.Manifest{
-		SchemaVersion: bundle.SchemaVersion,
-		Name:          "silero-vad",
-		Version:       "5.0.0",
-		Runtime: bundle.Runtime{
-			Model: "model.onnx",
-			Inputs: []tensor.Spec{
-				{Name: "input", Datatype: tensor.FP32, Shape: []int64{-1, frame.Samples}},
-				{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
-				{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}},
-			},
-			Outputs: []tensor.Spec{
-				{Name: "output", Datatype: tensor.FP32, Shape: []int64{-1, 1}},
-				{Name: "stateN", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
-			},
-			Pre:                &bundle.Processor{Module: "pre.wasm"},
-			ExecutionProviders: []string{"cpu"},
-		},
-	}
-	md, err := model.Load(context.Background(), dir, m, model.Options{
+	md, err := model.Load(context.Background(), testbundle.SileroDir(t), testbundle.SileroManifest("5.0.0"), model.Options{
 		ORTLibrary: testenv.ORTLibrary(t),
 		WASM:       processor.Config{CacheDir: cacheDir},
 	})

@@ -41,14 +41,7 @@ const (
 var cacheDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "frame-wasm-cache-")
-	if err != nil {
-		panic(err)
-	}
-	cacheDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.RunWithTempDir(m, "frame-wasm-cache-", &cacheDir))
 }
 
 // load builds the module at dir and loads it through processor.New. It

@@ -1,0 +1,207 @@
+package api
+
+// The inference endpoint: reading the body into a pooled buffer within the
+// size cap, decoding it (or taking it raw for the pre-processor), running
+// the model, selecting the requested outputs and writing the response.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgefleet/edgefleet/shared/model"
+	"github.com/edgefleet/edgefleet/shared/tensor"
+)
+
+// maxPooled bounds the buffers kept for reuse: one that grew past it is
+// left to the garbage collector, so one large request does not pin its
+// memory.
+const maxPooled = 1 << 20
+
+// getBuffer returns a buffer for a request body and then its response.
+func (s *Server) getBuffer() *[]byte {
+	if b, ok := s.buffers.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, 16<<10)
+	return &b
+}
+
+func (s *Server) putBuffer(b *[]byte) {
+	if cap(*b) > maxPooled {
+		return
+	}
+	*b = (*b)[:0]
+	s.buffers.Put(b)
+}
+
+// readBody reads the request body into *buf, within the size cap.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *[]byte) ([]byte, error) {
+	if r.ContentLength > s.maxBody {
+		return nil, &http.MaxBytesError{Limit: s.maxBody}
+	}
+	b := (*buf)[:0]
+	if n := int(r.ContentLength) + 1; n > cap(b) {
+		b = make([]byte, 0, n) // +1: room to see EOF without growing
+	}
+	body := http.MaxBytesReader(w, r.Body, s.maxBody)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			*buf = b
+			return b, nil
+		}
+		if err != nil {
+			*buf = b
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: reading the body: %w", ErrRequest, err)
+		}
+	}
+}
+
+// isRaw reports whether the request carries raw bytes for the model's
+// pre-processor rather than an inference request object.
+func isRaw(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.EqualFold(strings.TrimSpace(ct), "application/octet-stream")
+}
+
+func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	s.metrics.inFlight.Inc()
+	defer s.metrics.inFlight.Dec()
+	name, version := r.PathValue("name"), r.PathValue("version")
+
+	// Refuse unknown models before reading the body.
+	res, err := s.lookup(name, version)
+	if err != nil {
+		code := s.fail(w, r, "", err)
+		s.metrics.observe("", code, err, time.Since(start), 0)
+		return
+	}
+	pred := Prediction{Model: res.name, Version: res.version, Provider: res.provider, Time: start}
+	code, err := s.serveInfer(w, r, name, version, res, &pred)
+	pred.Code, pred.Err = code, err
+	pred.Latency = time.Since(start)
+	s.metrics.observe(res.name, code, err, pred.Latency, pred.InferLatency)
+	s.report(pred)
+}
+
+// serveInfer reads, runs and answers an inference request for a model
+// found by lookup, filling pred. It returns the status answered and the
+// error, if any.
+func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, version string, res *resolved, pred *Prediction) (int, error) {
+	buf := s.getBuffer()
+	defer s.putBuffer(buf)
+	body, err := s.readBody(w, r, buf)
+	if err != nil {
+		return s.fail(w, r, res.bundle[0], err), err
+	}
+	var in model.Input
+	var req *InferRequest
+	if isRaw(r) {
+		if len(body) == 0 {
+			err := fmt.Errorf("%w: empty body: an application/octet-stream request carries the raw input", ErrRequest)
+			return s.fail(w, r, res.bundle[0], err), err
+		}
+		pred.Raw = true
+		in.Raw = body
+	} else {
+		req, err = DecodeInferRequest(body)
+		if err != nil {
+			if len(body) > 0 && body[0] != '{' && res.manifest.Runtime.Pre != nil {
+				err = fmt.Errorf("%w (to send raw bytes to the pre-processor, use Content-Type: application/octet-stream)", err)
+			}
+			return s.fail(w, r, res.bundle[0], err), err
+		}
+		in.Tensors = req.Inputs
+		pred.RequestID = req.ID
+	}
+
+	p, release, err := s.acquire(name, version)
+	if err != nil {
+		return s.fail(w, r, res.bundle[0], err), err
+	}
+	if m := p.Manifest(); m.Version != res.version {
+		// A new version became active since lookup: report the one that
+		// answers.
+		res = describe(p)
+		pred.Version, pred.Provider = res.version, res.provider
+	}
+	t0 := time.Now()
+	out, err := p.Infer(r.Context(), in)
+	pred.InferLatency = time.Since(t0)
+	release()
+	if err != nil {
+		return s.fail(w, r, res.bundle[0], err), err
+	}
+	pred.Output = out
+	if s.keepInput != nil && s.onPrediction != nil && s.keepInput(res.name, res.version) {
+		// The body lives in a pooled buffer: the raw bytes are copied.
+		pred.Input = &model.Input{Tensors: in.Tensors, Raw: bytes.Clone(in.Raw)}
+	}
+
+	outputs := out.Tensors
+	var id string
+	if req != nil {
+		id = req.ID
+		if len(req.Outputs) > 0 {
+			if outputs, err = selectOutputs(res.bundle[0], out.Tensors, req.Outputs); err != nil {
+				return s.fail(w, r, res.bundle[0], err), err
+			}
+		}
+	}
+	// The request buffer is free now: encode the response into it.
+	b, err := appendResponse((*buf)[:0], res.name, res.version, id, outputs)
+	if err != nil {
+		err = fmt.Errorf("model %s: %w", res.bundle[0], err)
+		return s.fail(w, r, res.bundle[0], err), err
+	}
+	*buf = b // keep the array for the pool if it grew
+	h := w.Header()
+	h["Content-Type"] = jsonType
+	h["X-Content-Type-Options"] = nosniff
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	h[BundleHeader] = res.bundle
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+	return http.StatusOK, nil
+}
+
+// selectOutputs picks the requested outputs, in the order requested.
+func selectOutputs(id string, all []tensor.Tensor, want []RequestedOutput) ([]tensor.Tensor, error) {
+	sel := make([]tensor.Tensor, 0, len(want))
+	for _, o := range want {
+		found := false
+		for _, t := range all {
+			if t.Name == o.Name {
+				sel = append(sel, t)
+				found = true
+				break
+			}
+		}
+		if !found {
+			names := make([]string, len(all))
+			for i, t := range all {
+				names[i] = t.Name
+			}
+			return nil, fmt.Errorf("%w: outputs: model %s has no output %q (outputs: %s)", ErrRequest, id, o.Name, strings.Join(names, ", "))
+		}
+	}
+	return sel, nil
+}
