@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/agent/slot"
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -123,37 +124,11 @@ func (a *Agent) loadShadow(ctx context.Context, st shadowState) (*shadowCandidat
 		model: mdl, tol: shadowTolerance(m), since: st.Since}, nil
 }
 
-// shadowWriteFile writes b to path through a temporary file, fsynced and
-// renamed, then fsyncs the directory.
+// shadowWriteFile writes b to path atomically (shared/atomicfile),
+// creating its directory.
 func shadowWriteFile(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly once renamed
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(path, b, 0o600)
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 )
 
 // download runs the resume loop for one URL. A failed download keeps a
@@ -150,17 +152,5 @@ func (f *Fetcher) download(ctx context.Context, src, dest string, want Expect) (
 	if err := os.Rename(part, dest); err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.SyncDir(dir)
 }

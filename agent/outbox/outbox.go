@@ -14,6 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 )
 
 // Defaults for the zero values of Options.
@@ -191,7 +193,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 	}
 	if created {
 		// bbolt fsyncs the file, not the directory entry of a new file.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("outbox: open %s: %w", path, err)
 		}
@@ -340,18 +342,6 @@ func (o *Outbox) Close() error {
 		}
 	})
 	return o.closeErr
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // decodeRecord decodes a stored key/value pair; the payload aliases v.

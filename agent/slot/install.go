@@ -17,6 +17,7 @@ import (
 	"golang.org/x/mod/semver"
 
 	"github.com/edgefleet/edgefleet/agent/fetch"
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -128,7 +129,7 @@ func (s *Store) install(ctx context.Context, req Request, activate ActivateFunc)
 		return Slot{}, id, fmt.Errorf("slot: %w", err)
 	}
 	staging = dir // removed by the deferred cleanup unless committed
-	if err := syncDir(filepath.Dir(dir)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
 		return Slot{}, id, fmt.Errorf("slot: %w", err)
 	}
 	s.hook(PointUnpacked)

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 )
 
 // Names under the data directory.
@@ -181,20 +183,8 @@ func (s *Store) writeAtomic(name string, b []byte) error {
 	// points to. (A power cut could still bring back the previous state:
 	// its active directory is kept as the last-known-good, and Open
 	// drops a pointer to anything removed since.)
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		s.log.Error("slot: state written but the directory sync failed", "err", err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -292,7 +282,7 @@ func (s *Store) collect() {
 		removed = true
 	}
 	if removed {
-		if err := syncDir(root); err != nil {
+		if err := atomicfile.SyncDir(root); err != nil {
 			s.log.Warn("slot: syncing bundles", "err", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/mod/semver"
 
 	"github.com/edgefleet/edgefleet/agent/fetch"
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -102,7 +103,7 @@ func (s *Store) Unpack(ctx context.Context, req Request, dest string) (*bundle.M
 		return nil, fmt.Errorf("slot: %w", err)
 	}
 	keep = true
-	if err := syncDir(parent); err != nil {
+	if err := atomicfile.SyncDir(parent); err != nil {
 		os.RemoveAll(dest)
 		return nil, fmt.Errorf("slot: %w", err)
 	}

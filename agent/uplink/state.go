@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -176,45 +177,10 @@ func (s *stateStore) write(st state) error {
 		return fmt.Errorf("uplink: encoding state: %w", err)
 	}
 	b = append(b, '\n')
-	if err := writeFileAtomic(s.path, b); err != nil {
+	if err := atomicfile.WriteFile(s.path, b, 0o600); err != nil {
 		return fmt.Errorf("uplink: writing state: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // guard returns the replay guard for the current state.

@@ -18,6 +18,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/config"
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/firmware"
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -322,7 +323,7 @@ func (p *agentFiles) commit(e *api.Enrolment) error {
 		}
 	}
 	for _, d := range []string{p.trustDir, filepath.Dir(p.config)} {
-		if err := fsyncDir(d); err != nil {
+		if err := atomicfile.SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -413,15 +414,6 @@ func writeSynced(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return f.Close()
-}
-
-func fsyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func plural(n int, one, many string) string {

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/configfile"
 )
 
@@ -261,40 +262,11 @@ func (c *clientConfig) save() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("writing the client configuration: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(c.path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("writing the client configuration: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename: nothing
-	err = tmp.Chmod(0o600)
-	if err == nil {
-		_, err = tmp.Write(b.Bytes())
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), c.path)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
+	err := atomicfile.WriteFile(c.path, b.Bytes(), 0o600)
 	if err != nil {
 		return fmt.Errorf("writing the client configuration %s: %w", c.path, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // contextFlag is the value of the global --context flag.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -363,7 +364,7 @@ func (c *Client) Download(ctx context.Context, b *api.Bundle, bundlePath, sigPat
 	if err := os.Rename(tmpSig, sigPath); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	return syncDir(filepath.Dir(bundlePath))
+	return atomicfile.SyncDir(filepath.Dir(bundlePath))
 }
 
 // maxSigBytes caps a downloaded signature (fleetd's own cap on uploads).
@@ -433,17 +434,4 @@ func digest(path string) (int64, string, error) {
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	return n, hex.EncodeToString(h.Sum(nil)), err
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 )
 
 // minTokenLen is the shortest operator or enrolment token accepted.
@@ -42,59 +44,13 @@ func secret(key, file string, generate bool, prefix, what string, announce io.Wr
 		return "", fmt.Errorf("%w: %s: %w", ErrConfig, key, err)
 	}
 	tok := newToken(prefix)
-	if err := writeFileAtomic(file, []byte(tok+"\n"), 0o600, false); err != nil {
+	if err := writeFile(file, []byte(tok+"\n"), 0o600, false); err != nil {
 		return "", fmt.Errorf("fleetd: generating %s in %s: %w", what, file, err)
 	}
 	if announce != nil {
 		fmt.Fprintf(announce, "fleetd: generated %s (shown once; saved in %s, mode 0600):\n  %s\n", what, file, tok)
 	}
 	return tok, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the
-// same directory, fsynced and renamed into place, and fsyncs the
-// directory. Unless replace is set, an existing path is an error
-// (fs.ErrExist).
-func writeFileAtomic(path string, data []byte, perm fs.FileMode, replace bool) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if replace {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		// A hard link fails if path exists; then the temp file goes.
-		err = os.Link(tmp.Name(), path)
-	}
-	if err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // s3Credentials reads an S3 credentials file: AWS_ACCESS_KEY_ID=... and
@@ -130,4 +86,17 @@ func s3Credentials(file string) (access, secret string, err error) {
 		return "", "", fmt.Errorf("%w: %s: %s needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", ErrConfig, key, file)
 	}
 	return access, secret, nil
+}
+
+// writeFile writes data to path atomically (shared/atomicfile), creating
+// its directory (0700) if needed. Unless replace is set, an existing path
+// is an error (fs.ErrExist) and stays as it was.
+func writeFile(path string, data []byte, perm fs.FileMode, replace bool) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if replace {
+		return atomicfile.WriteFile(path, data, perm)
+	}
+	return atomicfile.WriteNew(path, data, perm)
 }

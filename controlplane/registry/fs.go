@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -191,7 +192,7 @@ func (f *FS) Put(ctx context.Context, bundlePath, sigPath string) (Entry, error)
 			return Entry{}, err
 		}
 	}
-	if err := syncDir(stage); err != nil {
+	if err := atomicfile.SyncDir(stage); err != nil {
 		return Entry{}, fmt.Errorf("registry: %w", err)
 	}
 	if err := os.Chmod(stage, 0o755); err != nil {
@@ -228,7 +229,7 @@ func (f *FS) commitDir(stage, dst string) error {
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return err
 		}
-		if err := syncDir(f.bundlesDir()); err != nil {
+		if err := atomicfile.SyncDir(f.bundlesDir()); err != nil {
 			return err
 		}
 		err := os.Rename(stage, dst)
@@ -238,7 +239,7 @@ func (f *FS) commitDir(stage, dst string) error {
 		if err != nil {
 			return err
 		}
-		return syncDir(parent)
+		return atomicfile.SyncDir(parent)
 	}
 }
 
@@ -347,13 +348,13 @@ func (f *FS) Delete(ctx context.Context, name, version string) error {
 		}
 		return fmt.Errorf("registry: deleting %s@%s: %w", name, version, err)
 	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	// Remove the name directory if that was its last version; a
 	// concurrent push recreates it (see commitDir).
 	if os.Remove(filepath.Dir(dir)) == nil {
-		syncDir(f.bundlesDir())
+		atomicfile.SyncDir(f.bundlesDir())
 	}
 	f.log.Info("registry: bundle deleted", "bundle", name+"@"+version)
 	return nil
@@ -431,15 +432,6 @@ func writeSynced(path string, data []byte) error {
 		return fmt.Errorf("registry: %w", err)
 	}
 	return out.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func readSmall(path string, max int64) ([]byte, error) {

@@ -38,6 +38,8 @@ import (
 	"github.com/goreleaser/nfpm/v2"
 	_ "github.com/goreleaser/nfpm/v2/deb" // registers the "deb" packager
 	"github.com/goreleaser/nfpm/v2/files"
+
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 )
 
 // Sentinel errors callers branch on with errors.Is.
@@ -260,41 +262,18 @@ func checkRegular(path, what string) error {
 	return nil
 }
 
-// writeAtomic writes path through a temporary file in the same directory:
-// write, fsync, rename, fsync the directory.
-func writeAtomic(path string, write func(*os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+// writeAtomic writes path (mode 0644) with write, atomically
+// (shared/atomicfile).
+func writeAtomic(path string, write func(*os.File) error) error {
+	f, err := atomicfile.Create(path, 0o644)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := write(f); err != nil {
+	if err := write(f.File); err != nil {
+		f.Abort()
 		return err
 	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return f.Commit()
 }
 
 func mustSub(fsys fs.FS, dir string) fs.FS {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 )
 
 // BuildOptions configure Build.
@@ -95,7 +97,7 @@ func buildSpec(ctx context.Context, spec *Spec, outPath string, opts BuildOption
 		}
 	}
 
-	out, err := createAtomic(outPath, 0o644)
+	out, err := atomicfile.Create(outPath, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", outPath, err)
 	}

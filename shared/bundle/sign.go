@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 )
 
 // Algorithm is a signing key algorithm.
@@ -80,10 +82,10 @@ func GenerateKey(dir string, alg Algorithm) error {
 			return err
 		}
 	}
-	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return fmt.Errorf("writing private key: %w", err)
 	}
-	if err := writeFileAtomic(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644); err != nil {
+	if err := atomicfile.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644); err != nil {
 		os.Remove(keyPath)
 		return fmt.Errorf("writing public key: %w", err)
 	}
@@ -175,7 +177,7 @@ func WriteSignature(sigPath string, sig []byte) error {
 	if len(sig) == 0 {
 		return fmt.Errorf("%w: refusing to write an empty signature", ErrSignature)
 	}
-	if err := writeFileAtomic(sigPath, sig, 0o644); err != nil {
+	if err := atomicfile.WriteFile(sigPath, sig, 0o644); err != nil {
 		return fmt.Errorf("writing signature: %w", err)
 	}
 	return nil

@@ -15,6 +15,8 @@ import (
 	"sort"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 )
 
 // entryOverhead is what one tar entry may take beyond its data: a header
@@ -467,7 +469,7 @@ func (d *dest) commit() error {
 		return fmt.Errorf("syncing %s: %w", d.dir, err)
 	}
 	if d.created {
-		if err := syncDir(filepath.Dir(d.dir)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(d.dir)); err != nil {
 			return fmt.Errorf("syncing %s: %w", filepath.Dir(d.dir), err)
 		}
 	}

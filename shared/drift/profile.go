@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"unicode/utf8"
 
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/drift/stats"
 )
 
@@ -396,7 +396,10 @@ func (p *Profile) WriteFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("drift: encoding profile: %w", err)
 	}
-	return writeFileAtomic(path, b, 0o644)
+	if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("drift: writing %s: %w", path, err)
+	}
+	return nil
 }
 
 // ParseProfile parses and validates a profile. Unknown fields are errors.
@@ -553,51 +556,6 @@ func (cp *CategoricalProfile) validate(count int64, o Options) error {
 	}
 	if sum != count {
 		return fmt.Errorf("counts sum to %d, not the count %d", sum, count)
-	}
-	return nil
-}
-
-// writeFileAtomic writes b to path through a temporary file beside it,
-// fsynced and renamed into place, then fsyncs the directory.
-func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("drift: %w", err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("drift: writing %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("drift: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("drift: writing %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("drift: syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("drift: syncing %s: %w", dir, err)
 	}
 	return nil
 }

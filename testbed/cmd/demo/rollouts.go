@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/rollout"
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -273,7 +274,7 @@ func maxTime(a, b time.Time) time.Time {
 func (d *demo) stepSecondRollout(ctx context.Context) (string, error) {
 	spec := d.rolloutSpec(d.bad, true)
 	path := "rollouts/" + d.bad.Name + "-" + d.bad.Version + ".yaml"
-	if err := writeFileAtomic(d.work+"/"+path, []byte(spec), 0o644); err != nil {
+	if err := atomicfile.WriteFile(d.work+"/"+path, []byte(spec), 0o644); err != nil {
 		return "", err
 	}
 	d.n.Say("%s:", path)

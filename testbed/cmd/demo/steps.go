@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -264,12 +265,12 @@ func (d *demo) stepAgents(ctx context.Context) (string, error) {
 		if len(enr.Brokers) == 0 || enr.Password == "" {
 			return "", fmt.Errorf("fleetctl enroll %s: no broker or password in the answer", dev.ID)
 		}
-		if err := writeFileAtomic(filepath.Join(dev.Dir, "mqtt.password"), []byte(enr.Password+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dev.Dir, "mqtt.password"), []byte(enr.Password+"\n"), 0o600); err != nil {
 			return "", err
 		}
 		cfgText := agentConfig(dev, enr.Brokers[0], enr.Username, "../../keys/signing.pub", d.ortLib)
 		cfgPath := filepath.Join(dev.Dir, "config.yaml")
-		if err := writeFileAtomic(cfgPath, []byte(cfgText), 0o644); err != nil {
+		if err := atomicfile.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
 			return "", err
 		}
 		if i == 0 {
@@ -387,7 +388,7 @@ func (d *demo) stepPush(ctx context.Context) (string, error) {
 func (d *demo) stepFirstRollout(ctx context.Context) (string, error) {
 	spec := d.rolloutSpec(d.good, false)
 	path := filepath.Join("rollouts", d.good.Name+"-"+d.good.Version+".yaml")
-	if err := writeFileAtomic(filepath.Join(d.work, path), []byte(spec), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(d.work, path), []byte(spec), 0o644); err != nil {
 		return "", err
 	}
 	d.n.Say("%s:", path)
@@ -633,5 +634,5 @@ func writeBadSpec(goodDir, dir, version, pre string) error {
 	}
 	head := "# The demo's deliberately bad version (testbed/cmd/demo): the spec of\n# " + goodDir +
 		"\n# with another version and a pre-processor that wastes CPU on every call.\n"
-	return writeFileAtomic(filepath.Join(dir, bundle.SpecName), append([]byte(head), y...), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, bundle.SpecName), append([]byte(head), y...), 0o644)
 }
