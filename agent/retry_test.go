@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -40,19 +38,7 @@ func TestProcessInstallRetried(t *testing.T) {
 		return r
 	}
 
-	const password = "device-secret-0002"
-	f := newFleet(t, "test-device", password)
-	pw := filepath.Join(t.TempDir(), "mqtt.password")
-	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := newSetup(t, fmt.Sprintf(`uplink:
-  broker: tcp://%s
-  username: test-device
-  passwordFile: %s
-  retryMin: 2s
-  retryMax: 4s
-`, f.addr, pw))
+	f, s := newUplinkSetup(t, "  retryMin: 2s\n  retryMax: 4s\n")
 	d := startDaemon(t, s)
 	d.waitReady(t, s)
 	f.until(t, "online status", func() bool { return f.status != nil && f.status.State == protocol.StateOnline })

@@ -151,6 +151,21 @@ func (f *fleet) until(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// newUplinkSetup starts the fleet side (mosquitto and a client playing
+// fleetd) and writes an agent configuration whose uplink reaches it as
+// test-device; uplink is more YAML for the uplink section (indented two
+// spaces).
+func newUplinkSetup(t *testing.T, uplink string) (*fleet, testSetup) {
+	t.Helper()
+	const password = "device-secret-0001"
+	f := newFleet(t, "test-device", password)
+	pw := filepath.Join(t.TempDir(), "mqtt.password")
+	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f, newSetup(t, fmt.Sprintf("uplink:\n  broker: tcp://%s\n  username: test-device\n  passwordFile: %s\n%s", f.addr, pw, uplink))
+}
+
 // TestUplinkEndToEnd runs the agent against mosquitto: fleetd's desired
 // states install and roll back, and the device reports its state,
 // events and sampled predictions.
@@ -158,17 +173,7 @@ func TestUplinkEndToEnd(t *testing.T) {
 	v1 := sileroBundle(t, spec{version: "1.0.0"})
 	v2 := sileroBundle(t, spec{version: "2.0.0"})
 	reg := newRegistry(t, v1, v2)
-	const password = "device-secret-0001"
-	f := newFleet(t, "test-device", password)
-	pw := filepath.Join(t.TempDir(), "mqtt.password")
-	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := newSetup(t, fmt.Sprintf(`uplink:
-  broker: tcp://%s
-  username: test-device
-  passwordFile: %s
-`, f.addr, pw))
+	f, s := newUplinkSetup(t, "")
 	a := startAgent(t, s)
 
 	f.until(t, "online status and a reported state", func() bool {

@@ -216,14 +216,7 @@ func TestCompletion(t *testing.T) {
 // (as here) no progress is drawn and stdout holds only the result; the
 // pulled files are the pushed ones.
 func TestPushPull(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
-	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
-	file := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", file), "bundle build")
-	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")
+	dir, file, remote := signedBundleAndFleetd(t)
 	fc := newBinary(t)
 
 	r := fc.run(append([]string{"bundle", "push", file, "-o", "json"}, remote...)...)
@@ -271,7 +264,7 @@ func TestPushPull(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, "pulled demo@0.3.0: ") || !strings.Contains(r.stdout, "wrote demo-0.3.0.bundle and demo-0.3.0.bundle.sig") {
 		t.Errorf("pull printed %q", r.stdout)
 	}
-	wantOK(t, fc.run("bundle", "verify", "--key", filepath.Join(keys, "signing.pub"), "demo-0.3.0.bundle"), "verify the pulled bundle")
+	wantOK(t, fc.run("bundle", "verify", "--key", filepath.Join(dir, "keys", "signing.pub"), "demo-0.3.0.bundle"), "verify the pulled bundle")
 	if ents, _ := os.ReadDir(cwd); len(ents) != 2 {
 		t.Errorf("pull left %v in the directory, want the bundle and its signature", ents)
 	}
@@ -279,4 +272,20 @@ func TestPushPull(t *testing.T) {
 	wantExit(t, fc.run(append([]string{"bundle", "pull", "demo@9.9.9"}, remote...)...), ExitNotFound, "pull an unknown version", "HTTP 404")
 	wantExit(t, fc.run(append([]string{"bundle", "pull", "demo"}, remote...)...), ExitUsage, "pull without a version", `bundle "demo": want NAME@VERSION`)
 	wantExit(t, fc.run(append([]string{"bundle", "pull", "demo@0.3.0", "--out", filepath.Join(dir, "no", "such", "dir", "x.bundle")}, remote...)...), ExitNotFound, "pull into a missing directory", "no such file or directory")
+}
+
+// signedBundleAndFleetd starts fleetd in a temporary directory, builds and
+// signs the demo bundle there with fleetd's trusted key, and returns the
+// directory, the bundle's path and the flags that reach that fleetd.
+func signedBundleAndFleetd(t *testing.T) (dir, file string, remote []string) {
+	t.Helper()
+	dir = t.TempDir()
+	data := filepath.Join(dir, defaultDataDir)
+	keys := filepath.Join(dir, "keys")
+	srv := startFleetd(t, data, keys)
+	remote = []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
+	file = filepath.Join(dir, "demo-0.3.0.bundle")
+	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", file), "bundle build")
+	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")
+	return dir, file, remote
 }

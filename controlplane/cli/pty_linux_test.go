@@ -73,14 +73,7 @@ func (b *binary) runOnTerminal(args ...string) (stdout, terminal string, code in
 // TestProgressOnTerminal: with stderr a terminal, push and pull draw a
 // progress bar there, and stdout still holds only the JSON result.
 func TestProgressOnTerminal(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
-	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
-	file := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", file), "bundle build")
-	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")
+	dir, file, remote := signedBundleAndFleetd(t)
 	fc := newBinary(t)
 
 	for _, tc := range []struct {
