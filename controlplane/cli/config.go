@@ -224,6 +224,19 @@ func (c *clientConfig) unknownContext(source, name string) error {
 	return usagef("%s %q: no such context in %s (%s; fleetctl config set-context %s --server URL adds it)", source, name, c.path, c.names(), name)
 }
 
+// loadConfigHaving is loadConfig for a command on the context name: an
+// unknown name is a usage error.
+func loadConfigHaving(name string) (*clientConfig, error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.context(name) == nil {
+		return nil, cfg.unknownContext("context", name)
+	}
+	return cfg, nil
+}
+
 // selected is the context a command uses: the one named by --context
 // (flagName non-empty), else $FLEETCTL_CONTEXT, else the current one; nil
 // when none is named or current.
@@ -397,12 +410,9 @@ func newConfigUseContextCmd(a *app) *cobra.Command {
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeContexts,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig()
+			cfg, err := loadConfigHaving(args[0])
 			if err != nil {
 				return err
-			}
-			if cfg.context(args[0]) == nil {
-				return cfg.unknownContext("context", args[0])
 			}
 			cfg.CurrentContext = args[0]
 			if err := cfg.save(); err != nil {
@@ -494,12 +504,9 @@ func newConfigDeleteContextCmd(a *app) *cobra.Command {
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeContexts,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig()
+			cfg, err := loadConfigHaving(args[0])
 			if err != nil {
 				return err
-			}
-			if cfg.context(args[0]) == nil {
-				return cfg.unknownContext("context", args[0])
 			}
 			cfg.Contexts = slices.DeleteFunc(cfg.Contexts, func(c configContext) bool { return c.Name == args[0] })
 			wasCurrent := cfg.CurrentContext == args[0]
