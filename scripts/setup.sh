@@ -89,6 +89,7 @@ command -v go >/dev/null || die "go is required (Go 1.26, https://go.dev/dl/); i
 tools_missing() {
   [ "$target" = test ] || return 0
   scripts/tools.sh --missing
+  scripts/ortpeer.sh --check || echo ortpeer
 }
 
 # device_root_missing: whether make test's plain Debian device root (the
@@ -129,6 +130,8 @@ fi
 scripts/deps.sh
 if [ "$target" = test ]; then
   scripts/tools.sh
+  # onnxruntime-node, the peer make bench compares the agent with.
+  scripts/ortpeer.sh
   # The plain Debian root the "Your first device" doc test installs the
   # agent's package into (debootstrap, once; cached in .cache/roots/).
   if device_root_missing; then
