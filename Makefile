@@ -85,9 +85,11 @@ vet:
 staticcheck: tools
 	$(STATICCHECK) ./...
 
-## bench: the performance table (see docs/operations.md for what each line means)
-bench: deps wasm
+## bench: every benchmark, then the side-by-side table of our paths against their peers (testbed/cmd/benchtable; docs/operations.md says what each line means)
+bench: setup-test
+	@$(MAKE) --no-print-directory wasm
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./... | tee .cache/bench.txt
+	$(GO) run ./testbed/cmd/benchtable --rounds 3 | tee .cache/bench-table.txt
 
 ## demo: the end-to-end product demo, about 2½ minutes after the build (testbed/cmd/demo; workspace in .cache/demo/TIME)
 demo: setup-demo
