@@ -150,7 +150,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", g.name, err)
 		}
-		print(stdout, g, results, *rounds)
+		printTable(stdout, g, results, *rounds)
 	}
 	return nil
 }
@@ -275,9 +275,9 @@ func parseBench(out []byte) (map[string]float64, error) {
 	return got, nil
 }
 
-// print writes a group's table: min, median and max over the rounds in
+// printTable writes a group's table: min, median and max over the rounds in
 // the row's unit, and the ratio of its median to the compared row's.
-func print(w io.Writer, g group, results map[string][]float64, rounds int) {
+func printTable(w io.Writer, g group, results map[string][]float64, rounds int) {
 	fmt.Fprintf(w, "\n%s (%d rounds, alternating)\n", g.name, rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "path\tunit\tmin\tmedian\tmax\tratio\tvs\t")
