@@ -3,8 +3,9 @@
 // alternating rounds (ours, then the peer, then ours again...), with the
 // minimum, median and maximum over the rounds and the ratio of the
 // medians, in the row's unit (for µs/op above 1 is slower than the row
-// compared with; for records/s above 1 is faster). One machine's noise moves both sides of a row alike, so the
-// ratio is what a change is judged by.
+// compared with; for records/s above 1 is faster). One machine's noise
+// moves both sides of a row alike, so the ratio is what a change is
+// judged by.
 //
 // Rows:
 //   - inference (agent/api BenchmarkInfer and BenchmarkInferRaw): Silero VAD
@@ -16,7 +17,7 @@
 //   - drain (agent/uplink BenchmarkDrain): the outbox drained to mosquitto
 //     against raw paho publishing the same batches, and one by one.
 //
-// Usage: benchtable [--rounds 3] [--only inference,outbox,drain]
+// Usage, from inside the checkout: benchtable [--rounds 3] [--only inference,outbox,drain]
 package main
 
 import (
@@ -38,6 +39,8 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+
+	"github.com/edgefleet/edgefleet/testbed/fleet"
 )
 
 func main() {
@@ -114,7 +117,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("benchtable", flag.ContinueOnError)
 	rounds := fs.Int("rounds", 3, "alternating rounds of each group")
 	only := fs.String("only", "", "comma-separated groups to run (inference, outbox, drain); empty runs all")
-	repo := fs.String("repo", ".", "the repository root")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -135,7 +137,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			selected = append(selected, groups[i])
 		}
 	}
-	root, err := filepath.Abs(*repo)
+	art, err := fleet.FindArtifacts()
 	if err != nil {
 		return err
 	}
@@ -146,7 +148,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer os.RemoveAll(work)
 
 	for _, g := range selected {
-		results, err := measure(ctx, root, work, g, *rounds)
+		results, err := measure(ctx, art, work, g, *rounds)
 		if err != nil {
 			return fmt.Errorf("%s: %w", g.name, err)
 		}
@@ -156,7 +158,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // measure runs a group's rounds and returns each key's values, one a round.
-func measure(ctx context.Context, root, work string, g group, rounds int) (map[string][]float64, error) {
+func measure(ctx context.Context, art fleet.Artifacts, work string, g group, rounds int) (map[string][]float64, error) {
+	root := art.Root
 	bin := filepath.Join(work, strings.ReplaceAll(g.pkg, "/", "_")+".test")
 	build := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, "./"+g.pkg)
 	build.Dir, build.Stderr = root, os.Stderr
@@ -166,14 +169,14 @@ func measure(ctx context.Context, root, work string, g group, rounds int) (map[s
 	var peer []string
 	if g.peer {
 		var err error
-		if peer, err = peerCommand(root); err != nil {
+		if peer, err = peerCommand(art); err != nil {
 			return nil, err
 		}
 	}
 	results := map[string][]float64{}
 	for r := range rounds {
 		fmt.Fprintf(os.Stderr, "benchtable: %s, round %d of %d\n", g.name, r+1, rounds)
-		args := []string{"-test.run", "^$", "-test.bench", g.bench, "-test.benchmem", "-test.count", "1"}
+		args := []string{"-test.run", "^$", "-test.bench", g.bench, "-test.count", "1"}
 		if g.benchtime != "" {
 			args = append(args, "-test.benchtime", g.benchtime)
 		}
@@ -208,30 +211,22 @@ func measure(ctx context.Context, root, work string, g group, rounds int) (map[s
 
 // peerCommand is the command line of the onnxruntime-node peer: its
 // script is copied beside the node_modules scripts/ortpeer.sh installed.
-func peerCommand(root string) ([]string, error) {
+func peerCommand(art fleet.Artifacts) ([]string, error) {
 	dir := os.Getenv("EDGEFLEET_ORTPEER")
 	if dir == "" {
-		dir = filepath.Join(root, ".cache", "ortpeer")
+		dir = filepath.Join(art.Root, ".cache", "ortpeer")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "onnxruntime-node")); err != nil {
 		return nil, fmt.Errorf("the onnxruntime-node peer is not installed in %s: run scripts/ortpeer.sh (make setup does)", dir)
 	}
-	script, err := os.ReadFile(filepath.Join(root, "testbed", "bench", "ortpeer", "peer.mjs"))
+	script, err := os.ReadFile(filepath.Join(art.Root, "testbed", "bench", "ortpeer", "peer.mjs"))
 	if err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "peer.mjs"), script, 0o644); err != nil {
 		return nil, err
 	}
-	cache := os.Getenv("EDGEFLEET_CACHE")
-	if cache == "" {
-		cache = filepath.Join(root, ".cache", "deps")
-	}
-	model := filepath.Join(cache, "models", "silero_vad_v5.onnx")
-	if _, err := os.Stat(model); err != nil {
-		return nil, fmt.Errorf("the Silero VAD model: %w (make deps fetches it)", err)
-	}
-	return []string{"node", filepath.Join(dir, "peer.mjs"), "--model", model, "--runs", "2000"}, nil
+	return []string{"node", filepath.Join(dir, "peer.mjs"), "--model", art.SileroModel, "--runs", "2000"}, nil
 }
 
 // runPeer runs the peer once and returns its ns/op.
@@ -288,7 +283,7 @@ func printTable(w io.Writer, g group, results map[string][]float64, rounds int) 
 		if rw.vs != "" {
 			// In the row's unit: above 1 is slower than the peer for
 			// µs/op, faster for records/s.
-			mine, theirs := median(convert(results[rw.key], rw.unit)), median(convert(results[rw.vs], rw.unit))
+			mine, theirs := median(vals), median(convert(results[rw.vs], rw.unit))
 			ratio = fmt.Sprintf("%.2fx", mine/theirs)
 			vs = rw.vs
 			if i := slices.IndexFunc(g.rows, func(o row) bool { return o.key == rw.vs }); i >= 0 {
