@@ -81,6 +81,10 @@ type Stats struct {
 	Appended uint64 // records ever appended
 	Acked    uint64 // records deleted by Ack (unknown ids are not counted)
 	Dropped  uint64 // records deleted to stay under MaxBytes, or found corrupt on Open
+	// LastID is the last id handed out (on a new file, the one before
+	// the first): records with a larger id were appended after this
+	// snapshot. The uplink uses it to tell a backlog from live records.
+	LastID uint64
 }
 
 // Outbox is a durable, bounded FIFO of records backed by one bbolt file.
@@ -110,6 +114,7 @@ type Outbox struct {
 
 	// Owned by the writer goroutine (and by Open before it starts).
 	state          counters
+	lastID         uint64 // the records bucket's sequence: the last id handed out
 	batch          []*request
 	sessionDropped uint64
 }
@@ -271,6 +276,12 @@ func (o *Outbox) Ack(ids ...uint64) error {
 
 // Peek returns up to max records, oldest first, without removing them.
 func (o *Outbox) Peek(max int) ([]Record, error) {
+	return o.PeekAfter(0, max)
+}
+
+// PeekAfter is Peek for the records whose id is greater than after: the
+// oldest of those appended since a Stats snapshot whose LastID was after.
+func (o *Outbox) PeekAfter(after uint64, max int) ([]Record, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("%w: Peek max %d, want > 0", ErrInvalid, max)
 	}
@@ -283,7 +294,11 @@ func (o *Outbox) Peek(max int) ([]Record, error) {
 	out := make([]Record, 0, min(max, o.Stats().Records))
 	err := o.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(recordsBucket).Cursor()
-		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
+		k, v := c.First()
+		if after > 0 {
+			k, v = c.Seek(idKey(after + 1))
+		}
+		for ; k != nil && len(out) < max; k, v = c.Next() {
 			rec, err := decodeRecord(k, v)
 			if err != nil {
 				return err
@@ -380,6 +395,7 @@ func (o *Outbox) publish() {
 		Appended: o.state.appended,
 		Acked:    o.state.acked,
 		Dropped:  o.state.dropped,
+		LastID:   o.lastID,
 	}
 	o.statsMu.Lock()
 	o.stats = s

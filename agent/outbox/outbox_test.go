@@ -145,6 +145,79 @@ func TestPeekInvalid(t *testing.T) {
 	}
 }
 
+// TestPeekAfter: LastID splits the records into those stored at the
+// snapshot and those appended since, and PeekAfter reads the second part,
+// also after acks left holes and across a reopen.
+func TestPeekAfter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	o := openT(t, path, Options{})
+	start := o.Stats().LastID
+	if start == 0 {
+		t.Fatal("a new outbox reports LastID 0; want the id before its first")
+	}
+	var backlog []uint64
+	for range 5 {
+		backlog = append(backlog, appendT(t, o, "event", []byte("old")))
+	}
+	if backlog[0] != start+1 {
+		t.Errorf("first id %d, want LastID+1 = %d", backlog[0], start+1)
+	}
+	mark := o.Stats().LastID
+	if mark != backlog[4] {
+		t.Fatalf("LastID = %d after appending %v", mark, backlog)
+	}
+	if recs, err := o.PeekAfter(mark, 10); err != nil || len(recs) != 0 {
+		t.Fatalf("PeekAfter(LastID) = %v, %v; want nothing", ids(recs), err)
+	}
+	var live []uint64
+	for range 4 {
+		live = append(live, appendT(t, o, "event", []byte("new")))
+	}
+	for _, tc := range []struct {
+		after uint64
+		max   int
+		want  []uint64
+	}{
+		{mark, 10, live},
+		{mark, 2, live[:2]},
+		{0, 3, backlog[:3]},
+		{backlog[1], 2, backlog[2:4]},
+		{live[3], 10, nil},
+	} {
+		recs, err := o.PeekAfter(tc.after, tc.max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(recs); !slices.Equal(got, tc.want) {
+			t.Errorf("PeekAfter(%d, %d) = %v, want %v", tc.after, tc.max, got, tc.want)
+		}
+	}
+	if err := o.Ack(live[0], live[2]); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := o.PeekAfter(mark, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(recs); !slices.Equal(got, []uint64{live[1], live[3]}) {
+		t.Errorf("after acks, PeekAfter(mark) = %v, want %v", got, []uint64{live[1], live[3]})
+	}
+	if _, err := o.PeekAfter(mark, 0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("PeekAfter(mark, 0) error = %v, want ErrInvalid", err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o = openT(t, path, Options{})
+	if got := o.Stats().LastID; got != live[3] {
+		t.Errorf("LastID after reopen = %d, want %d", got, live[3])
+	}
+	o.Close()
+	if _, err := o.PeekAfter(mark, 1); !errors.Is(err, ErrClosed) {
+		t.Errorf("PeekAfter after Close: %v, want ErrClosed", err)
+	}
+}
+
 func TestIDsUniqueAcrossReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	var seen []uint64
@@ -314,7 +387,7 @@ func TestAppendRefused(t *testing.T) {
 		})
 	}
 	for _, ob := range []*Outbox{o, small} {
-		if s := ob.Stats(); s != (Stats{}) {
+		if s := ob.Stats(); s != (Stats{LastID: s.LastID}) {
 			t.Errorf("refused appends changed Stats: %+v", s)
 		}
 	}
@@ -648,7 +721,7 @@ func TestOpenRepairs(t *testing.T) {
 	o2 := openT(t, path, Options{Logger: log})
 	s := o2.Stats()
 	// 4 good + 1 sneaked in; the corrupt one was dropped; the ack is lost.
-	want := Stats{Records: 5, Bytes: s.Bytes, Appended: 6, Acked: 0, Dropped: 1}
+	want := Stats{Records: 5, Bytes: s.Bytes, Appended: 6, Acked: 0, Dropped: 1, LastID: last + 2}
 	if s != want {
 		t.Errorf("Stats after repair = %+v, want %+v", s, want)
 	}

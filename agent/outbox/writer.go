@@ -115,6 +115,7 @@ func (o *Outbox) load() error {
 			}
 		}
 		o.state = st
+		o.lastID = max(recs.Sequence(), lastID)
 		if st == stored {
 			return nil
 		}
@@ -146,6 +147,7 @@ func (o *Outbox) create(tx *bolt.Tx) error {
 		}
 	}
 	o.state = counters{}
+	o.lastID = recs.Sequence()
 	return meta.Put(countersKey, o.state.encode())
 }
 
@@ -229,7 +231,7 @@ var testAnswerBeforeWrite time.Duration
 
 // commit runs one transaction for a batch, then answers its requests.
 func (o *Outbox) commit(batch []*request) {
-	next := o.state
+	next, nextLast := o.state, o.lastID
 	var appends int
 	for _, r := range batch {
 		if !r.isAck {
@@ -273,7 +275,7 @@ func (o *Outbox) commit(batch []*request) {
 			if err := recs.Put(keys[len(keys)-keyLen:], r.value); err != nil {
 				return fmt.Errorf("put %d: %w", id, err)
 			}
-			r.id = id
+			r.id, nextLast = id, id
 			next.records++
 			next.bytes += uint64(r.size)
 			next.appended++
@@ -289,7 +291,7 @@ func (o *Outbox) commit(batch []*request) {
 			return err
 		}
 		if testAnswerBeforeWrite > 0 {
-			o.state = next
+			o.state, o.lastID = next, nextLast
 			o.publish()
 			select {
 			case o.notify <- struct{}{}:
@@ -317,7 +319,7 @@ func (o *Outbox) commit(batch []*request) {
 		}
 		return
 	}
-	o.state = next
+	o.state, o.lastID = next, nextLast
 	o.publish()
 	if dropped > 0 {
 		o.logDrops(dropped)
