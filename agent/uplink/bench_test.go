@@ -3,12 +3,15 @@ package uplink
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // BenchmarkDrain measures device-to-broker throughput per record (a
@@ -87,4 +90,189 @@ func BenchmarkDrain(b *testing.B) {
 			publish(b, c, predictionPayload(i))
 		}
 	})
+}
+
+// BenchmarkDrainAfterCut is a network cut and its end, with the default
+// backoffs: the broker's port goes away (connections refused) while a
+// live appender adds a record every 2 ms and 100,000 more pile up; once
+// the uplink has failed to connect twice (its backoff is at 2 to 4 s and
+// growing), the port comes back. Timed: from the port coming back until
+// the backlog is acked. Reported: reconnect-ms (port back to connected),
+// backlog-records/s (connected to backlog acked), and the delay of the
+// live records appended during the drain (append to fleetd receiving
+// them), live-p99-ms and live-max-ms.
+func BenchmarkDrainAfterCut(b *testing.B) {
+	const (
+		backlog   = 100_000
+		appenders = 64
+		liveEvery = 2 * time.Millisecond
+	)
+	br := startBroker(b)
+	f := newFleetd(b, br.URL(), fleetdUser)
+	var (
+		arrMu    sync.Mutex
+		arrivals []arrival
+	)
+	f.setHook(func(m mqttMsg) {
+		if m.kind == protocol.KindTelemetry {
+			arrMu.Lock()
+			arrivals = append(arrivals, arrival{time.Now(), m.payload})
+			arrMu.Unlock()
+		}
+	})
+	p := newProxy(b, br.Addr())
+	cfg := testConfig(b, p.url())
+	cfg.MinBackoff, cfg.MaxBackoff, cfg.ProbeInterval = DefaultMinBackoff, DefaultMaxBackoff, DefaultProbeInterval
+	r := newRig(b, cfg)
+	u := r.start()
+	r.waitConnected()
+
+	var reconnect, drain time.Duration
+	var delays []time.Duration
+	b.ResetTimer()
+	b.StopTimer()
+	for range b.N {
+		arrMu.Lock()
+		arrivals = arrivals[:0]
+		arrMu.Unlock()
+		live := startLive(b, r, liveEvery)
+
+		p.down()
+		testenv.Eventually(b, "the uplink to notice the cut", func() bool { return !u.Connected() })
+		failures := u.Stats().ConnectFailures
+		var wg sync.WaitGroup
+		for a := range appenders {
+			wg.Go(func() {
+				for i := a; i < backlog; i += appenders {
+					if _, err := r.ob.Append(context.Background(), protocol.RecordPrediction, predictionPayload(i)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		testenv.Eventually(b, "two failed connects", func() bool { return u.Stats().ConnectFailures >= failures+2 })
+		last := r.ob.Stats().LastID // the newest record of the backlog
+
+		b.StartTimer()
+		back := time.Now()
+		p.up(b)
+		for !u.Connected() {
+			time.Sleep(100 * time.Microsecond)
+		}
+		connected := time.Now()
+		for {
+			recs, err := r.ob.Peek(1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(recs) == 0 || recs[0].ID > last {
+				break
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		drained := time.Now()
+		b.StopTimer()
+		reconnect += connected.Sub(back)
+		drain += drained.Sub(connected)
+
+		// The live records appended while the backlog drained: how long
+		// each took to reach fleetd.
+		appended := live.stop()
+		testenv.Eventually(b, "fleetd to receive the live records", func() bool {
+			arrMu.Lock()
+			defer arrMu.Unlock()
+			got := receivedAt(b, f.codec, arrivals)
+			for id, at := range appended {
+				if at.After(connected) && at.Before(drained) {
+					if _, ok := got[id]; !ok {
+						return false
+					}
+				}
+			}
+			return true
+		})
+		arrMu.Lock()
+		got := receivedAt(b, f.codec, arrivals)
+		arrMu.Unlock()
+		for id, at := range appended {
+			if at.After(connected) && at.Before(drained) {
+				delays = append(delays, got[id].Sub(at))
+			}
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(reconnect.Milliseconds())/n, "reconnect-ms")
+	b.ReportMetric(backlog*n/drain.Seconds(), "backlog-records/s")
+	if len(delays) == 0 {
+		b.Fatal("no live record was appended during the drain")
+	}
+	slices.Sort(delays)
+	b.ReportMetric(float64(delays[len(delays)*99/100].Microseconds())/1e3, "live-p99-ms")
+	b.ReportMetric(float64(delays[len(delays)-1].Microseconds())/1e3, "live-max-ms")
+}
+
+type arrival struct {
+	at      time.Time
+	payload []byte
+}
+
+// receivedAt maps each record id in the telemetry batches to when the
+// first batch carrying it arrived.
+func receivedAt(b *testing.B, codec *protocol.Codec, arrivals []arrival) map[uint64]time.Time {
+	got := make(map[uint64]time.Time)
+	for _, a := range arrivals {
+		batch, err := codec.DecodeTelemetry(a.payload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, rec := range batch.Records {
+			if _, ok := got[rec.ID]; !ok {
+				got[rec.ID] = a.at
+			}
+		}
+	}
+	return got
+}
+
+// liveAppender appends a record every interval until stop, at most
+// maxLive, remembering when each was appended.
+type liveAppender struct {
+	quit chan struct{}
+	done chan struct{}
+	at   map[uint64]time.Time
+}
+
+const maxLive = 100_000
+
+func startLive(b *testing.B, r *rig, every time.Duration) *liveAppender {
+	l := &liveAppender{quit: make(chan struct{}), done: make(chan struct{}), at: make(map[uint64]time.Time)}
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := 0; i < maxLive; i++ {
+			select {
+			case <-l.quit:
+				return
+			case <-t.C:
+			}
+			at := time.Now()
+			id, err := r.ob.Append(context.Background(), protocol.RecordPrediction, predictionPayload(i))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			l.at[id] = at
+		}
+	}()
+	return l
+}
+
+// stop ends the appender and returns the append time of each record.
+func (l *liveAppender) stop() map[uint64]time.Time {
+	close(l.quit)
+	<-l.done
+	return l.at
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
 	"sync"
 	"time"
 
@@ -103,7 +105,7 @@ func (u *Uplink) connLoop(ctx context.Context) {
 			u.stats.connectFailures.Add(1)
 			d := bo.next()
 			u.log.Warn("uplink: connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
-			sleep(ctx, d)
+			u.waitRetry(ctx, d)
 			continue
 		}
 		u.setConn(c)
@@ -124,10 +126,82 @@ func (u *Uplink) connLoop(ctx context.Context) {
 			}
 			d := bo.next()
 			u.log.Warn("uplink: connection lost", "err", c.lostErr, "session", c.session, "retry_in", d.Round(time.Millisecond))
-			sleep(ctx, d)
+			u.waitRetry(ctx, d)
 		}
 	}
 }
+
+// waitRetry waits d before the next connection attempt, or less when the
+// network was the problem: it probes the brokers with plain TCP
+// connections every ProbeInterval, and if none accepted one at first and
+// one does now (the broker restarted, the link came back), it returns
+// after a random part of one interval, so that the device reconnects
+// within about a second whatever the backoff has grown to, and a fleet
+// that lost its broker together does not come back in the same instant.
+// A broker that accepts TCP but refuses or drops the MQTT connection gets
+// the whole backoff.
+func (u *Uplink) waitRetry(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	pctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	down := false
+	for {
+		up := u.reachable(pctx)
+		if pctx.Err() != nil {
+			return
+		}
+		if up {
+			if down {
+				u.log.Info("uplink: a broker accepts connections again; reconnecting")
+				sleep(pctx, rand.N(u.cfg.ProbeInterval))
+			} else {
+				<-pctx.Done()
+			}
+			return
+		}
+		down = true
+		sleep(pctx, u.cfg.ProbeInterval/2+rand.N(u.cfg.ProbeInterval/2+1))
+	}
+}
+
+// reachable reports whether any broker accepts a TCP connection (closed
+// at once), trying each in turn within ctx and ConnectTimeout.
+func (u *Uplink) reachable(ctx context.Context) bool {
+	for _, addr := range u.probeAddrs {
+		dctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
+		c, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			c.Close()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// probeAddrs returns the host:port each broker URL dials (checked by
+// Config.check), with the scheme's default port where the URL has none.
+func probeAddrs(brokers []string) []string {
+	addrs := make([]string, 0, len(brokers))
+	for _, b := range brokers {
+		u, err := url.Parse(b)
+		if err != nil {
+			continue
+		}
+		port := u.Port()
+		if port == "" {
+			port = defaultPorts[u.Scheme]
+		}
+		addrs = append(addrs, net.JoinHostPort(u.Hostname(), port))
+	}
+	return addrs
+}
+
+// defaultPorts are the ports paho dials for a broker URL without one.
+var defaultPorts = map[string]string{"tcp": "1883", "mqtt": "1883", "ssl": "8883", "tls": "8883", "mqtts": "8883", "ws": "80", "wss": "443"}
 
 // connect makes one connection: CONNECT with a last will (offline, this
 // session), then the online status, the desired-state subscription and

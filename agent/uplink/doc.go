@@ -40,6 +40,11 @@
 //     the embedded broker acknowledges after fleetd stored the message,
 //     while mosquitto over MQTT 3.1.1 also acknowledges a publish its ACL
 //     refuses, and drops it (see docs/protocol.md).
+//   - After a cut: what the outbox holds when a connection comes up is a
+//     backlog. Until it is sent, the drainer alternates one message of
+//     the backlog with one of the records appended since (if any), so
+//     fresh telemetry waits for one message, not for the backlog; each
+//     of the two streams is in id order.
 //   - fleetd to device: the desired state is retained, so the device gets
 //     the latest one on every subscribe. The paho handler only decodes it
 //     and hands it to a worker through a size-1 slot (a newer one replaces
@@ -61,7 +66,13 @@
 // Every connection uses a fresh paho client with auto-reconnect off (a
 // persistent session by default, Config.CleanSession to opt out); the
 // uplink reconnects itself with exponential backoff and jitter
-// (Config.MinBackoff to MaxBackoff), re-subscribes and republishes status
+// (Config.MinBackoff to MaxBackoff, 1 s to 30 s by default). While it
+// waits, it probes the brokers with plain TCP connections every
+// Config.ProbeInterval (500 ms): when none answered and one does again
+// (the broker restarted, the network came back), it connects at once,
+// after a random part of one interval so that a fleet does not come back
+// in the same instant; a broker that accepts TCP and then refuses the
+// device gets the whole backoff. It re-subscribes and republishes status
 // and reported state each time. This gives each connection its own last
 // will (its session number) and guarantees that a publish token completes
 // only on a PUBACK of its own connection. While disconnected the drainer

@@ -22,15 +22,42 @@ const recordOverhead = 96
 // was lost; nothing is skipped except a record no message can carry
 // (logged, counted, reported). It returns an error only when the outbox
 // fails (closed underneath the uplink).
+//
+// What the outbox holds when a connection comes up is its backlog (after
+// a cut, possibly hours of records). Until the backlog is sent, the
+// drainer alternates messages: one of the oldest backlog records, then one
+// of the records appended since the connection came up, if any, so that
+// fresh telemetry waits for one message, not for the whole backlog. Each
+// stream goes in id order; fleetd deduplicates by id and keeps the two
+// streams apart at the cost of one run in its window.
 func (u *Uplink) drain(ctx context.Context) error {
 	var bo backoff
 	bo.min, bo.max = u.cfg.MinBackoff, u.cfg.MaxBackoff
+	var (
+		last     *conn
+		mark     uint64 // records up to mark are the backlog; 0 when there is none
+		liveTurn bool
+	)
 	for {
 		c := u.waitConn(ctx)
 		if c == nil {
 			return nil
 		}
-		recs, err := u.ob.Peek(u.peekCount())
+		if c != last {
+			last, mark, liveTurn = c, u.ob.Stats().LastID, false
+		}
+		var recs []outbox.Record
+		var err error
+		if liveTurn && mark != 0 {
+			recs, err = u.ob.PeekAfter(mark, u.peekCount())
+		}
+		if err == nil && len(recs) == 0 {
+			recs, err = u.ob.Peek(u.peekCount())
+			if err == nil && (len(recs) == 0 || recs[0].ID > mark) {
+				mark = 0 // the backlog is sent: plain FIFO from here
+			}
+		}
+		liveTurn = !liveTurn
 		if err != nil {
 			if errors.Is(err, outbox.ErrClosed) {
 				return fmt.Errorf("uplink: drain: %w", err)
@@ -54,26 +81,39 @@ func (u *Uplink) drain(ctx context.Context) error {
 		for len(recs) > 0 {
 			n, err := u.sendNext(ctx, c, recs)
 			if err != nil {
-				if errors.Is(err, outbox.ErrClosed) {
-					return fmt.Errorf("uplink: drain: %w", err)
+				if stop, err := u.publishFailed(ctx, c, &bo, err); stop {
+					return err
 				}
-				if ctx.Err() != nil {
-					return nil
-				}
-				u.stats.publishFailures.Add(1)
-				if errors.Is(err, errConnLost) || c.isLost() {
-					u.log.Info("uplink: publish interrupted by a lost connection; resending after the reconnect", "err", err)
-					break
-				}
-				d := bo.next()
-				u.log.Warn("uplink: publish failed; retrying the same records", "err", err, "retry_in", d.Round(time.Millisecond))
-				sleep(ctx, d)
 				break
 			}
 			bo.reset()
 			recs = recs[n:]
+			if mark != 0 {
+				break // one message a turn while a backlog remains
+			}
 		}
 	}
+}
+
+// publishFailed handles a failed sendNext: it reports whether the drainer
+// must stop (with the error to return), after waiting out the backoff of
+// a failure that was not a lost connection.
+func (u *Uplink) publishFailed(ctx context.Context, c *conn, bo *backoff, err error) (bool, error) {
+	if errors.Is(err, outbox.ErrClosed) {
+		return true, fmt.Errorf("uplink: drain: %w", err)
+	}
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	u.stats.publishFailures.Add(1)
+	if errors.Is(err, errConnLost) || c.isLost() {
+		u.log.Info("uplink: publish interrupted by a lost connection; resending after the reconnect", "err", err)
+		return false, nil
+	}
+	d := bo.next()
+	u.log.Warn("uplink: publish failed; retrying the same records", "err", err, "retry_in", d.Round(time.Millisecond))
+	sleep(ctx, d)
+	return false, nil
 }
 
 // peekCount is how many records to read at once: BatchRecords, fewer when

@@ -56,13 +56,14 @@ func startBroker(t testing.TB) *testenv.MosquittoBroker {
 }
 
 // proxy is a TCP proxy between the uplink and the broker that the test
-// can sever (abruptly, RST), close to new connections, or pause in the
-// client-to-broker direction.
+// can sever (abruptly, RST), close to new connections, pause in the
+// client-to-broker direction, or take down and up again on its port.
 type proxy struct {
-	ln     net.Listener
+	addr   string // the proxy's own host:port, kept across down and up
 	target string
 
 	mu     sync.Mutex
+	ln     net.Listener
 	conns  map[net.Conn]struct{}
 	shut   bool          // refuse new connections (accept and close)
 	resume chan struct{} // non-nil while paused; closed to resume
@@ -74,21 +75,45 @@ func newProxy(t testing.TB, target string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	go p.accept()
+	p := &proxy{ln: ln, addr: ln.Addr().String(), target: target, conns: make(map[net.Conn]struct{})}
+	go p.accept(ln)
 	t.Cleanup(func() {
-		ln.Close()
+		p.mu.Lock()
+		p.ln.Close()
+		p.mu.Unlock()
 		p.pause(false)
 		p.sever()
 	})
 	return p
 }
 
-func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
+func (p *proxy) url() string { return "tcp://" + p.addr }
 
-func (p *proxy) accept() {
+// down closes the proxy's port, so that connecting is refused as if the
+// broker's host were gone, and severs the proxied connections.
+func (p *proxy) down() {
+	p.mu.Lock()
+	p.ln.Close()
+	p.mu.Unlock()
+	p.sever()
+}
+
+// up listens on the proxy's port again after down.
+func (p *proxy) up(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatalf("proxy up again on %s: %v", p.addr, err)
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go p.accept(ln)
+}
+
+func (p *proxy) accept(ln net.Listener) {
 	for {
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
@@ -186,6 +211,15 @@ type fleetd struct {
 
 	mu   sync.Mutex
 	msgs []mqttMsg
+	hook func(mqttMsg) // called for each message, after it is recorded
+}
+
+// setHook makes fn see every message fleetd receives from now on, on
+// paho's delivery goroutine.
+func (f *fleetd) setHook(fn func(mqttMsg)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hook = fn
 }
 
 type mqttMsg struct {
@@ -221,9 +255,14 @@ func newFleetd(t testing.TB, brokerURL, user string, extra ...func(*mqtt.ClientO
 			t.Errorf("fleetd: %v", err)
 			return
 		}
+		msg := mqttMsg{kind: kind, payload: append([]byte(nil), m.Payload()...), retained: m.Retained()}
 		f.mu.Lock()
-		f.msgs = append(f.msgs, mqttMsg{kind: kind, payload: append([]byte(nil), m.Payload()...), retained: m.Retained()})
+		f.msgs = append(f.msgs, msg)
+		hook := f.hook
 		f.mu.Unlock()
+		if hook != nil {
+			hook(msg)
+		}
 	})
 	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
 		t.Fatalf("fleetd subscribe: %v", tok.Error())

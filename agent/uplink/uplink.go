@@ -37,7 +37,8 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultPublishTimeout = 15 * time.Second
 	DefaultMinBackoff     = time.Second
-	DefaultMaxBackoff     = 2 * time.Minute
+	DefaultMaxBackoff     = 30 * time.Second
+	DefaultProbeInterval  = 500 * time.Millisecond
 	DefaultBatchRecords   = 256
 	DefaultBatchBytes     = 128 << 10
 	DefaultReportDebounce = time.Second
@@ -116,6 +117,12 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the exponential, jittered wait
 	// between connection attempts and between retries of a failed publish.
 	MinBackoff, MaxBackoff time.Duration
+	// ProbeInterval is how often, while waiting out a backoff with no
+	// broker accepting TCP connections, the uplink tries a plain TCP
+	// connection to each; when one succeeds it connects at once (after a
+	// random part of one interval), so the backoff delays a device that
+	// is refused, not one whose network or broker has come back.
+	ProbeInterval time.Duration
 	// CleanSession asks the broker for a clean session on every connect.
 	// The default (false) keeps a persistent session; nothing depends on
 	// it, since the desired state is retained and everything the device
@@ -154,6 +161,7 @@ func (c *Config) setDefaults() {
 	def(&c.PublishTimeout, DefaultPublishTimeout)
 	def(&c.MinBackoff, DefaultMinBackoff)
 	def(&c.MaxBackoff, DefaultMaxBackoff)
+	def(&c.ProbeInterval, DefaultProbeInterval)
 	def(&c.ReportDebounce, DefaultReportDebounce)
 	def(&c.RetryMin, DefaultRetryMin)
 	def(&c.RetryMax, DefaultRetryMax)
@@ -204,7 +212,7 @@ func (c *Config) check() (*tls.Config, error) {
 		name string
 		v    time.Duration
 	}{{"KeepAlive", c.KeepAlive}, {"ConnectTimeout", c.ConnectTimeout}, {"PublishTimeout", c.PublishTimeout},
-		{"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff}, {"ReportDebounce", c.ReportDebounce},
+		{"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff}, {"ProbeInterval", c.ProbeInterval}, {"ReportDebounce", c.ReportDebounce},
 		{"RetryMin", c.RetryMin}, {"RetryMax", c.RetryMax}} {
 		if d.v < 0 {
 			return nil, bad("%s %s is negative", d.name, d.v)
@@ -344,7 +352,9 @@ type Uplink struct {
 	codec  *protocol.Codec
 	topics topics
 	state  *stateStore
-	stats  counters
+
+	probeAddrs []string // host:port of each broker, for waitRetry
+	stats      counters
 
 	mu        sync.Mutex
 	cur       *conn         // the connection in use; nil while disconnected
@@ -404,6 +414,7 @@ func New(cfg Config, agent Agent, ob *outbox.Outbox, logger *slog.Logger) (*Upli
 		codec:      codec,
 		topics:     tp,
 		state:      st,
+		probeAddrs: probeAddrs(cfg.Brokers),
 		up:         make(chan struct{}),
 		session:    st.get().Session,
 		pending:    latest{ready: make(chan struct{}, 1)},

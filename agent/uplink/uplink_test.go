@@ -3,8 +3,10 @@ package uplink
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -210,6 +212,68 @@ func TestBackoffJitter(t *testing.T) {
 	b.reset()
 	if d := b.next(); d > 100*time.Millisecond {
 		t.Errorf("after reset: %s", d)
+	}
+}
+
+// TestReconnectWhenBrokerReturns: with a backoff far longer than the test
+// may wait, an uplink whose broker went away reconnects as soon as the
+// broker listens again, found by the TCP probe; a broker that accepts
+// TCP but drops the MQTT connection gets the whole backoff.
+func TestReconnectWhenBrokerReturns(t *testing.T) {
+	b := startBroker(t)
+	cfg := testConfig(t, b.URL())
+	cfg.MinBackoff, cfg.MaxBackoff = time.Hour, time.Hour
+	cfg.ProbeInterval = 20 * time.Millisecond
+	r := newRig(t, cfg)
+	u := r.start()
+	r.waitConnected()
+
+	b.Kill()
+	testenv.Eventually(t, "the uplink to notice", func() bool { return !u.Connected() })
+	b.Start()
+	testenv.Eventually(t, "the uplink to reconnect (well before its hour of backoff)", u.Connected)
+	if st := u.Stats(); st.Connects != 2 || st.ConnectionsLost != 1 {
+		t.Errorf("stats %+v, want 2 connects and 1 lost", st)
+	}
+	if !strings.Contains(r.log.String(), "a broker accepts connections again") {
+		t.Errorf("no probe success in the log:\n%s", r.log.String())
+	}
+}
+
+func TestReachableAndProbeAddrs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+
+	for _, tc := range []struct {
+		brokers []string
+		want    []string
+	}{
+		{[]string{"tcp://127.0.0.1:1884", "ssl://localhost", "ws://[::1]/mqtt", "mqtts://localhost", "wss://localhost:9443"},
+			[]string{"127.0.0.1:1884", "localhost:8883", "[::1]:80", "localhost:8883", "localhost:9443"}},
+		{[]string{"mqtt://127.0.0.1"}, []string{"127.0.0.1:1883"}},
+	} {
+		if got := probeAddrs(tc.brokers); !slices.Equal(got, tc.want) {
+			t.Errorf("probeAddrs(%v) = %v, want %v", tc.brokers, got, tc.want)
+		}
+	}
+	u := &Uplink{cfg: Config{ConnectTimeout: 5 * time.Second}}
+	ctx := context.Background()
+	u.probeAddrs = []string{closedAddr}
+	if u.reachable(ctx) {
+		t.Errorf("reachable with only the closed port %s", closedAddr)
+	}
+	u.probeAddrs = []string{closedAddr, ln.Addr().String()}
+	if !u.reachable(ctx) {
+		t.Errorf("not reachable with %s listening", ln.Addr())
 	}
 }
 

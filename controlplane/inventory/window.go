@@ -11,9 +11,10 @@ import (
 // id <= hw has been seen (or given up on), and runs are the ids above it
 // seen so far, as sorted, disjoint, non-adjacent closed intervals, all
 // starting above hw+1. Outbox ids increase in append order and the agent
-// drains in order, so runs stays empty or short: it grows only when ids
-// arrive out of order or the outbox dropped records (gaps that will never
-// fill). When it would exceed the limit, the lowest gap is given up on:
+// drains in order (after a reconnect, as two ordered streams: the backlog
+// and what is appended meanwhile, one run), so runs stays empty or short:
+// it grows only when ids arrive out of order or the outbox dropped
+// records (gaps that will never fill). When it would exceed the limit, the lowest gap is given up on:
 // hw jumps to the end of the first run, and an id from that gap arriving
 // later counts as a duplicate.
 type window struct {
