@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 
 	"github.com/edgefleet/edgefleet/shared/model"
@@ -68,6 +69,35 @@ func BenchmarkInfer(b *testing.B) {
 	})
 }
 
+// BenchmarkInferBinary is the socket case of BenchmarkInfer with the
+// binary tensor data extension: inputs and outputs as raw little-endian
+// bytes after the JSON header, as a KServe or Triton client sends them.
+func BenchmarkInferBinary(b *testing.B) {
+	silero := sileroPredictor(b, "5.0.0")
+	s := serve(b, Options{Backend: newRegistry(silero)})
+	body, n := binaryBody(b, sileroInputs(), []string{"input", "state", "sr"}, map[string]any{"binary_data_output": true}, nil)
+	headerLen := strconv.Itoa(n)
+	b.Run("unix-socket", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf bytes.Buffer
+		for b.Loop() {
+			req, _ := http.NewRequest("POST", "http://edge-agent/v2/models/silero-vad/infer", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/octet-stream")
+			req.Header.Set(BinaryHeader, headerLen)
+			resp, err := s.client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf.Reset()
+			io.Copy(&buf, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d: %s", resp.StatusCode, buf.Bytes())
+			}
+		}
+	})
+}
+
 // BenchmarkInferRaw is BenchmarkInfer for the raw path: one PCM frame
 // through the WASM pre-processor, in process and as an
 // application/octet-stream POST (no JSON to decode).
@@ -127,7 +157,7 @@ func BenchmarkCodec(b *testing.B) {
 		b.ReportAllocs()
 		buf := make([]byte, 0, 16<<10)
 		for b.Loop() {
-			if _, err := appendResponse(buf[:0], "silero-vad", "5.0.0", "", out.Tensors); err != nil {
+			if _, err := appendResponse(buf[:0], "silero-vad", "5.0.0", "", out.Tensors, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -7,6 +7,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/edgefleet/edgefleet/shared/tensor"
@@ -61,6 +62,33 @@ type Parameters map[string]any
 func DecodeInferRequest(body []byte) (*InferRequest, error) {
 	d := decoder{b: body}
 	return d.request()
+}
+
+// BinaryHeader is the request and response header of the Open Inference
+// Protocol's binary tensor data extension (as KServe and Triton clients
+// send it): the length of the JSON at the start of the body, the rest
+// being raw tensor data.
+const BinaryHeader = "Inference-Header-Content-Length"
+
+// DecodeBinaryRequest decodes a request of the binary tensor data
+// extension: body[:headerLen] is the JSON request, and each input whose
+// parameters have "binary_data_size" (and no "data") takes that many
+// bytes of body[headerLen:], in input order, as its elements (row-major,
+// little endian, BOOL one byte). Inputs may also carry JSON data; every
+// binary byte must belong to an input.
+func DecodeBinaryRequest(body []byte, headerLen int) (*InferRequest, error) {
+	if headerLen < 0 || headerLen > len(body) {
+		return nil, fmt.Errorf("%w: %s %d: the body has %d bytes", ErrRequest, BinaryHeader, headerLen, len(body))
+	}
+	d := decoder{b: body[:headerLen], binary: true, bin: body[headerLen:]}
+	req, err := d.request()
+	if err != nil {
+		return nil, err
+	}
+	if len(d.bin) > 0 {
+		return nil, fmt.Errorf("%w: %d bytes of binary data after the last input's binary_data_size", ErrRequest, len(d.bin))
+	}
+	return req, nil
 }
 
 func (d *decoder) request() (*InferRequest, error) {

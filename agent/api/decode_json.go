@@ -19,6 +19,10 @@ const maxDepth = 64
 type decoder struct {
 	b []byte
 	i int
+	// binary is set for a request of the binary tensor data extension;
+	// bin is then what remains of the raw data after the JSON header.
+	binary bool
+	bin    []byte
 }
 
 // errorf returns an ErrRequest error for the element at path; format may

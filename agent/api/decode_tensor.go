@@ -4,6 +4,7 @@ package api
 // parameters and data in any key order, checked for consistency.
 
 import (
+	"math"
 	"strconv"
 
 	"github.com/edgefleet/edgefleet/shared/tensor"
@@ -73,8 +74,12 @@ func (d *decoder) tensor(path string) (tensor.Tensor, Parameters, error) {
 	if t.Name == "" {
 		return tensor.Tensor{}, nil, d.errorf(path, "%w: tensor without a name", tensor.ErrName)
 	}
-	if _, ok := params["binary_data_size"]; ok {
-		return tensor.Tensor{}, nil, d.errorf(path, "input %q: the binary tensor data extension is not supported; send the data as JSON, or raw bytes with Content-Type: application/octet-stream", t.Name)
+	binSize, binary := params["binary_data_size"]
+	if binary && !d.binary {
+		return tensor.Tensor{}, nil, d.errorf(path, "input %q: binary_data_size without the binary tensor data extension: send the JSON's length in the %s header and the raw data after it", t.Name, BinaryHeader)
+	}
+	if binary && (data != nil || dataAt >= 0) {
+		return tensor.Tensor{}, nil, d.errorf(path, "%w: input %q has both data and binary_data_size", tensor.ErrData, t.Name)
 	}
 	if !t.Datatype.Valid() {
 		return tensor.Tensor{}, nil, d.errorf(path, "%w: input %q: unsupported datatype %q (supported: %v)", tensor.ErrDatatype, t.Name, t.Datatype, tensor.Datatypes)
@@ -85,6 +90,14 @@ func (d *decoder) tensor(path string) (tensor.Tensor, Parameters, error) {
 	n := tensor.Elements(t.Shape)
 	if n < 0 {
 		return tensor.Tensor{}, nil, d.errorf(path, "%w: input %q: invalid shape %v", tensor.ErrShape, t.Name, t.Shape)
+	}
+	if binary {
+		raw, err := d.binaryData(path, t, n, binSize)
+		if err != nil {
+			return tensor.Tensor{}, nil, err
+		}
+		t.Data = raw
+		return t, params, nil
 	}
 	if data == nil && dataAt >= 0 {
 		end := d.i
@@ -104,6 +117,29 @@ func (d *decoder) tensor(path string) (tensor.Tensor, Parameters, error) {
 	}
 	t.Data = data.v
 	return t, params, nil
+}
+
+// binaryData takes input t's n elements, binary_data_size (size) bytes,
+// from the binary part of the request.
+func (d *decoder) binaryData(path string, t tensor.Tensor, n int64, size any) (any, error) {
+	kp := join(path, "parameters.binary_data_size")
+	f, ok := size.(float64)
+	if !ok || f < 0 || f != math.Trunc(f) || f > math.MaxInt32 {
+		return nil, d.errorf(kp, "input %q: binary_data_size %v is not a byte count", t.Name, size)
+	}
+	want := n * int64(t.Datatype.Size())
+	if int64(f) != want {
+		return nil, d.errorf(kp, "%w: input %q: shape %v of %s is %d bytes, binary_data_size says %d", tensor.ErrShape, t.Name, t.Shape, t.Datatype, want, int64(f))
+	}
+	if int64(len(d.bin)) < want {
+		return nil, d.errorf(kp, "%w: input %q needs %d bytes of binary data, %d remain in the body", tensor.ErrData, t.Name, want, len(d.bin))
+	}
+	v, err := tensor.DataFromBytes(t.Datatype, d.bin[:want])
+	if err != nil {
+		return nil, d.errorf(kp, "input %q: %w", t.Name, err)
+	}
+	d.bin = d.bin[want:]
+	return v, nil
 }
 
 // shape decodes a shape array of non-negative int64 dimensions.

@@ -155,7 +155,7 @@ func TestDecodeInferRequestErrors(t *testing.T) {
 		{"missing comma", `{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1 2]}]}`, nil, "expected ',' or ']'"},
 		{"deep data", `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":` + strings.Repeat("[", 70) + `1` + strings.Repeat("]", 70) + `}]}`, tensor.ErrData, "nested deeper than 64"},
 		{"deep skip", `{"x":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `,"inputs":[` + ok + `]}`, nil, "nested deeper than 64"},
-		{"binary extension", `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}`, nil, "binary tensor data extension is not supported"},
+		{"binary_data_size without the header", `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}`, nil, "binary_data_size without the binary tensor data extension"},
 		{"parameter object", `{"parameters":{"a":{}},"inputs":[` + ok + `]}`, nil, "parameters.a: a parameter must be a string, number or boolean"},
 		{"output without name", `{"inputs":[` + ok + `],"outputs":[{}]}`, nil, "outputs[0]: output without a name"},
 		{"output twice", `{"inputs":[` + ok + `],"outputs":[{"name":"y"},{"name":"y"}]}`, nil, `output "y" requested twice`},

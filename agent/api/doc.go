@@ -35,10 +35,22 @@
 // boolean values; accepted and ignored), "inputs" (name, shape, datatype,
 // data as a flat or nested JSON array), optional "outputs" (names to
 // return, in that order; all outputs otherwise). Datatypes are BOOL,
-// UINT8, INT8, INT16, INT32, INT64, FP32 and FP64. Triton's binary tensor
-// extension is refused with a message; its "binary_data" output parameter
-// is ignored (data always comes back as JSON). Any Content-Type other
+// UINT8, INT8, INT16, INT32, INT64, FP32 and FP64. Any Content-Type other
 // than application/octet-stream is read as JSON, so curl -d works.
+//
+// Binary tensors (the protocol's binary tensor data extension, as KServe
+// and Triton clients send it): a request with an
+// Inference-Header-Content-Length header carries that many bytes of JSON
+// request, then raw tensor data. An input whose parameters have
+// "binary_data_size" (and no "data") takes that many bytes of it, in
+// input order: row-major, little endian, BOOL one byte. Outputs asked for
+// with "parameters": {"binary_data": true}, or all of them with the
+// request parameter "binary_data_output": true, come back the same way:
+// the response's Inference-Header-Content-Length is the length of its
+// JSON, each such output has "binary_data_size" instead of "data", and
+// their bytes follow the JSON in output order (Content-Type
+// application/octet-stream). The header decides, whatever the
+// Content-Type; answers are the same as the JSON path's, bit for bit.
 //
 // Raw input (extension "edgefleet_raw_input"): for a bundle with a WASM
 // pre-processor, a POST to the same infer URL with

@@ -11,8 +11,11 @@ import (
 
 // appendResponse appends an $inference_response for outputs to b. It
 // writes the same JSON as encoding/json with the shared/tensor codec, but
-// straight into b: no intermediate buffers, no reflection.
-func appendResponse(b []byte, modelName, version, id string, outputs []tensor.Tensor) ([]byte, error) {
+// straight into b: no intermediate buffers, no reflection. Outputs whose
+// binary entry is true get "parameters": {"binary_data_size": n} instead
+// of data (the binary tensor data extension; the caller appends their
+// bytes after the JSON, with tensor.AppendData).
+func appendResponse(b []byte, modelName, version, id string, outputs []tensor.Tensor, binary []bool) ([]byte, error) {
 	b = append(b, `{"model_name":`...)
 	b = appendString(b, modelName)
 	if version != "" {
@@ -29,18 +32,33 @@ func appendResponse(b []byte, modelName, version, id string, outputs []tensor.Te
 			b = append(b, ',')
 		}
 		var err error
-		if b, err = appendTensor(b, t); err != nil {
+		if i < len(binary) && binary[i] {
+			b, err = appendBinaryTensor(b, t)
+		} else {
+			b, err = appendTensor(b, t)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
 	return append(b, "]}\n"...), nil
 }
 
-// appendTensor appends t as a $response_output with flat data.
-func appendTensor(b []byte, t tensor.Tensor) ([]byte, error) {
+// appendBinaryTensor appends t as a $response_output whose data follows
+// the JSON.
+func appendBinaryTensor(b []byte, t tensor.Tensor) ([]byte, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
+	b = appendTensorHead(b, t)
+	b = append(b, `],"parameters":{"binary_data_size":`...)
+	b = strconv.AppendInt(b, int64(t.Len()*t.Datatype.Size()), 10)
+	return append(b, "}}"...), nil
+}
+
+// appendTensorHead appends t's name, datatype and shape, up to the last
+// dimension.
+func appendTensorHead(b []byte, t tensor.Tensor) []byte {
 	b = append(b, `{"name":`...)
 	b = appendString(b, t.Name)
 	b = append(b, `,"datatype":"`...)
@@ -52,6 +70,15 @@ func appendTensor(b []byte, t tensor.Tensor) ([]byte, error) {
 		}
 		b = strconv.AppendInt(b, d, 10)
 	}
+	return b
+}
+
+// appendTensor appends t as a $response_output with flat data.
+func appendTensor(b []byte, t tensor.Tensor) ([]byte, error) {
+	if err := t.Check(); err != nil {
+		return nil, err
+	}
+	b = appendTensorHead(b, t)
 	b = append(b, `],"data":[`...)
 	switch v := t.Data.(type) {
 	case []bool:

@@ -114,7 +114,18 @@ func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, versio
 	}
 	var in model.Input
 	var req *InferRequest
-	if isRaw(r) {
+	if hl := r.Header.Get(BinaryHeader); hl != "" {
+		n, perr := strconv.Atoi(hl)
+		if perr != nil || n < 0 {
+			err := fmt.Errorf("%w: %s %q is not a byte count", ErrRequest, BinaryHeader, hl)
+			return s.fail(w, r, res.bundle[0], err), err
+		}
+		if req, err = DecodeBinaryRequest(body, n); err != nil {
+			return s.fail(w, r, res.bundle[0], err), err
+		}
+		in.Tensors = req.Inputs
+		pred.RequestID = req.ID
+	} else if isRaw(r) {
 		if len(body) == 0 {
 			err := fmt.Errorf("%w: empty body: an application/octet-stream request carries the raw input", ErrRequest)
 			return s.fail(w, r, res.bundle[0], err), err
@@ -158,6 +169,7 @@ func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, versio
 
 	outputs := out.Tensors
 	var id string
+	var binary []bool
 	if req != nil {
 		id = req.ID
 		if len(req.Outputs) > 0 {
@@ -165,22 +177,55 @@ func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, versio
 				return s.fail(w, r, res.bundle[0], err), err
 			}
 		}
+		binary = binaryOutputs(req, len(outputs))
 	}
 	// The request buffer is free now: encode the response into it.
-	b, err := appendResponse((*buf)[:0], res.name, res.version, id, outputs)
+	b, err := appendResponse((*buf)[:0], res.name, res.version, id, outputs, binary)
 	if err != nil {
 		err = fmt.Errorf("model %s: %w", res.bundle[0], err)
 		return s.fail(w, r, res.bundle[0], err), err
 	}
-	*buf = b // keep the array for the pool if it grew
 	h := w.Header()
 	h["Content-Type"] = jsonType
+	if binary != nil {
+		h[BinaryHeader] = []string{strconv.Itoa(len(b))}
+		h["Content-Type"] = octetType
+		for i, t := range outputs {
+			if binary[i] {
+				b = tensor.AppendData(b, t.Data)
+			}
+		}
+	}
+	*buf = b // keep the array for the pool if it grew
 	h["X-Content-Type-Options"] = nosniff
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	h[BundleHeader] = res.bundle
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
 	return http.StatusOK, nil
+}
+
+// binaryOutputs says which outputs go as binary data: all of them when
+// the request's parameters have "binary_data_output": true, else those
+// requested with "binary_data": true. nil when none does.
+func binaryOutputs(req *InferRequest, n int) []bool {
+	if v, _ := req.Parameters["binary_data_output"].(bool); v {
+		all := make([]bool, n)
+		for i := range all {
+			all[i] = true
+		}
+		return all
+	}
+	var bin []bool
+	for i, o := range req.Outputs {
+		if v, _ := o.Parameters["binary_data"].(bool); v {
+			if bin == nil {
+				bin = make([]bool, n)
+			}
+			bin[i] = true
+		}
+	}
+	return bin
 }
 
 // selectOutputs picks the requested outputs, in the order requested.

@@ -15,8 +15,9 @@ import (
 
 // Header values shared by every response; never modified.
 var (
-	jsonType = []string{"application/json"}
-	nosniff  = []string{"nosniff"}
+	jsonType  = []string{"application/json"}
+	octetType = []string{"application/octet-stream"}
+	nosniff   = []string{"nosniff"}
 )
 
 // writeJSON writes a small JSON body built by the caller.

@@ -55,12 +55,16 @@ func AppendBinary(dst []byte, ts []Tensor) ([]byte, error) {
 		}
 		nbytes := t.Len() * t.Datatype.Size()
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(nbytes))
-		dst = appendData(dst, t.Data)
+		dst = AppendData(dst, t.Data)
 	}
 	return dst, nil
 }
 
-func appendData(dst []byte, data any) []byte {
+// AppendData appends the elements of data (a Tensor's Data) in the raw
+// layout: row-major, little endian, BOOL one byte (0 or 1) each. It is
+// the data part of EFT1 and of the Open Inference Protocol's binary
+// tensor data extension.
+func AppendData(dst []byte, data any) []byte {
 	switch v := data.(type) {
 	case []bool:
 		for _, x := range v {
@@ -158,6 +162,20 @@ func DecodeBinary(b []byte) ([]Tensor, error) {
 		return nil, fmt.Errorf("%w: binary tensor list: %d trailing bytes", ErrData, len(r.b))
 	}
 	return ts, nil
+}
+
+// DataFromBytes decodes raw, elements of dt in the layout AppendData
+// writes, into a new typed slice (raw is not retained). Its length must be
+// a whole number of elements.
+func DataFromBytes(dt Datatype, raw []byte) (any, error) {
+	size := dt.Size()
+	if size == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrDatatype, dt)
+	}
+	if len(raw)%size != 0 {
+		return nil, fmt.Errorf("%w: %d bytes is not a whole number of %s elements (%d bytes each)", ErrData, len(raw), dt, size)
+	}
+	return decodeData(dt, raw, len(raw)/size), nil
 }
 
 func decodeData(dt Datatype, raw []byte, n int) any {
