@@ -106,11 +106,30 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-func (o Options) sessionOptions() (*ort.SessionOptions, error) {
-	intra := o.IntraOpThreads
-	if intra <= 0 {
-		intra = min(2, runtime.NumCPU())
+// IntraOpThreads is the intra-op thread count a session gets for the
+// Options.IntraOpThreads value n: n, or min(2, NumCPU) for 0.
+func IntraOpThreads(n int) int {
+	if n <= 0 {
+		return min(2, runtime.NumCPU())
 	}
+	return n
+}
+
+// GoMaxProcs is the GOMAXPROCS that leaves room for ONNX Runtime beside
+// the Go scheduler: NumCPU minus the intra-op worker threads a session
+// with intraOpThreads (as in Options) starts besides the calling thread,
+// at least 1. On a 2-core device the Go runtime's second thread and ONNX
+// Runtime's spinning worker otherwise fight for the same core, and each
+// request waits for the kernel to preempt one of them: measured with
+// Silero VAD over the agent's socket, GOMAXPROCS 1 instead of 2 took the
+// request from 260 to 170 µs and the p99 of two concurrent clients from
+// 4.4 ms to 0.9 ms (docs/operations.md, "Performance").
+func GoMaxProcs(intraOpThreads int) int {
+	return max(1, runtime.NumCPU()-(IntraOpThreads(intraOpThreads)-1))
+}
+
+func (o Options) sessionOptions() (*ort.SessionOptions, error) {
+	intra := IntraOpThreads(o.IntraOpThreads)
 	inter := o.InterOpThreads
 	if inter <= 0 {
 		inter = 1

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/agent/config"
+	"github.com/edgefleet/edgefleet/shared/onnx"
 	"github.com/edgefleet/edgefleet/shared/version"
 )
 
@@ -196,11 +197,28 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.SlogLevel())
+	setProcs(cfg, log)
 	a, err := agent.New(cfg, log, agentOptions(log)...)
 	if err != nil {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// setProcs lowers GOMAXPROCS to leave ONNX Runtime's intra-op worker
+// threads a core of their own (onnx.GoMaxProcs), unless the GOMAXPROCS
+// environment variable chose. It never raises it (a container's CPU
+// limit may have lowered it already).
+func setProcs(cfg *config.Config, log *slog.Logger) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	n := onnx.GoMaxProcs(cfg.Runtime.IntraOpThreads)
+	if prev := runtime.GOMAXPROCS(0); n < prev {
+		runtime.GOMAXPROCS(n)
+		log.Info("GOMAXPROCS lowered to leave ONNX Runtime's intra-op threads room; set GOMAXPROCS to override",
+			"gomaxprocs", n, "was", prev, "intra_op_threads", onnx.IntraOpThreads(cfg.Runtime.IntraOpThreads))
+	}
 }
 
 // agentOptions are the options of an agent that may install: the crash
