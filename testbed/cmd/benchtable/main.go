@@ -12,12 +12,20 @@
 //     in the agent's process, over the unix socket as OIP JSON and as raw
 //     PCM, against onnxruntime-node 1.24.1 running the same frame in
 //     process (testbed/bench/ortpeer, installed by scripts/ortpeer.sh);
+//   - concurrency (agent/api BenchmarkInferConcurrent): 2 and 4 clients
+//     keeping requests in flight over the socket against onnxruntime-node
+//     keeping as many session.run calls in flight, requests/s and p99;
 //   - outbox (agent/outbox BenchmarkAppend): durable appends against one
 //     bbolt commit per record, the disk's fsync ceiling;
 //   - drain (agent/uplink BenchmarkDrain): the outbox drained to mosquitto
-//     against raw paho publishing the same batches, and one by one.
+//     against raw paho publishing the same batches, and one by one;
+//   - cut (agent/uplink BenchmarkDrainAfterCut): the broker's port gone
+//     while 100,000 records pile up, then back: the time to reconnect,
+//     the backlog's drain rate and the delay of live records meanwhile,
+//     against the targets of issue 17 (a ratio to a target says how far
+//     inside it, in the row's unit).
 //
-// Usage, from inside the checkout: benchtable [--rounds 3] [--only inference,outbox,drain]
+// Usage, from inside the checkout: benchtable [--rounds 3] [--only inference,concurrency,outbox,drain,cut]
 package main
 
 import (
@@ -70,45 +78,77 @@ type group struct {
 	bench string // -test.bench pattern
 	// benchtime is -test.benchtime; empty leaves go test's default.
 	benchtime string
-	peer      bool // also run the onnxruntime-node peer each round
-	rows      []row
+	// peers are the onnxruntime-node runs made each round after the
+	// benchmarks, by the number of session.run calls kept in flight (1:
+	// one after the other). Each gives its key (peerKey, or peerKey and
+	// "/c=N") ns/op, and the key and " p99-µs" its p99 latency.
+	peers []int
+	rows  []row
 }
 
 // row is one line of a table: a measurement and, for our paths, the
 // measurement it is compared with.
 type row struct {
 	label string
-	key   string // benchmark name without the -GOMAXPROCS suffix, or peerKey
-	unit  string // "µs/op" or "records/s"
-	vs    string // key of the row this one is compared with; "" for none
+	// key is the benchmark's name without the -GOMAXPROCS suffix (its
+	// ns/op), that name, a space and a unit it reports with
+	// b.ReportMetric (that metric), or peerKey.
+	key  string
+	unit string // "µs/op", "records/s" or "requests/s" (converted from ns/op), or the metric's own
+	vs   string // key of the row this one is compared with; "" for none
+	// target, when vs is "", is the value this row is held to.
+	target float64
 }
 
 const peerKey = "onnxruntime-node"
 
 var groups = []group{
 	{
-		name: "inference", pkg: "agent/api", bench: "^BenchmarkInfer(Raw)?$", benchtime: "3000x", peer: true,
+		name: "inference", pkg: "agent/api", bench: "^BenchmarkInfer(Raw|Binary)?$", benchtime: "3000x", peers: []int{1},
 		rows: []row{
-			{"agent, model in process", "BenchmarkInfer/in-process", "µs/op", peerKey},
-			{"agent, OIP JSON over the unix socket", "BenchmarkInfer/unix-socket", "µs/op", peerKey},
-			{"agent, raw PCM over the unix socket", "BenchmarkInferRaw/unix-socket", "µs/op", peerKey},
-			{"onnxruntime-node in process (peer)", peerKey, "µs/op", ""},
+			{label: "agent, model in process", key: "BenchmarkInfer/in-process", unit: "µs/op", vs: peerKey},
+			{label: "agent, OIP JSON over the unix socket", key: "BenchmarkInfer/unix-socket", unit: "µs/op", vs: peerKey},
+			{label: "agent, OIP binary tensors over the unix socket", key: "BenchmarkInferBinary/unix-socket", unit: "µs/op", vs: peerKey},
+			{label: "agent, raw PCM over the unix socket", key: "BenchmarkInferRaw/unix-socket", unit: "µs/op", vs: peerKey},
+			{label: "onnxruntime-node in process (peer)", key: peerKey, unit: "µs/op"},
+		},
+	},
+	{
+		name: "concurrency", pkg: "agent/api", bench: "^BenchmarkInferConcurrent$", benchtime: "3000x", peers: []int{2, 4},
+		rows: []row{
+			{label: "agent, 2 clients over the unix socket", key: "BenchmarkInferConcurrent/clients=2", unit: "requests/s", vs: peerKey + "/c=2"},
+			{label: "onnxruntime-node, 2 runs in flight (peer)", key: peerKey + "/c=2", unit: "requests/s"},
+			{label: "agent, 4 clients over the unix socket", key: "BenchmarkInferConcurrent/clients=4", unit: "requests/s", vs: peerKey + "/c=4"},
+			{label: "onnxruntime-node, 4 runs in flight (peer)", key: peerKey + "/c=4", unit: "requests/s"},
+			{label: "agent, 2 clients, p99 latency", key: "BenchmarkInferConcurrent/clients=2 p99-µs", unit: "µs", vs: peerKey + "/c=2 p99-µs"},
+			{label: "onnxruntime-node, 2 in flight, p99 latency", key: peerKey + "/c=2 p99-µs", unit: "µs"},
+			{label: "agent, 4 clients, p99 latency", key: "BenchmarkInferConcurrent/clients=4 p99-µs", unit: "µs", vs: peerKey + "/c=4 p99-µs"},
+			{label: "onnxruntime-node, 4 in flight, p99 latency", key: peerKey + "/c=4 p99-µs", unit: "µs"},
 		},
 	},
 	{
 		name: "outbox", pkg: "agent/outbox", bench: "^BenchmarkAppend$/^(outbox|bbolt-update)/appenders=(1|64)$", benchtime: "2000x",
 		rows: []row{
-			{"outbox, 1 appender", "BenchmarkAppend/outbox/appenders=1", "records/s", "BenchmarkAppend/bbolt-update/appenders=1"},
-			{"outbox, 64 appenders", "BenchmarkAppend/outbox/appenders=64", "records/s", "BenchmarkAppend/bbolt-update/appenders=1"},
-			{"bbolt, one fsync'd commit per record (ceiling)", "BenchmarkAppend/bbolt-update/appenders=1", "records/s", ""},
+			{label: "outbox, 1 appender", key: "BenchmarkAppend/outbox/appenders=1", unit: "records/s", vs: "BenchmarkAppend/bbolt-update/appenders=1"},
+			{label: "outbox, 64 appenders", key: "BenchmarkAppend/outbox/appenders=64", unit: "records/s", vs: "BenchmarkAppend/bbolt-update/appenders=1"},
+			{label: "bbolt, one fsync'd commit per record (ceiling)", key: "BenchmarkAppend/bbolt-update/appenders=1", unit: "records/s"},
 		},
 	},
 	{
 		name: "drain", pkg: "agent/uplink", bench: "^BenchmarkDrain$/^(uplink|paho-batch|paho-each)$", benchtime: "20000x",
 		rows: []row{
-			{"uplink: outbox drained to mosquitto", "BenchmarkDrain/uplink", "records/s", "BenchmarkDrain/paho-batch"},
-			{"paho, the same batches, no outbox", "BenchmarkDrain/paho-batch", "records/s", ""},
-			{"paho, one QoS 1 publish per record", "BenchmarkDrain/paho-each", "records/s", "BenchmarkDrain/paho-batch"},
+			{label: "uplink: outbox drained to mosquitto", key: "BenchmarkDrain/uplink", unit: "records/s", vs: "BenchmarkDrain/paho-batch"},
+			{label: "paho, the same batches, no outbox", key: "BenchmarkDrain/paho-batch", unit: "records/s"},
+			{label: "paho, one QoS 1 publish per record", key: "BenchmarkDrain/paho-each", unit: "records/s", vs: "BenchmarkDrain/paho-batch"},
+		},
+	},
+	{
+		name: "cut", pkg: "agent/uplink", bench: "^BenchmarkDrainAfterCut$", benchtime: "1x",
+		rows: []row{
+			{label: "reconnect after the broker's port returns", key: "BenchmarkDrainAfterCut reconnect-ms", unit: "ms", target: 2000},
+			{label: "100,000-record backlog drained", key: "BenchmarkDrainAfterCut backlog-records/s", unit: "records/s", target: 20000},
+			{label: "live records during the drain, p99 delay", key: "BenchmarkDrainAfterCut live-p99-ms", unit: "ms", target: 100},
+			{label: "live records during the drain, max delay", key: "BenchmarkDrainAfterCut live-max-ms", unit: "ms"},
 		},
 	},
 }
@@ -116,7 +156,7 @@ var groups = []group{
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("benchtable", flag.ContinueOnError)
 	rounds := fs.Int("rounds", 3, "alternating rounds of each group")
-	only := fs.String("only", "", "comma-separated groups to run (inference, outbox, drain); empty runs all")
+	only := fs.String("only", "", "comma-separated groups to run (inference, concurrency, outbox, drain, cut); empty runs all")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -132,7 +172,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		for name := range strings.SplitSeq(*only, ",") {
 			i := slices.IndexFunc(groups, func(g group) bool { return g.name == name })
 			if i < 0 {
-				return usageError{fmt.Errorf("--only: unknown group %q (groups: inference, outbox, drain)", name)}
+				return usageError{fmt.Errorf("--only: unknown group %q (groups: inference, concurrency, outbox, drain, cut)", name)}
 			}
 			selected = append(selected, groups[i])
 		}
@@ -167,7 +207,7 @@ func measure(ctx context.Context, art fleet.Artifacts, work string, g group, rou
 		return nil, fmt.Errorf("building the %s tests: %w", g.pkg, err)
 	}
 	var peer []string
-	if g.peer {
+	if len(g.peers) > 0 {
 		var err error
 		if peer, err = peerCommand(art); err != nil {
 			return nil, err
@@ -193,12 +233,17 @@ func measure(ctx context.Context, art fleet.Artifacts, work string, g group, rou
 		for k, v := range got {
 			results[k] = append(results[k], v)
 		}
-		if peer != nil {
-			ns, err := runPeer(ctx, peer)
+		for _, c := range g.peers {
+			res, err := runPeer(ctx, append(peer, "--concurrency", strconv.Itoa(c)))
 			if err != nil {
 				return nil, err
 			}
-			results[peerKey] = append(results[peerKey], ns)
+			key := peerKey
+			if c > 1 {
+				key += "/c=" + strconv.Itoa(c)
+			}
+			results[key] = append(results[key], res.NsPerOp)
+			results[key+" p99-µs"] = append(results[key+" p99-µs"], res.P99us)
 		}
 	}
 	for _, rw := range g.rows {
@@ -229,27 +274,34 @@ func peerCommand(art fleet.Artifacts) ([]string, error) {
 	return []string{"node", filepath.Join(dir, "peer.mjs"), "--model", art.SileroModel, "--runs", "2000"}, nil
 }
 
-// runPeer runs the peer once and returns its ns/op.
-func runPeer(ctx context.Context, argv []string) (float64, error) {
+// peerResult is what the peer prints (testbed/bench/ortpeer/peer.mjs).
+type peerResult struct {
+	NsPerOp float64 `json:"nsPerOp"`
+	P99us   float64 `json:"p99us"`
+}
+
+// runPeer runs the peer once.
+func runPeer(ctx context.Context, argv []string) (peerResult, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return 0, fmt.Errorf("onnxruntime-node peer: %w", err)
+		return peerResult{}, fmt.Errorf("onnxruntime-node peer: %w", err)
 	}
-	var res struct {
-		NsPerOp float64 `json:"nsPerOp"`
-	}
+	var res peerResult
 	if err := json.Unmarshal(bytes.TrimSpace(out), &res); err != nil || res.NsPerOp <= 0 {
-		return 0, fmt.Errorf("onnxruntime-node peer: unexpected output %q", out)
+		return peerResult{}, fmt.Errorf("onnxruntime-node peer: unexpected output %q", out)
 	}
-	return res.NsPerOp, nil
+	return res, nil
 }
 
-// benchLine is one result line of go test -bench: name, iterations, ns/op.
-var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([0-9.]+) ns/op`)
+// benchLine is one result line of go test -bench: name, iterations, then
+// value-unit pairs (ns/op first).
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(\S.*)$`)
 
-// parseBench returns the ns/op of each benchmark in go test -bench output.
+// parseBench returns the ns/op of each benchmark in go test -bench output
+// by its name, and each other value it reports by its name, a space and
+// the unit.
 func parseBench(out []byte) (map[string]float64, error) {
 	got := map[string]float64{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -258,11 +310,21 @@ func parseBench(out []byte) (map[string]float64, error) {
 		if m == nil {
 			continue
 		}
-		ns, err := strconv.ParseFloat(m[2], 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s: ns/op %q: %w", m[1], m[2], err)
+		f := strings.Fields(m[2])
+		if len(f) < 2 || f[1] != "ns/op" {
+			continue
 		}
-		got[m[1]] = ns
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s %q: %w", m[1], f[i+1], f[i], err)
+			}
+			key := m[1]
+			if f[i+1] != "ns/op" {
+				key += " " + f[i+1]
+			}
+			got[key] = v
+		}
 	}
 	if len(got) == 0 {
 		return nil, fmt.Errorf("no benchmark results in:\n%s", out)
@@ -277,13 +339,17 @@ func printTable(w io.Writer, g group, results map[string][]float64, rounds int) 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "path\tunit\tmin\tmedian\tmax\tratio\tvs\t")
 	for _, rw := range g.rows {
-		vals := convert(results[rw.key], rw.unit)
+		vals := convert(results[rw.key], rw.unit, strings.Contains(rw.key, " "))
 		slices.Sort(vals)
 		ratio, vs := "", ""
+		if rw.vs == "" && rw.target > 0 {
+			ratio = fmt.Sprintf("%.2fx", median(vals)/rw.target)
+			vs = "target " + format(rw.target)
+		}
 		if rw.vs != "" {
 			// In the row's unit: above 1 is slower than the peer for
 			// µs/op, faster for records/s.
-			mine, theirs := median(vals), median(convert(results[rw.vs], rw.unit))
+			mine, theirs := median(vals), median(convert(results[rw.vs], rw.unit, strings.Contains(rw.vs, " ")))
 			ratio = fmt.Sprintf("%.2fx", mine/theirs)
 			vs = rw.vs
 			if i := slices.IndexFunc(g.rows, func(o row) bool { return o.key == rw.vs }); i >= 0 {
@@ -297,14 +363,19 @@ func printTable(w io.Writer, g group, results map[string][]float64, rounds int) 
 }
 
 // convert turns ns/op values into the row's unit.
-func convert(ns []float64, unit string) []float64 {
+// A metric's values (key with a unit) are in their unit already.
+func convert(ns []float64, unit string, metric bool) []float64 {
 	out := make([]float64, len(ns))
 	for i, v := range ns {
 		switch unit {
 		case "µs/op":
 			out[i] = v / 1e3
-		case "records/s":
-			out[i] = 1e9 / v
+		case "records/s", "requests/s":
+			if metric {
+				out[i] = v
+			} else {
+				out[i] = 1e9 / v
+			}
 		default:
 			out[i] = v
 		}
