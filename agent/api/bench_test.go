@@ -3,8 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
-	"io"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"slices"
