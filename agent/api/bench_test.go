@@ -61,17 +61,8 @@ func BenchmarkInfer(b *testing.B) {
 		b.ReportAllocs()
 		var buf bytes.Buffer
 		for b.Loop() {
-			req, _ := http.NewRequest("POST", "http://edge-agent/v2/models/silero-vad/infer", bytes.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := s.client.Do(req)
-			if err != nil {
+			if err := inferOnce(s.client, body, &buf, "Content-Type", "application/json"); err != nil {
 				b.Fatal(err)
-			}
-			buf.Reset()
-			io.Copy(&buf, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				b.Fatalf("status %d: %s", resp.StatusCode, buf.Bytes())
 			}
 		}
 		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
@@ -92,18 +83,8 @@ func BenchmarkInferBinary(b *testing.B) {
 		b.ReportAllocs()
 		var buf bytes.Buffer
 		for b.Loop() {
-			req, _ := http.NewRequest("POST", "http://edge-agent/v2/models/silero-vad/infer", bytes.NewReader(body))
-			req.Header.Set("Content-Type", "application/octet-stream")
-			req.Header.Set(BinaryHeader, headerLen)
-			resp, err := s.client.Do(req)
-			if err != nil {
+			if err := inferOnce(s.client, body, &buf, "Content-Type", "application/octet-stream", BinaryHeader, headerLen); err != nil {
 				b.Fatal(err)
-			}
-			buf.Reset()
-			io.Copy(&buf, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				b.Fatalf("status %d: %s", resp.StatusCode, buf.Bytes())
 			}
 		}
 	})
@@ -132,18 +113,8 @@ func BenchmarkInferConcurrent(b *testing.B) {
 					var buf bytes.Buffer
 					for next.Add(1) <= int64(b.N) {
 						t0 := time.Now()
-						req, _ := http.NewRequest("POST", "http://edge-agent/v2/models/silero-vad/infer", bytes.NewReader(body))
-						req.Header.Set("Content-Type", "application/json")
-						resp, err := client.Do(req)
-						if err != nil {
+						if err := inferOnce(client, body, &buf, "Content-Type", "application/json"); err != nil {
 							b.Error(err)
-							return
-						}
-						buf.Reset()
-						io.Copy(&buf, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != 200 {
-							b.Errorf("status %d: %s", resp.StatusCode, buf.Bytes())
 							return
 						}
 						lat[c] = append(lat[c], time.Since(t0))
@@ -185,20 +156,39 @@ func BenchmarkInferRaw(b *testing.B) {
 		b.ReportAllocs()
 		var buf bytes.Buffer
 		for b.Loop() {
-			resp, err := s.client.Post("http://edge-agent/v2/models/silero-vad/infer", "application/octet-stream", bytes.NewReader(frame))
-			if err != nil {
+			if err := inferOnce(s.client, frame, &buf, "Content-Type", "application/octet-stream"); err != nil {
 				b.Fatal(err)
-			}
-			buf.Reset()
-			io.Copy(&buf, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				b.Fatalf("status %d: %s", resp.StatusCode, buf.Bytes())
 			}
 		}
 		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 		b.ReportMetric((ns-inProcess)/1e3, "added-µs")
 	})
+}
+
+// inferOnce POSTs body to Silero's infer URL with the headers given as
+// name, value pairs, reads the answer into buf and fails unless it is a
+// 200.
+func inferOnce(c *http.Client, body []byte, buf *bytes.Buffer, header ...string) error {
+	req, err := http.NewRequest("POST", "http://edge-agent/v2/models/silero-vad/infer", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	buf.Reset()
+	if _, err := io.Copy(buf, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, buf.Bytes())
+	}
+	return nil
 }
 
 // agentProcs runs a (sub-)benchmark with the GOMAXPROCS the edge-agent

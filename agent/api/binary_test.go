@@ -12,6 +12,16 @@ import (
 	"github.com/edgefleet/edgefleet/shared/tensor"
 )
 
+// wireTensor is a request input or response output as the binary
+// extension writes it: data as JSON, or parameters with binary_data_size.
+type wireTensor struct {
+	Name       string          `json:"name"`
+	Datatype   tensor.Datatype `json:"datatype"`
+	Shape      []int64         `json:"shape"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	Parameters map[string]any  `json:"parameters,omitempty"`
+}
+
 // binaryBody builds a request of the binary tensor data extension the way
 // a KServe or Triton client does: inputs named in binaryInputs carry
 // "binary_data_size" and their bytes follow the JSON in input order; the
@@ -20,25 +30,18 @@ import (
 // JSON's length, for the Inference-Header-Content-Length header.
 func binaryBody(tb testing.TB, inputs []tensor.Tensor, binaryInputs []string, params map[string]any, outputs map[string]bool, order ...string) ([]byte, int) {
 	tb.Helper()
-	type input struct {
-		Name       string          `json:"name"`
-		Datatype   tensor.Datatype `json:"datatype"`
-		Shape      []int64         `json:"shape"`
-		Data       json.RawMessage `json:"data,omitempty"`
-		Parameters map[string]any  `json:"parameters,omitempty"`
-	}
 	type output struct {
 		Name       string         `json:"name"`
 		Parameters map[string]any `json:"parameters,omitempty"`
 	}
 	req := struct {
-		Inputs     []input        `json:"inputs"`
+		Inputs     []wireTensor   `json:"inputs"`
 		Outputs    []output       `json:"outputs,omitempty"`
 		Parameters map[string]any `json:"parameters,omitempty"`
 	}{Parameters: params}
 	var raw []byte
 	for _, t := range inputs {
-		in := input{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape}
+		in := wireTensor{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape}
 		if contains(binaryInputs, t.Name) {
 			data := tensor.AppendData(nil, t.Data)
 			in.Parameters = map[string]any{"binary_data_size": len(data)}
@@ -111,17 +114,10 @@ func splitBinary(t *testing.T, r response) inferResponse {
 	if err != nil || n > len(r.body) {
 		t.Fatalf("%s %q for a %d-byte body", BinaryHeader, r.header.Get(BinaryHeader), len(r.body))
 	}
-	type output struct {
-		Name       string          `json:"name"`
-		Datatype   tensor.Datatype `json:"datatype"`
-		Shape      []int64         `json:"shape"`
-		Data       json.RawMessage `json:"data"`
-		Parameters map[string]any  `json:"parameters"`
-	}
 	var head struct {
-		ModelName    string   `json:"model_name"`
-		ModelVersion string   `json:"model_version"`
-		Outputs      []output `json:"outputs"`
+		ModelName    string       `json:"model_name"`
+		ModelVersion string       `json:"model_version"`
+		Outputs      []wireTensor `json:"outputs"`
 	}
 	if err := strictDecode(r.body[:n], &head); err != nil {
 		t.Fatalf("JSON header: %v\n%s", err, r.body[:n])
