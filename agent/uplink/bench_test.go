@@ -115,11 +115,21 @@ func BenchmarkDrainAfterCut(b *testing.B) {
 	)
 	f.setHook(func(m mqttMsg) {
 		if m.kind == protocol.KindTelemetry {
+			at := time.Now()
 			arrMu.Lock()
-			arrivals = append(arrivals, arrival{time.Now(), m.payload})
+			arrivals = append(arrivals, arrival{at, m.payload})
 			arrMu.Unlock()
 		}
 	})
+	// received decodes a copy of the arrivals, so that fleetd's delivery
+	// goroutine never waits for the decoding (that would delay the
+	// arrivals it is measuring).
+	received := func() map[uint64]time.Time {
+		arrMu.Lock()
+		snapshot := slices.Clone(arrivals)
+		arrMu.Unlock()
+		return receivedAt(b, f.codec, snapshot)
+	}
 	p := newProxy(b, br.Addr())
 	cfg := testConfig(b, p.url())
 	cfg.MinBackoff, cfg.MaxBackoff, cfg.ProbeInterval = DefaultMinBackoff, DefaultMaxBackoff, DefaultProbeInterval
@@ -181,9 +191,7 @@ func BenchmarkDrainAfterCut(b *testing.B) {
 		// each took to reach fleetd.
 		appended := live.stop()
 		testenv.Eventually(b, "fleetd to receive the live records", func() bool {
-			arrMu.Lock()
-			defer arrMu.Unlock()
-			got := receivedAt(b, f.codec, arrivals)
+			got := received()
 			for id, at := range appended {
 				if at.After(connected) && at.Before(drained) {
 					if _, ok := got[id]; !ok {
@@ -193,9 +201,7 @@ func BenchmarkDrainAfterCut(b *testing.B) {
 			}
 			return true
 		})
-		arrMu.Lock()
-		got := receivedAt(b, f.codec, arrivals)
-		arrMu.Unlock()
+		got := received()
 		for id, at := range appended {
 			if at.After(connected) && at.Before(drained) {
 				delays = append(delays, got[id].Sub(at))
