@@ -122,21 +122,24 @@ func (d *decoder) tensor(path string) (tensor.Tensor, Parameters, error) {
 // binaryData takes input t's n elements, binary_data_size (size) bytes,
 // from the binary part of the request.
 func (d *decoder) binaryData(path string, t tensor.Tensor, n int64, size any) (any, error) {
-	kp := join(path, "parameters.binary_data_size")
+	// The element's path is built only for an error (it allocates).
+	fail := func(format string, args ...any) error {
+		return d.errorf(join(path, "parameters.binary_data_size"), format, args...)
+	}
 	f, ok := size.(float64)
 	if !ok || f < 0 || f != math.Trunc(f) || f > math.MaxInt32 {
-		return nil, d.errorf(kp, "input %q: binary_data_size %v is not a byte count", t.Name, size)
+		return nil, fail("input %q: binary_data_size %v is not a byte count", t.Name, size)
 	}
 	want := n * int64(t.Datatype.Size())
 	if int64(f) != want {
-		return nil, d.errorf(kp, "%w: input %q: shape %v of %s is %d bytes, binary_data_size says %d", tensor.ErrShape, t.Name, t.Shape, t.Datatype, want, int64(f))
+		return nil, fail("%w: input %q: shape %v of %s is %d bytes, binary_data_size says %d", tensor.ErrShape, t.Name, t.Shape, t.Datatype, want, int64(f))
 	}
 	if int64(len(d.bin)) < want {
-		return nil, d.errorf(kp, "%w: input %q needs %d bytes of binary data, %d remain in the body", tensor.ErrData, t.Name, want, len(d.bin))
+		return nil, fail("%w: input %q needs %d bytes of binary data, %d remain in the body", tensor.ErrData, t.Name, want, len(d.bin))
 	}
 	v, err := tensor.DataFromBytes(t.Datatype, d.bin[:want])
 	if err != nil {
-		return nil, d.errorf(kp, "input %q: %w", t.Name, err)
+		return nil, fail("input %q: %w", t.Name, err)
 	}
 	d.bin = d.bin[want:]
 	return v, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -294,8 +295,10 @@ func (o *Outbox) PeekAfter(after uint64, max int) ([]Record, error) {
 	out := make([]Record, 0, min(max, o.Stats().Records))
 	err := o.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(recordsBucket).Cursor()
-		k, v := c.First()
-		if after > 0 {
+		var k, v []byte
+		if after == 0 {
+			k, v = c.First()
+		} else if after < math.MaxUint64 {
 			k, v = c.Seek(idKey(after + 1))
 		}
 		for ; k != nil && len(out) < max; k, v = c.Next() {

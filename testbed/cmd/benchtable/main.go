@@ -339,7 +339,7 @@ func printTable(w io.Writer, g group, results map[string][]float64, rounds int) 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "path\tunit\tmin\tmedian\tmax\tratio\tvs\t")
 	for _, rw := range g.rows {
-		vals := convert(results[rw.key], rw.unit, strings.Contains(rw.key, " "))
+		vals := convert(results[rw.key], rw.unit, isMetric(rw.key))
 		slices.Sort(vals)
 		ratio, vs := "", ""
 		if rw.vs == "" && rw.target > 0 {
@@ -349,7 +349,7 @@ func printTable(w io.Writer, g group, results map[string][]float64, rounds int) 
 		if rw.vs != "" {
 			// In the row's unit: above 1 is slower than the peer for
 			// µs/op, faster for records/s.
-			mine, theirs := median(vals), median(convert(results[rw.vs], rw.unit, strings.Contains(rw.vs, " ")))
+			mine, theirs := median(vals), median(convert(results[rw.vs], rw.unit, isMetric(rw.vs)))
 			ratio = fmt.Sprintf("%.2fx", mine/theirs)
 			vs = rw.vs
 			if i := slices.IndexFunc(g.rows, func(o row) bool { return o.key == rw.vs }); i >= 0 {
@@ -363,6 +363,10 @@ func printTable(w io.Writer, g group, results map[string][]float64, rounds int) 
 }
 
 // convert turns ns/op values into the row's unit.
+// isMetric reports whether key names a b.ReportMetric value ("name unit")
+// rather than a benchmark's ns/op.
+func isMetric(key string) bool { return strings.Contains(key, " ") }
+
 // A metric's values (key with a unit) are in their unit already.
 func convert(ns []float64, unit string, metric bool) []float64 {
 	out := make([]float64, len(ns))
