@@ -137,7 +137,7 @@ func BenchmarkInferConcurrent(b *testing.B) {
 // application/octet-stream POST (no JSON to decode).
 func BenchmarkInferRaw(b *testing.B) {
 	silero := sileroPredictor(b, "5.0.0")
-	frame := testbundle.PCM(sileroFrame())
+	frame := testbundle.PCM(testbundle.TwoSine())
 	ctx := context.Background()
 	var inProcess float64
 	b.Run("in-process", func(b *testing.B) {

@@ -10,17 +10,8 @@ import (
 	"testing"
 
 	"github.com/edgefleet/edgefleet/shared/tensor"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
-
-// sileroFrame is the two-sine test frame of DESIGN.md §10.
-func sileroFrame() []float32 {
-	in := make([]float32, 512)
-	for i := range in {
-		x := float64(i)
-		in[i] = float32(0.5*math.Sin(2*math.Pi*220*x/16000) + 0.1*math.Sin(2*math.Pi*1375*x/16000))
-	}
-	return in
-}
 
 // sileroInputs are the Silero VAD v5 inputs for one frame with a non-zero
 // state (as a streaming caller would send after the first frame).
@@ -30,7 +21,7 @@ func sileroInputs() []tensor.Tensor {
 		st[i] = float32(math.Sin(float64(i))) * 0.3
 	}
 	return []tensor.Tensor{
-		{Name: "input", Datatype: tensor.FP32, Shape: []int64{1, 512}, Data: sileroFrame()},
+		{Name: "input", Datatype: tensor.FP32, Shape: []int64{1, 512}, Data: testbundle.TwoSine()},
 		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, 1, 128}, Data: st},
 		{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}, Data: []int64{16000}},
 	}

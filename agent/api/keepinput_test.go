@@ -28,7 +28,7 @@ func TestKeepInput(t *testing.T) {
 			return keep.Load()
 		},
 	})
-	frame := testbundle.PCM(sileroFrame())
+	frame := testbundle.PCM(testbundle.TwoSine())
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "application/octet-stream", frame)
 	p := <-got
 	if p.Input == nil || !bytes.Equal(p.Input.Raw, frame) || len(p.Input.Tensors) != 0 {

@@ -265,7 +265,7 @@ func TestRoutes(t *testing.T) {
 		{name: "infer non-finite", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: bytes.Replace(good, []byte(`"data":[0,`), []byte(`"data":[NaN,`), 1), code: 400, want: "malformed JSON"},
 		{name: "infer no inputs", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: []byte(`{"id":"x"}`), code: 400, want: "no inputs"},
 		{name: "infer empty body", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, code: 400, want: "unexpected end of body"},
-		{name: "infer raw", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: testbundle.PCM(sileroFrame()), code: 200, bundle: "silero-vad@5.0.0", check: func(t *testing.T, r response) {
+		{name: "infer raw", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: testbundle.PCM(testbundle.TwoSine()), code: 200, bundle: "silero-vad@5.0.0", check: func(t *testing.T, r response) {
 			var resp inferResponse
 			if err := strictDecode(r.body, &resp); err != nil {
 				t.Fatalf("%s: %v", r.body, err)
@@ -275,10 +275,10 @@ func TestRoutes(t *testing.T) {
 				t.Errorf("raw response %s, want output ≈ %g", r.body, testbundle.SileroOutput)
 			}
 		}},
-		{name: "infer raw content type parameters", method: "POST", path: "/v2/models/silero-vad/versions/5.0.0/infer", ctype: "Application/Octet-Stream; foo=bar", body: testbundle.PCM(sileroFrame()), code: 200, want: `"name":"output"`},
+		{name: "infer raw content type parameters", method: "POST", path: "/v2/models/silero-vad/versions/5.0.0/infer", ctype: "Application/Octet-Stream; foo=bar", body: testbundle.PCM(testbundle.TwoSine()), code: 200, want: `"name":"output"`},
 		{name: "infer raw wrong length", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", body: []byte{1, 2, 3, 4}, code: 400, want: "4 bytes of PCM, want exactly 1024"},
-		{name: "infer raw without pre-processor", method: "POST", path: "/v2/models/silero-tensors/infer", ctype: "application/octet-stream", body: testbundle.PCM(sileroFrame()), code: 400, want: "no pre-processor for raw input"},
-		{name: "infer pcm sent as JSON", method: "POST", path: "/v2/models/silero-vad/infer", body: testbundle.PCM(sileroFrame()), code: 400, want: "use Content-Type: application/octet-stream"},
+		{name: "infer raw without pre-processor", method: "POST", path: "/v2/models/silero-tensors/infer", ctype: "application/octet-stream", body: testbundle.PCM(testbundle.TwoSine()), code: 400, want: "no pre-processor for raw input"},
+		{name: "infer pcm sent as JSON", method: "POST", path: "/v2/models/silero-vad/infer", body: testbundle.PCM(testbundle.TwoSine()), code: 400, want: "use Content-Type: application/octet-stream"},
 		{name: "infer tensors without pre-processor", method: "POST", path: "/v2/models/silero-tensors/infer", ctype: ctJSON, body: good, code: 200, want: `"model_name":"silero-tensors"`},
 		{name: "infer raw empty", method: "POST", path: "/v2/models/silero-vad/infer", ctype: "application/octet-stream", code: 400, want: "empty body"},
 		{name: "infer too large", method: "POST", path: "/v2/models/silero-vad/infer", ctype: ctJSON, body: bytes.Repeat([]byte(" "), 65<<10), code: 413, want: "limit is 65536 bytes"},
@@ -528,7 +528,7 @@ func TestOnPrediction(t *testing.T) {
 
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "", requestBody(t, "p1", zeroState(sileroInputs()), "output"))
 	s.do(t, "POST", "/v2/models/silero-vad/infer", "", requestBody(t, "p2", sileroInputs()[:2]))
-	s.do(t, "POST", "/v2/models/silero-vad/infer", "application/octet-stream", testbundle.PCM(sileroFrame()))
+	s.do(t, "POST", "/v2/models/silero-vad/infer", "application/octet-stream", testbundle.PCM(testbundle.TwoSine()))
 	s.do(t, "POST", "/v2/models/nope/infer", "", nil) // never reaches a model: not a prediction
 
 	p := <-got

@@ -77,37 +77,14 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var out http.ResponseWriter = w
 	if len(s.cuts) > 0 {
-		out = &cutWriter{ResponseWriter: w, left: s.cuts[0]}
+		out = &testenv.CutWriter{ResponseWriter: w, Left: s.cuts[0]}
 		s.cuts = s.cuts[1:]
 	} else if s.stalls > 0 {
 		s.stalls--
-		out = &cutWriter{ResponseWriter: w, left: int64(len(s.content) / 2), stall: r.Context()}
+		out = &testenv.CutWriter{ResponseWriter: w, Left: int64(len(s.content) / 2), Hold: r.Context()}
 	}
 	s.mu.Unlock()
 	http.ServeContent(out, r, "x.bundle", s.modTime, bytes.NewReader(s.content))
-}
-
-// cutWriter passes left body bytes, then kills the connection (or, with
-// stall set, blocks until the client goes away).
-type cutWriter struct {
-	http.ResponseWriter
-	left  int64
-	stall context.Context
-}
-
-func (c *cutWriter) Write(p []byte) (int, error) {
-	if int64(len(p)) <= c.left {
-		c.left -= int64(len(p))
-		return c.ResponseWriter.Write(p)
-	}
-	n, _ := c.ResponseWriter.Write(p[:c.left])
-	c.left = 0
-	c.ResponseWriter.(http.Flusher).Flush()
-	if c.stall != nil {
-		<-c.stall.Done()
-		return n, c.stall.Err()
-	}
-	panic(http.ErrAbortHandler)
 }
 
 func testFetcher(t *testing.T, opts Options) *Fetcher {
@@ -123,6 +100,16 @@ func testFetcher(t *testing.T, opts Options) *Fetcher {
 func sum(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// fetchAll fetches url into dest with f, expecting the sha256 of want, and
+// checks dest holds want.
+func fetchAll(t *testing.T, f *Fetcher, url, dest string, want []byte) {
+	t.Helper()
+	if _, err := f.Fetch(t.Context(), url, dest, Expect{SHA256: sum(want)}); err != nil {
+		t.Fatal(err)
+	}
+	assertFile(t, dest, want)
 }
 
 func assertFile(t *testing.T, path string, want []byte) {
@@ -181,10 +168,7 @@ func TestResumeAcrossCalls(t *testing.T) {
 	}
 	// A new Fetcher (as after an agent restart) resumes the part file.
 	f = testFetcher(t, Options{})
-	if _, err := f.Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(s.content)}); err != nil {
-		t.Fatal(err)
-	}
-	assertFile(t, dest, s.content)
+	fetchAll(t, f, ts.URL, dest, s.content)
 	if s.ranges[1] != "bytes=102400-" {
 		t.Fatalf("second call asked %q, want a resume from 102400", s.ranges[1])
 	}
@@ -196,10 +180,7 @@ func TestServerIgnoresRange(t *testing.T) {
 	s.cuts = []int64{100 << 10, 10}
 	dest := filepath.Join(t.TempDir(), "a.bundle")
 	f := testFetcher(t, Options{})
-	if _, err := f.Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(s.content)}); err != nil {
-		t.Fatal(err)
-	}
-	assertFile(t, dest, s.content)
+	fetchAll(t, f, ts.URL, dest, s.content)
 	if s.requests != 3 {
 		t.Fatalf("%d requests, want 3", s.requests)
 	}
@@ -211,10 +192,7 @@ func TestWrongContentRangeRestarts(t *testing.T) {
 	s.badRange = 1
 	dest := filepath.Join(t.TempDir(), "a.bundle")
 	f := testFetcher(t, Options{})
-	if _, err := f.Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(s.content)}); err != nil {
-		t.Fatal(err)
-	}
-	assertFile(t, dest, s.content)
+	fetchAll(t, f, ts.URL, dest, s.content)
 	want := []string{"", "bytes=1000-", ""}
 	if fmt.Sprint(s.ranges) != fmt.Sprint(want) {
 		t.Fatalf("Range headers %q, want %q", s.ranges, want)
@@ -229,10 +207,7 @@ func TestRangeNotSatisfiable(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := testFetcher(t, Options{})
-		if _, err := f.Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(s.content)}); err != nil {
-			t.Fatal(err)
-		}
-		assertFile(t, dest, s.content)
+		fetchAll(t, f, ts.URL, dest, s.content)
 		if s.requests != 1 || s.ranges[0] != "bytes=10240-" {
 			t.Fatalf("requests %q, want one for bytes=10240-", s.ranges)
 		}
@@ -263,10 +238,7 @@ func TestStalePartFromAnotherFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := testFetcher(t, Options{})
-	if _, err := f.Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(s.content)}); err != nil {
-		t.Fatal(err)
-	}
-	assertFile(t, dest, s.content)
+	fetchAll(t, f, ts.URL, dest, s.content)
 	want := []string{"bytes=4096-", ""}
 	if fmt.Sprint(s.ranges) != fmt.Sprint(want) {
 		t.Fatalf("Range headers %q, want %q", s.ranges, want)
@@ -278,10 +250,7 @@ func TestRetriesServerErrors(t *testing.T) {
 	s.fail = 2
 	dest := filepath.Join(t.TempDir(), "a.bundle")
 	f := testFetcher(t, Options{Retries: 3})
-	if _, err := f.Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(s.content)}); err != nil {
-		t.Fatal(err)
-	}
-	assertFile(t, dest, s.content)
+	fetchAll(t, f, ts.URL, dest, s.content)
 	if s.requests != 3 {
 		t.Fatalf("%d requests, want 3 (500, 500, 200)", s.requests)
 	}
@@ -411,10 +380,7 @@ func TestStallResumes(t *testing.T) {
 	// The stall is forever, so the timeout only has to be longer than
 	// any hiccup of a busy machine.
 	f := testFetcher(t, Options{StallTimeout: 2 * time.Second})
-	if _, err := f.Fetch(t.Context(), ts.URL, dest, Expect{SHA256: sum(s.content)}); err != nil {
-		t.Fatal(err)
-	}
-	assertFile(t, dest, s.content)
+	fetchAll(t, f, ts.URL, dest, s.content)
 	if want := fmt.Sprintf("bytes=%d-", 32<<10); len(s.ranges) != 2 || s.ranges[1] != want {
 		t.Fatalf("Range headers %q, want a resume %q", s.ranges, want)
 	}

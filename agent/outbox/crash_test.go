@@ -18,6 +18,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // Environment of the child process of the crash tests: the outbox file it
@@ -145,17 +147,7 @@ func crashRun(t *testing.T, answerEarly string) (*crashLedger, error) {
 	l := &crashLedger{appended: map[uint64]bool{}, acked: map[uint64]bool{}, acking: map[uint64]bool{}}
 	for _, killAfter := range []int{1, 500, 5000, 20000} {
 		t.Logf("kill after %d lines", killAfter)
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashHelperEnv+"="+path, crashBrokenEnv+"="+answerEarly)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd, stdout, stderr := testenv.HelperProcess(t, crashHelperEnv+"="+path, crashBrokenEnv+"="+answerEarly)
 		prevMax, lines, killed := l.maxID, 0, false
 		r := bufio.NewReader(stdout)
 		for {
@@ -197,7 +189,7 @@ func crashRun(t *testing.T, answerEarly string) (*crashLedger, error) {
 				killed = true
 			}
 		}
-		err = cmd.Wait()
+		err := cmd.Wait()
 		var exit *exec.ExitError
 		if !killed || !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 			t.Fatalf("child ended after %d lines with %v, want killed after %d; stderr:\n%s", lines, err, killAfter, stderr.String())

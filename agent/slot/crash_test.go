@@ -2,18 +2,17 @@ package slot
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
 // Environment of the helper process.
@@ -170,17 +169,7 @@ func TestCrashDuringInstall(t *testing.T) {
 // (or, for pointMidDownload, when the server closes stalled).
 func killAt(t *testing.T, point string, stalled chan struct{}, dir string, half int64, env []string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := testenv.HelperProcess(t, env...)
 	reached := make(chan struct{})
 	exited := make(chan []string)
 	go func() {

@@ -109,6 +109,17 @@ func openStore(t testing.TB, dir string, opts Options) *Store {
 
 // activator is an ActivateFunc that checks what it is given, records
 // calls and can be told to fail.
+// mustInstall installs the bundle at src through act, failing the test on
+// an error.
+func mustInstall(t testing.TB, s *Store, act *activator, src string) Slot {
+	t.Helper()
+	sl, err := s.Install(t.Context(), Request{Bundle: src}, act.activate)
+	if err != nil {
+		t.Fatalf("install %s: %v", src, err)
+	}
+	return sl
+}
+
 type activator struct {
 	mu    sync.Mutex
 	calls []string
@@ -288,32 +299,9 @@ func (fs *fileServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var out http.ResponseWriter = w
 	switch {
 	case cut > 0:
-		out = &cutWriter{ResponseWriter: w, left: cut}
+		out = &testenv.CutWriter{ResponseWriter: w, Left: cut}
 	case stall != nil:
-		out = &cutWriter{ResponseWriter: w, left: int64(len(data) / 2), stall: stall, ctx: r.Context()}
+		out = &testenv.CutWriter{ResponseWriter: w, Left: int64(len(data) / 2), Hold: r.Context(), Held: stall}
 	}
 	http.ServeContent(out, r, name, time.Unix(1700000000, 0), bytes.NewReader(data))
-}
-
-type cutWriter struct {
-	http.ResponseWriter
-	left  int64
-	stall chan struct{}
-	ctx   context.Context
-}
-
-func (c *cutWriter) Write(p []byte) (int, error) {
-	if int64(len(p)) <= c.left {
-		c.left -= int64(len(p))
-		return c.ResponseWriter.Write(p)
-	}
-	n, _ := c.ResponseWriter.Write(p[:c.left])
-	c.left = 0
-	c.ResponseWriter.(http.Flusher).Flush()
-	if c.stall != nil {
-		close(c.stall)
-		<-c.ctx.Done()
-		return n, c.ctx.Err()
-	}
-	panic(http.ErrAbortHandler)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,13 +28,8 @@ const sileroOutput = testbundle.SileroOutput
 func buildSilero(t *testing.T, k *keys, version string, want float32, check bool) built {
 	t.Helper()
 	spec := t.TempDir()
-	frame := make([]float32, 512)
-	for i := range frame {
-		x := float64(i) / 16000
-		frame[i] = float32(0.5*math.Sin(2*math.Pi*220*x) + 0.1*math.Sin(2*math.Pi*1375*x))
-	}
 	inputs := []tensor.Tensor{
-		{Name: "input", Datatype: tensor.FP32, Shape: []int64{1, 512}, Data: frame},
+		{Name: "input", Datatype: tensor.FP32, Shape: []int64{1, 512}, Data: testbundle.TwoSine()},
 		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, 1, 128}, Data: make([]float32, 256)},
 		{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}, Data: []int64{16000}},
 	}

@@ -36,9 +36,7 @@ func TestInstallRollbackAndReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertActive(t, s, "demo@1.1.0", "demo@1.0.0")
-	if _, err := s.Install(t.Context(), Request{Bundle: v3.path}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, v3.path)
 	assertActive(t, s, "demo@2.0.0", "demo@1.1.0") // 1.0.0's directory is gone
 
 	// Rollback swaps the two slots, through the callback, without a download.
@@ -114,9 +112,7 @@ func TestDowngrade(t *testing.T) {
 	other := buildNamed(t, k, "other", "0.1.0")
 	s := openStore(t, t.TempDir(), testOptions(t, k))
 	act := &activator{}
-	if _, err := s.Install(t.Context(), Request{Bundle: v2.path}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, v2.path)
 	_, err := s.Install(t.Context(), Request{Bundle: v1.path}, act.activate)
 	if !errors.Is(err, ErrDowngrade) || !strings.Contains(err.Error(), "demo@1.0.0") {
 		t.Fatalf("err %v, want ErrDowngrade naming demo@1.0.0", err)
@@ -133,9 +129,7 @@ func TestDowngrade(t *testing.T) {
 		t.Fatalf("lastError not cleared by a successful install")
 	}
 	// Versions of different bundles are not ordered.
-	if _, err := s.Install(t.Context(), Request{Bundle: other.path}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, other.path)
 	assertActive(t, s, "other@0.1.0", "demo@1.0.0")
 }
 
@@ -170,9 +164,7 @@ func TestActivateFails(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, testOptions(t, k))
 	act := &activator{}
-	if _, err := s.Install(t.Context(), Request{Bundle: v1.path}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, v1.path)
 	before := stateFile(t, dir)
 	smoke := errors.New("smoke vector \"two-sines\": output 0.9 differs from 0.069")
 	act.fail = smoke
@@ -195,9 +187,7 @@ func TestActivateFails(t *testing.T) {
 
 	// A failing rollback leaves things as they are too.
 	act.fail = nil
-	if _, err := s.Install(t.Context(), Request{Bundle: v2.path}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, v2.path)
 	act.fail = smoke
 	if _, err := s.Rollback(t.Context(), act.activate); !errors.Is(err, ErrActivate) {
 		t.Fatalf("rollback err %v, want ErrActivate", err)
@@ -250,9 +240,7 @@ func TestRefusesBadBundles(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, testOptions(t, k))
 	act := &activator{}
-	if _, err := s.Install(t.Context(), Request{Bundle: v1.path}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, v1.path)
 	before := stateFile(t, dir)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -307,9 +295,7 @@ func TestNoSpace(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, testOptions(t, k))
 	act := &activator{}
-	if _, err := s.Install(t.Context(), Request{Bundle: v1.path}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, v1.path)
 	s.Close()
 	opts := testOptions(t, k)
 	opts.MinFreeBytes = 1 << 60 // more than any disk: the disk is "full"
@@ -343,9 +329,7 @@ func TestInstallFromURLWithCuts(t *testing.T) {
 	opts.Fetch.MaxResumes = -1 // a cut fails the Install; the next one resumes
 	s := openStore(t, dir, opts)
 	act := &activator{}
-	if _, err := s.Install(t.Context(), Request{Bundle: srv.url(v1)}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, srv.url(v1))
 	srv.mu.Lock()
 	srv.cutAfter = 300
 	srv.mu.Unlock()
@@ -391,9 +375,7 @@ func TestBusy(t *testing.T) {
 	v1, v2 := buildBundle(t, k, "1.0.0"), buildBundle(t, k, "2.0.0")
 	s := openStore(t, t.TempDir(), testOptions(t, k))
 	act := &activator{}
-	if _, err := s.Install(t.Context(), Request{Bundle: v1.path}, act.activate); err != nil {
-		t.Fatal(err)
-	}
+	mustInstall(t, s, act, v1.path)
 	entered, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {

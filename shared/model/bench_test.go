@@ -24,7 +24,7 @@ func BenchmarkSilero(b *testing.B) {
 	if err := onnx.Init(testenv.ORTLibrary(b)); err != nil {
 		b.Fatal(err)
 	}
-	frameData := twoSine()
+	frameData := testbundle.TwoSine()
 
 	bare := func(b *testing.B) {
 		input, err := ort.NewTensor(ort.NewShape(1, 512), append([]float32(nil), frameData...))

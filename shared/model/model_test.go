@@ -9,8 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/onnx"
@@ -37,15 +38,6 @@ var cacheDir string
 
 func TestMain(m *testing.M) {
 	os.Exit(testenv.RunWithTempDir(m, "model-wasm-cache-", &cacheDir))
-}
-
-func twoSine() []float32 {
-	x := make([]float32, frameSamples)
-	for i := range x {
-		fi := float64(i)
-		x[i] = float32(0.5*math.Sin(2*math.Pi*220*fi/16000) + 0.1*math.Sin(2*math.Pi*1375*fi/16000))
-	}
-	return x
 }
 
 // dequantized is what the pre-processor makes of testbundle.PCM(x).
@@ -81,13 +73,13 @@ func sileroManifest() *bundle.Manifest {
 	m.Smoke = []bundle.SmokeVector{
 		{
 			Name:      "two-sine tensors",
-			Inputs:    sileroTensors(twoSine()),
+			Inputs:    sileroTensors(testbundle.TwoSine()),
 			Expected:  []tensor.Tensor{scalarOutput(testbundle.SileroOutput)},
 			Tolerance: bundle.Tolerance{Abs: 1e-5},
 		},
 		{
 			Name:      "two-sine pcm",
-			Raw:       testbundle.PCM(twoSine()),
+			Raw:       testbundle.PCM(testbundle.TwoSine()),
 			Expected:  []tensor.Tensor{scalarOutput(testbundle.SileroOutput)},
 			Tolerance: bundle.Tolerance{Abs: 1e-3},
 		},
@@ -177,15 +169,15 @@ func TestCheckManifestErrors(t *testing.T) {
 func TestInferRawMatchesTensors(t *testing.T) {
 	md := load(t, testbundle.SileroDir(t), sileroManifest())
 	ctx := context.Background()
-	raw, err := md.Infer(ctx, Input{Raw: testbundle.PCM(twoSine())})
+	raw, err := md.Infer(ctx, Input{Raw: testbundle.PCM(testbundle.TwoSine())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	quantized, err := md.Infer(ctx, Input{Tensors: sileroTensors(dequantized(twoSine()))})
+	quantized, err := md.Infer(ctx, Input{Tensors: sileroTensors(dequantized(testbundle.TwoSine()))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	exact, err := md.Infer(ctx, Input{Tensors: sileroTensors(twoSine())})
+	exact, err := md.Infer(ctx, Input{Tensors: sileroTensors(testbundle.TwoSine())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +212,7 @@ func TestInferRawMatchesTensors(t *testing.T) {
 // testbed/bundles/silero-vad/pre/frame).
 func TestPreOutputs(t *testing.T) {
 	md := load(t, testbundle.SileroDir(t), sileroManifest())
-	for _, in := range [][]byte{testbundle.PCM(twoSine()), make([]byte, frameBytes), testbundle.PCM(dequantized(twoSine()))[:frameBytes]} {
+	for _, in := range [][]byte{testbundle.PCM(testbundle.TwoSine()), make([]byte, frameBytes), testbundle.PCM(dequantized(testbundle.TwoSine()))[:frameBytes]} {
 		got, err := md.pre.ProcessRaw(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
@@ -251,7 +243,7 @@ func TestPreOutputs(t *testing.T) {
 
 func TestInferErrors(t *testing.T) {
 	md := load(t, testbundle.SileroDir(t), sileroManifest())
-	good := func() []tensor.Tensor { return sileroTensors(twoSine()) }
+	good := func() []tensor.Tensor { return sileroTensors(testbundle.TwoSine()) }
 	nan := good()
 	nan[0].Data.([]float32)[7] = float32(math.NaN())
 	tests := []struct {
@@ -272,7 +264,7 @@ func TestInferErrors(t *testing.T) {
 		{"extra", Input{Tensors: append(good(), tensor.Tensor{Name: "x", Datatype: tensor.FP32, Shape: []int64{1}, Data: []float32{1}})}, []error{ErrInput, tensor.ErrName}, `"x"`},
 		{"twice", Input{Tensors: append(good(), good()[0])}, []error{ErrInput, tensor.ErrName}, "twice"},
 		{"data", Input{Tensors: func() []tensor.Tensor { in := good(); in[0].Data = []float32{1}; return in }()}, []error{ErrInput, tensor.ErrShape}, `tensor "input"`},
-		{"both", Input{Tensors: good(), Raw: testbundle.PCM(twoSine())}, []error{ErrInput}, "not both"},
+		{"both", Input{Tensors: good(), Raw: testbundle.PCM(testbundle.TwoSine())}, []error{ErrInput}, "not both"},
 		{"nothing", Input{}, []error{ErrInput}, "no input"},
 		{"raw length", Input{Raw: make([]byte, 1000)}, []error{ErrInput, processor.ErrRejected}, "1000 bytes of PCM"},
 	}
@@ -290,7 +282,7 @@ func TestInferErrors(t *testing.T) {
 		})
 	}
 	// The model keeps serving.
-	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(twoSine())}); err != nil {
+	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(testbundle.TwoSine())}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -299,7 +291,7 @@ func TestAllowNonFinite(t *testing.T) {
 	m := sileroManifest()
 	m.Runtime.AllowNonFinite = true
 	md := load(t, testbundle.SileroDir(t), m)
-	in := sileroTensors(twoSine())
+	in := sileroTensors(testbundle.TwoSine())
 	in[0].Data.([]float32)[3] = float32(math.Inf(1))
 	if _, err := md.Infer(context.Background(), Input{Tensors: in}); err != nil {
 		t.Fatalf("Infer with Inf allowed: %v", err)
@@ -311,7 +303,7 @@ func TestNoPreProcessor(t *testing.T) {
 	m.Runtime.Pre = nil
 	m.Smoke = m.Smoke[:1]
 	md := load(t, testbundle.SileroDir(t), m)
-	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(twoSine())}); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "no pre-processor") {
+	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(testbundle.TwoSine())}); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "no pre-processor") {
 		t.Fatalf("raw input without a pre-processor: %v", err)
 	}
 	if err := md.Smoke(context.Background()); err != nil {
@@ -352,7 +344,7 @@ func TestPostProcessor(t *testing.T) {
 	}
 	m.Runtime.Post.Module = "trap.wasm"
 	md := load(t, dir, m)
-	_, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(twoSine())})
+	_, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(testbundle.TwoSine())})
 	if !errors.Is(err, ErrProcessor) || !errors.Is(err, processor.ErrTrap) || !strings.Contains(err.Error(), "post-processor") {
 		t.Fatalf("trapping post-processor: %v", err)
 	}
@@ -382,37 +374,31 @@ func TestProviders(t *testing.T) {
 func TestConcurrentInfer(t *testing.T) {
 	md := load(t, testbundle.SileroDir(t), sileroManifest())
 	ctx := context.Background()
-	want, err := md.Infer(ctx, Input{Raw: testbundle.PCM(twoSine())})
+	want, err := md.Infer(ctx, Input{Raw: testbundle.PCM(testbundle.TwoSine())})
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantOut := want.Tensors[0].Data.([]float32)[0]
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
+	var eg errgroup.Group
 	for g := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		eg.Go(func() error {
 			for n := range 15 {
-				in := Input{Raw: testbundle.PCM(twoSine())}
+				in := Input{Raw: testbundle.PCM(testbundle.TwoSine())}
 				if (g+n)%2 == 0 {
-					in = Input{Tensors: sileroTensors(dequantized(twoSine()))}
+					in = Input{Tensors: sileroTensors(dequantized(testbundle.TwoSine()))}
 				}
 				out, err := md.Infer(ctx, in)
 				if err != nil {
-					errc <- err
-					return
+					return err
 				}
 				if got := out.Tensors[0].Data.([]float32)[0]; got != wantOut {
-					errc <- errors.New("concurrent result differs")
-					return
+					return errors.New("concurrent result differs")
 				}
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
+	if err := eg.Wait(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -425,7 +411,7 @@ func TestClose(t *testing.T) {
 	if err := md.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(twoSine())}); !errors.Is(err, ErrClosed) {
+	if _, err := md.Infer(context.Background(), Input{Raw: testbundle.PCM(testbundle.TwoSine())}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Infer after Close = %v, want ErrClosed", err)
 	}
 	if md.Manifest().Name != "silero-vad" {

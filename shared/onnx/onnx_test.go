@@ -13,8 +13,11 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // The two-sine frame and the Silero VAD v5 output for it with zero state,
@@ -23,15 +26,6 @@ const (
 	sileroTwoSine = 0.0690874
 	sileroTol     = 1e-5
 )
-
-func twoSine() []float32 {
-	x := make([]float32, 512)
-	for i := range x {
-		fi := float64(i)
-		x[i] = float32(0.5*math.Sin(2*math.Pi*220*fi/16000) + 0.1*math.Sin(2*math.Pi*1375*fi/16000))
-	}
-	return x
-}
 
 func sileroInputs(frame []float32) []tensor.Tensor {
 	return []tensor.Tensor{
@@ -233,7 +227,7 @@ func TestSileroTwoSine(t *testing.T) {
 		t.Errorf("Provider() = %q, want cpu", s.Provider())
 	}
 	for _, scalar := range []bool{false, true} {
-		in := sileroInputs(twoSine())
+		in := sileroInputs(testbundle.TwoSine())
 		if scalar {
 			in[2].Shape = []int64{} // the model's own rank-0 sr
 		}
@@ -277,7 +271,7 @@ func TestProviderFallback(t *testing.T) {
 		!strings.Contains(lines[0], "libonnxruntime_providers_cuda.so") {
 		t.Errorf("want one info line naming cpu and the missing CUDA library; log:\n%s", logs.String())
 	}
-	if _, err := s.Run(context.Background(), sileroInputs(twoSine())); err != nil {
+	if _, err := s.Run(context.Background(), sileroInputs(testbundle.TwoSine())); err != nil {
 		t.Fatalf("Run after fallback: %v", err)
 	}
 
@@ -390,14 +384,14 @@ func TestRunBadInputs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := s.Run(context.Background(), tt.mutate(sileroInputs(twoSine())))
+			_, err := s.Run(context.Background(), tt.mutate(sileroInputs(testbundle.TwoSine())))
 			if !errors.Is(err, ErrInput) || !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.msg) {
 				t.Fatalf("Run error = %v, want ErrInput and %v mentioning %s", err, tt.want, tt.msg)
 			}
 		})
 	}
 	// The session keeps working.
-	if _, err := s.Run(context.Background(), sileroInputs(twoSine())); err != nil {
+	if _, err := s.Run(context.Background(), sileroInputs(testbundle.TwoSine())); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -406,12 +400,12 @@ func TestRunCancelled(t *testing.T) {
 	s := newSilero(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Run(ctx, sileroInputs(twoSine())); !errors.Is(err, context.Canceled) {
+	if _, err := s.Run(ctx, sileroInputs(testbundle.TwoSine())); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run with cancelled context: %v", err)
 	}
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
-	out, err := s.Run(ctx, sileroInputs(twoSine()))
+	out, err := s.Run(ctx, sileroInputs(testbundle.TwoSine()))
 	if err != nil {
 		t.Fatalf("Run with live cancellable context: %v", err)
 	}
@@ -427,7 +421,7 @@ func TestConcurrentRun(t *testing.T) {
 	frames := make([][]float32, 4)
 	want := make([]float32, len(frames))
 	for i := range frames {
-		f := twoSine()
+		f := testbundle.TwoSine()
 		for j := range f {
 			f[j] *= float32(i+1) / 4
 		}
@@ -438,29 +432,23 @@ func TestConcurrentRun(t *testing.T) {
 		}
 		want[i] = out[0].Data.([]float32)[0]
 	}
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
+	var eg errgroup.Group
 	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		eg.Go(func() error {
 			for n := range 25 {
 				i := (g + n) % len(frames)
 				out, err := s.Run(context.Background(), sileroInputs(frames[i]))
 				if err != nil {
-					errc <- err
-					return
+					return err
 				}
 				if got := out[0].Data.([]float32)[0]; got != want[i] {
-					errc <- errors.New("concurrent result differs from sequential one")
-					return
+					return errors.New("concurrent result differs from sequential one")
 				}
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
+	if err := eg.Wait(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -472,7 +460,7 @@ func TestSessionOptions(t *testing.T) {
 		{IntraOpThreads: 2, InterOpThreads: 2, ParallelExecution: true, GraphOptimization: OptimizeBasic},
 	} {
 		s := newSilero(t, opts)
-		out, err := s.Run(context.Background(), sileroInputs(twoSine()))
+		out, err := s.Run(context.Background(), sileroInputs(testbundle.TwoSine()))
 		if err != nil {
 			t.Fatalf("%+v: %v", opts, err)
 		}
@@ -494,7 +482,7 @@ func TestClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := s.Run(context.Background(), sileroInputs(twoSine())); !errors.Is(err, ErrClosed) {
+	if _, err := s.Run(context.Background(), sileroInputs(testbundle.TwoSine())); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Run after Close: %v, want ErrClosed", err)
 	}
 }
@@ -506,7 +494,7 @@ func TestOutputShapeCache(t *testing.T) {
 	s := newSilero(t, Options{})
 	ctx := context.Background()
 	for range 2 {
-		out, err := s.Run(ctx, sileroInputs(twoSine()))
+		out, err := s.Run(ctx, sileroInputs(testbundle.TwoSine()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -521,7 +509,7 @@ func TestOutputShapeCache(t *testing.T) {
 	for k := range s.shapes.m {
 		s.shapes.m[k] = [][]int64{{3, 1}, {2, 3, 128}}
 	}
-	out, err := s.Run(ctx, sileroInputs(twoSine()))
+	out, err := s.Run(ctx, sileroInputs(testbundle.TwoSine()))
 	if err != nil {
 		t.Fatalf("Run after a wrong guess: %v", err)
 	}
@@ -534,7 +522,7 @@ func TestOutputShapeCache(t *testing.T) {
 		}
 	}
 	// A batch of two is a new entry.
-	two := append(twoSine(), twoSine()...)
+	two := append(testbundle.TwoSine(), testbundle.TwoSine()...)
 	in := []tensor.Tensor{
 		{Name: "input", Datatype: tensor.FP32, Shape: []int64{2, 512}, Data: two},
 		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, 2, 128}, Data: make([]float32, 512)},

@@ -4,15 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
@@ -264,16 +266,13 @@ func TestStderrBounded(t *testing.T) {
 // -race), some calls crashing their instance.
 func TestConcurrent(t *testing.T) {
 	p := newProc(t, "gotest", goModule(t), Config{PoolSize: 2})
-	var wg sync.WaitGroup
-	errc := make(chan error, 16)
+	var eg errgroup.Group
 	for g := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		eg.Go(func() error {
 			for n := range 10 {
 				if g == 0 && n%5 == 0 {
 					if _, err := p.Process(context.Background(), named("panic")); !errors.Is(err, ErrTrap) {
-						errc <- err
+						return fmt.Errorf("panic: %v, want ErrTrap", err)
 					}
 					continue
 				}
@@ -281,20 +280,17 @@ func TestConcurrent(t *testing.T) {
 				in[1].Data = []float32{float32(g), float32(n), 0, 0}
 				out, err := p.Process(context.Background(), in)
 				if err != nil {
-					errc <- err
-					return
+					return err
 				}
 				if !reflect.DeepEqual(out, in) {
-					errc <- errors.New("echo returned another call's tensors")
-					return
+					return errors.New("echo returned another call's tensors")
 				}
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Error(err)
+	if err := eg.Wait(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -9,13 +9,15 @@
 // (it imports nothing of the module, so shared/, agent/ and
 // controlplane/ tests may all use it): Eventually and EventuallyState
 // wait for a condition, SyncBuffer collects a process's or a logger's
-// output. Package testbundle below it builds and signs test bundles.
+// output, CutWriter cuts or stalls a download. Package testbundle below
+// it builds and signs test bundles.
 package testenv
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,4 +211,24 @@ func Run(tb testing.TB, bin string, env []string, args ...string) (stdout, stder
 		tb.Fatalf("running %s %s: %v", filepath.Base(bin), strings.Join(args, " "), err)
 	}
 	return o.String(), e.String(), code
+}
+
+// HelperProcess starts this test binary again, running only
+// TestHelperProcess, with env added to the environment: the child a
+// crash test kills. It returns the running command, a pipe of the
+// child's stdout (read it before Wait) and its stderr.
+func HelperProcess(tb testing.TB, env ...string) (*exec.Cmd, io.Reader, *SyncBuffer) {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	stderr := new(SyncBuffer)
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	return cmd, stdout, stderr
 }

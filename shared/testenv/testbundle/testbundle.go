@@ -322,3 +322,14 @@ func PCM(x []float32) []byte {
 	}
 	return b
 }
+
+// TwoSine is the Silero smoke frame of shared/DESIGN.md §10: 512 samples
+// of 0.5·sin(2π·220·i/16000) + 0.1·sin(2π·1375·i/16000).
+func TwoSine() []float32 {
+	x := make([]float32, 512)
+	for i := range x {
+		t := float64(i) / 16000
+		x[i] = float32(0.5*math.Sin(2*math.Pi*220*t) + 0.1*math.Sin(2*math.Pi*1375*t))
+	}
+	return x
+}
