@@ -320,7 +320,7 @@ func (a *Agent) changeLocked(ctx context.Context, c change) (Result, error) {
 		}
 		a.log.Warn("install failed", "rollback", c.rollback, "reason", ReasonOf(err), "err", err)
 		if c.events {
-			e := protocol.Event{Type: protocol.EventInstallFailed, From: from, Reason: ReasonOf(err), Message: truncate(err.Error(), 1024)}
+			e := protocol.Event{Type: protocol.EventInstallFailed, From: from, Reason: ReasonOf(err), Message: protocol.Truncate(err.Error(), 1024)}
 			if c.rollback {
 				e.Type, e.Reason = protocol.EventRollbackFailed, c.reason
 				if lkg, ok := a.store.LastKnownGood(); ok {
@@ -501,7 +501,7 @@ func (a *Agent) loadActive(ctx context.Context) {
 		}
 		a.log.Error("returning to the last-known-good failed too; serving nothing", "err", rerr)
 		a.event(protocol.Event{Type: protocol.EventRollbackFailed, Bundle: parseID(a.lkgString()), From: bundleID(active),
-			Reason: ReasonLoadFailed, Message: truncate(rerr.Error(), 1024)})
+			Reason: ReasonLoadFailed, Message: protocol.Truncate(rerr.Error(), 1024)})
 		a.reg.Remove(active.Name)
 		return
 	}
@@ -513,7 +513,7 @@ func (a *Agent) loadActive(ctx context.Context) {
 		a.reg.Remove(active.Name)
 	}
 	a.event(protocol.Event{Type: protocol.EventRollbackSucceeded, Bundle: bundleID(sl), From: bundleID(active),
-		Reason: ReasonLoadFailed, Message: truncate(err.Error(), 1024), Data: mustJSON(map[string]string{"origin": reasonOriginFallback})})
+		Reason: ReasonLoadFailed, Message: protocol.Truncate(err.Error(), 1024), Data: mustJSON(map[string]string{"origin": reasonOriginFallback})})
 }
 
 func (a *Agent) loadSlot(ctx context.Context, s slot.Slot) (*model.Model, error) {
@@ -591,15 +591,4 @@ func mustJSON(v any) json.RawMessage {
 		panic(err) // only called with maps of plain values
 	}
 	return b
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
 }

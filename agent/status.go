@@ -157,7 +157,7 @@ func (a *Agent) Reported() protocol.ReportedState {
 			r.LastKnownGood = bundleID(s)
 		}
 		if f := a.store.State().LastError; f != nil {
-			r.LastError = &protocol.LastError{Time: f.Time, Op: f.Op, Bundle: f.ID, Error: truncate(f.Error, protocol.MaxTextBytes-len("…"))}
+			r.LastError = &protocol.LastError{Time: f.Time, Op: f.Op, Bundle: f.ID, Error: protocol.Truncate(f.Error, protocol.MaxTextBytes-len("…"))}
 		}
 	}
 	if a.ob != nil {

@@ -316,7 +316,7 @@ func predictionRecord(p api.Prediction, id string) protocol.PredictionRecord {
 		InferMs:   round3(float64(p.InferLatency) / float64(time.Millisecond)),
 	}
 	if p.Err != nil {
-		r.Error = truncate(p.Err.Error(), 512)
+		r.Error = protocol.Truncate(p.Err.Error(), 512)
 	}
 	if p.Output != nil {
 		r.Outputs = summarize(p.Output.Tensors)

@@ -201,7 +201,7 @@ func (u *Uplink) refusalEvent(r refusal) {
 		Time:    r.at,
 		Type:    protocol.EventDesiredRefused,
 		Reason:  protocol.ReasonOf(r.err),
-		Message: truncate(r.err.Error(), 1024),
+		Message: protocol.Truncate(r.err.Error(), 1024),
 	}
 	if r.d != nil {
 		e.Seq, e.RolloutID = r.d.Seq, r.d.RolloutID
@@ -415,7 +415,7 @@ func (u *Uplink) retrying(d *protocol.DesiredState, err error, reason string, ne
 		RolloutID: d.RolloutID,
 		Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
 		Reason:    reason,
-		Message:   truncate(err.Error(), 1024),
+		Message:   protocol.Truncate(err.Error(), 1024),
 		Data:      data,
 	})
 	u.kickReport()
@@ -450,7 +450,7 @@ func (u *Uplink) resultEvent(d *protocol.DesiredState, from *protocol.BundleID, 
 		e.Type = protocol.EventInstallFailed
 	}
 	if err != nil {
-		e.Message = truncate(err.Error(), 1024)
+		e.Message = protocol.Truncate(err.Error(), 1024)
 	}
 	return e
 }
@@ -521,7 +521,7 @@ func (u *Uplink) setInstallStatus(d *protocol.DesiredState, phase protocol.Insta
 		in.Progress = &cp
 	}
 	if err != nil {
-		in.Error = truncate(err.Error(), 1024)
+		in.Error = protocol.Truncate(err.Error(), 1024)
 	}
 	u.install = in
 	return true
@@ -539,15 +539,4 @@ func reasonOf(err error) string {
 		return ""
 	}
 	return r.Reason()
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
 }

@@ -221,11 +221,11 @@ func (u *Uplink) checkRecord(r protocol.Record) error {
 func (u *Uplink) unsendable(r outbox.Record, cause error) error {
 	u.stats.unsendable.Add(1)
 	u.log.Error("uplink: dropping an outbox record no message can carry", "id", r.ID, "kind", r.Kind, "bytes", len(r.Payload), "err", cause)
-	data, _ := json.Marshal(map[string]any{"id": r.ID, "kind": truncate(r.Kind, 64)})
+	data, _ := json.Marshal(map[string]any{"id": r.ID, "kind": protocol.Truncate(r.Kind, 64)})
 	u.appendEvent(protocol.Event{
 		Type:     protocol.EventBufferDropped,
 		Reason:   ReasonUnsendable,
-		Message:  truncate(fmt.Sprintf("record %d (kind %q, %d bytes): %v", r.ID, r.Kind, len(r.Payload), cause), 1024),
+		Message:  protocol.Truncate(fmt.Sprintf("record %d (kind %q, %d bytes): %v", r.ID, r.Kind, len(r.Payload), cause), 1024),
 		Progress: &protocol.Progress{Done: 1},
 		Data:     data,
 	})

@@ -317,3 +317,21 @@ func TestCounters(t *testing.T) {
 		t.Fatalf("reasons %v", r)
 	}
 }
+
+func TestTruncate(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"abc", 3, "abc"},
+		{"abcd", 3, "abc…"},
+		{"ab€", 3, "ab…"}, // € is three bytes: the cut backs off to a rune boundary
+		{"€", 2, "…"},
+		{"", 0, ""},
+	} {
+		if got := Truncate(c.in, c.n); got != c.want {
+			t.Errorf("Truncate(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}

@@ -205,6 +205,18 @@ type ReportedState struct {
 // MaxTextBytes bounds free-text fields (error messages) in payloads.
 const MaxTextBytes = 4096
 
+// Truncate cuts free text to at most n bytes without splitting a UTF-8
+// sequence, and marks a cut with "…" (three bytes more).
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 // LastError says why the device's latest install or rollback failed.
 type LastError struct {
 	Time time.Time `json:"time"`
