@@ -238,13 +238,26 @@ func agentOptions(log *slog.Logger) []agent.Option {
 
 // local is how a CLI command reaches the agent: the running daemon's
 // admin API, or the data directory itself when no daemon runs.
-type local struct {
-	cfg    *config.Config
-	client *agent.Client // nil when no daemon runs
-	agent  *agent.Agent  // opened when no daemon runs
+type local interface {
+	Install(ctx context.Context, src, sig string, o agent.InstallOptions) (agent.Result, error)
+	Rollback(ctx context.Context) (agent.Result, error)
+	Status(ctx context.Context) (agent.Status, error)
+	close() error
 }
 
-func connect(ctx context.Context, f *flags, stderr io.Writer) (*local, error) {
+// running is the daemon, reached through its admin API.
+type running struct{ *agent.Client }
+
+func (r running) close() error { r.Client.Close(); return nil }
+
+// offline is the data directory opened in this process because no daemon
+// runs.
+type offline struct{ *agent.Agent }
+
+func (o offline) Status(context.Context) (agent.Status, error) { return o.Agent.Status() }
+func (o offline) close() error                                 { return o.Agent.Close() }
+
+func connect(ctx context.Context, f *flags, stderr io.Writer) (local, error) {
 	cfg, err := f.loadConfig()
 	if err != nil {
 		return nil, err
@@ -252,7 +265,7 @@ func connect(ctx context.Context, f *flags, stderr io.Writer) (*local, error) {
 	c := agent.NewClient(cfg.API.Socket)
 	err = c.Ping(ctx)
 	if err == nil {
-		return &local{cfg: cfg, client: c}, nil
+		return running{c}, nil
 	}
 	if !errors.Is(err, agent.ErrNotRunning) {
 		return nil, err
@@ -268,15 +281,7 @@ func connect(ctx context.Context, f *flags, stderr io.Writer) (*local, error) {
 	if err := a.Open(); err != nil {
 		return nil, fmt.Errorf("no agent answers on %s, and the data directory cannot be opened: %w", cfg.API.Socket, err)
 	}
-	return &local{cfg: cfg, agent: a}, nil
-}
-
-func (l *local) close() error {
-	if l.agent != nil {
-		return l.agent.Close()
-	}
-	l.client.Close()
-	return nil
+	return offline{a}, nil
 }
 
 // checkOwner refuses to work on the data directory of another user:
@@ -318,12 +323,7 @@ func cmdInstall(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		return err
 	}
 	defer func() { err = errors.Join(err, l.close()) }()
-	var res agent.Result
-	if l.client != nil {
-		res, err = l.client.Install(ctx, pos[0], *sig, o)
-	} else {
-		res, err = l.agent.Install(ctx, pos[0], *sig, o)
-	}
+	res, err := l.Install(ctx, pos[0], *sig, o)
 	if err != nil {
 		return fmt.Errorf("install %s: %w", pos[0], err)
 	}
@@ -345,12 +345,7 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) (
 		return err
 	}
 	defer func() { err = errors.Join(err, l.close()) }()
-	var res agent.Result
-	if l.client != nil {
-		res, err = l.client.Rollback(ctx)
-	} else {
-		res, err = l.agent.Rollback(ctx)
-	}
+	res, err := l.Rollback(ctx)
 	if err != nil {
 		return fmt.Errorf("rollback: %w", err)
 	}
@@ -391,12 +386,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		return err
 	}
 	defer func() { err = errors.Join(err, l.close()) }()
-	var s agent.Status
-	if l.client != nil {
-		s, err = l.client.Status(ctx)
-	} else {
-		s, err = l.agent.Status()
-	}
+	s, err := l.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
