@@ -41,11 +41,7 @@ const copyBufferSize = 256 << 10
 // directory is fsynced at the end. On error, everything Unpack wrote is
 // removed (and destDir too if Unpack created it).
 func Unpack(ctx context.Context, bundlePath, destDir string, lim Limits) (*Manifest, error) {
-	lim = lim.withDefaults()
-	if err := lim.validate(); err != nil {
-		return nil, err
-	}
-	f, size, err := openBundle(bundlePath, lim)
+	f, size, err := openBundle(bundlePath, &lim)
 	if err != nil {
 		return nil, err
 	}
@@ -63,10 +59,6 @@ func Unpack(ctx context.Context, bundlePath, destDir string, lim Limits) (*Manif
 // file; the directory holding it must not be writable by anyone the caller
 // does not trust, or the file could change between the two reads.
 func VerifyAndUnpack(ctx context.Context, bundlePath, sigPath string, trust *TrustRoot, destDir string, lim Limits) (*Manifest, error) {
-	lim = lim.withDefaults()
-	if err := lim.validate(); err != nil {
-		return nil, err
-	}
 	if trust == nil || len(trust.keys) == 0 {
 		return nil, fmt.Errorf("%w: no trusted keys to verify %s with", ErrSignature, bundlePath)
 	}
@@ -74,7 +66,7 @@ func VerifyAndUnpack(ctx context.Context, bundlePath, sigPath string, trust *Tru
 	if err != nil {
 		return nil, err
 	}
-	f, size, err := openBundle(bundlePath, lim)
+	f, size, err := openBundle(bundlePath, &lim)
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +85,7 @@ func VerifyAndUnpack(ctx context.Context, bundlePath, sigPath string, trust *Tru
 // unpacking its files or checking a signature: what the bundle claims,
 // for display. Nothing it returns has been verified.
 func ReadManifest(ctx context.Context, bundlePath string, lim Limits) (*Manifest, error) {
-	lim = lim.withDefaults()
-	if err := lim.validate(); err != nil {
-		return nil, err
-	}
-	f, size, err := openBundle(bundlePath, lim)
+	f, size, err := openBundle(bundlePath, &lim)
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +102,15 @@ func ReadManifest(ctx context.Context, bundlePath string, lim Limits) (*Manifest
 	return m, nil
 }
 
-// openBundle opens a bundle file and checks it is a regular file within
+// openBundle fills lim's zero fields with the defaults and checks them,
+// then opens a bundle file and checks it is a regular file within
 // lim.MaxBundleBytes. The size returned is the one checked; readers must
 // not read past it.
-func openBundle(path string, lim Limits) (*os.File, int64, error) {
+func openBundle(path string, lim *Limits) (*os.File, int64, error) {
+	*lim = lim.withDefaults()
+	if err := lim.validate(); err != nil {
+		return nil, 0, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("opening bundle: %w", err)
