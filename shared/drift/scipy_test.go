@@ -10,33 +10,6 @@ import (
 	"github.com/edgefleet/edgefleet/shared/drift/stats"
 )
 
-type pyNum struct {
-	Kind      string    `json:"kind"`
-	Reference []float64 `json:"reference"`
-	Current   []float64 `json:"current"`
-	Edges     []float64 `json:"edges"`
-}
-
-type pyCat struct {
-	Kind       string   `json:"kind"`
-	Reference  []string `json:"reference"`
-	Current    []string `json:"current"`
-	Categories []string `json:"categories"`
-}
-
-type pyResult struct {
-	KS              float64   `json:"ks"`
-	KSP             float64   `json:"ks_p"`
-	Wasserstein     float64   `json:"wasserstein"`
-	WassersteinNorm float64   `json:"wasserstein_norm"`
-	PSI             float64   `json:"psi"`
-	JS              float64   `json:"js"`
-	ChiSquare       float64   `json:"chisquare"`
-	ChiSquareP      float64   `json:"chisquare_p"`
-	RefCounts       []float64 `json:"ref_counts"`
-	CurCounts       []float64 `json:"cur_counts"`
-}
-
 type scenario struct {
 	name     string
 	refN     int       // reference size: ≤ 1000 → K-S/chi², else Wasserstein/JS
@@ -131,12 +104,12 @@ func TestAgainstSciPy(t *testing.T) {
 		if sc.status != drift.StatusNotEnoughData {
 			rr.hasPython, rr.pyIndex = true, len(cases)
 			cases = append(cases,
-				pyNum{Kind: "numerical", Reference: refX, Current: x, Edges: p.Features[0].Numerical.Edges},
-				pyCat{Kind: "categorical", Reference: refC, Current: c, Categories: p.Features[1].Categorical.Categories})
+				pyref.Numerical{Kind: "numerical", Reference: refX, Current: x, Edges: p.Features[0].Numerical.Edges},
+				pyref.Categorical{Kind: "categorical", Reference: refC, Current: c, Categories: p.Features[1].Categorical.Categories})
 		}
 		runs = append(runs, rr)
 	}
-	var results []pyResult
+	var results []pyref.Result
 	pyref.Run(t, cases, &results)
 	if len(results) != len(cases) {
 		t.Fatalf("reference.py returned %d results for %d cases", len(results), len(cases))

@@ -11,36 +11,9 @@ import (
 	"github.com/edgefleet/edgefleet/shared/drift/stats"
 )
 
-// close reports whether got is within abs or rel of want.
+// near reports whether got is within abs or rel of want.
 func near(got, want, abs, rel float64) bool {
 	return math.Abs(got-want) <= abs+rel*math.Abs(want)
-}
-
-type numCase struct {
-	Kind      string    `json:"kind"`
-	Reference []float64 `json:"reference"`
-	Current   []float64 `json:"current"`
-	Edges     []float64 `json:"edges"`
-}
-
-type numResult struct {
-	KS              float64   `json:"ks"`
-	KSP             float64   `json:"ks_p"`
-	KSPAsymp        float64   `json:"ks_p_asymp"`
-	Wasserstein     float64   `json:"wasserstein"`
-	WassersteinNorm float64   `json:"wasserstein_norm"`
-	PSI             float64   `json:"psi"`
-	JS              float64   `json:"js"`
-	RefCounts       []float64 `json:"ref_counts"`
-	CurCounts       []float64 `json:"cur_counts"`
-	SF              []float64 `json:"sf"`
-}
-
-type gridCase struct {
-	Kind string    `json:"kind"`
-	N    int64     `json:"n,omitempty"`
-	DF   int       `json:"df,omitempty"`
-	X    []float64 `json:"x"`
 }
 
 func sample(r *rand.Rand, n int, f func(*rand.Rand) float64) []float64 {
@@ -87,19 +60,19 @@ func TestAgainstSciPy(t *testing.T) {
 		sa := slices.Sorted(slices.Values(a))
 		edges := []float64{sa[0], sa[len(sa)/4], sa[len(sa)/2], sa[3*len(sa)/4], sa[len(sa)-1]}
 		edges = slices.Compact(edges)
-		cases = append(cases, numCase{Kind: "numerical", Reference: a, Current: b, Edges: edges})
+		cases = append(cases, pyref.Numerical{Kind: "numerical", Reference: a, Current: b, Edges: edges})
 		data = append(data, [2][]float64{a, b})
 	}
 	ksGrid := []int64{1, 2, 5, 10, 50, 140, 141, 500, 1000, 5000, 100000, 200000}
 	xs := []float64{0.001, 0.01, 0.02, 0.05, 0.08, 0.1, 0.2, 0.3, 0.45, 0.5, 0.6, 0.9, 0.99}
 	for _, n := range ksGrid {
-		cases = append(cases, gridCase{Kind: "kstwo", N: n, X: xs})
+		cases = append(cases, pyref.Grid{Kind: "kstwo", N: n, X: xs})
 	}
 	chiX := []float64{0.01, 0.5, 1, 3.84, 10, 50, 200, 1000}
 	for _, df := range []int{1, 2, 5, 30, 100} {
-		cases = append(cases, gridCase{Kind: "chi2", DF: df, X: chiX})
+		cases = append(cases, pyref.Grid{Kind: "chi2", DF: df, X: chiX})
 	}
-	var results []numResult
+	var results []pyref.Result
 	pyref.Run(t, cases, &results)
 	if len(results) != len(cases) {
 		t.Fatalf("reference.py returned %d results for %d cases", len(results), len(cases))

@@ -65,3 +65,56 @@ func Run(tb testing.TB, cases any, out any) {
 		tb.Fatalf("pyref: decoding the output of %s: %v\n%.2000s", script, err, stdout.String())
 	}
 }
+
+// The cases reference.py takes: a list of any of these, each with its
+// Kind, in the JSON Run writes.
+
+// Numerical compares two samples binned at Edges (Kind "numerical").
+type Numerical struct {
+	Kind      string    `json:"kind"`
+	Reference []float64 `json:"reference"`
+	Current   []float64 `json:"current"`
+	Edges     []float64 `json:"edges"`
+}
+
+// Categorical compares two samples of labels over Categories, the rest
+// counted as "other" (Kind "categorical").
+type Categorical struct {
+	Kind       string   `json:"kind"`
+	Reference  []string `json:"reference"`
+	Current    []string `json:"current"`
+	Categories []string `json:"categories"`
+}
+
+// Grid asks for a survival function at X: Kind "kstwo" (Kolmogorov, N
+// samples) or "chi2" (chi-squared, DF degrees of freedom).
+type Grid struct {
+	Kind string    `json:"kind"`
+	N    int64     `json:"n,omitempty"`
+	DF   int       `json:"df,omitempty"`
+	X    []float64 `json:"x"`
+}
+
+// Result is reference.py's answer to one case, in the case's order; each
+// kind of case fills its own fields.
+type Result struct {
+	// Numerical: the two-sample K-S statistic, its p-value (SciPy's
+	// method "auto") and asymptotic p-value; the Wasserstein distance,
+	// raw and over the reference's standard deviation.
+	KS              float64 `json:"ks"`
+	KSP             float64 `json:"ks_p"`
+	KSPAsymp        float64 `json:"ks_p_asymp"`
+	Wasserstein     float64 `json:"wasserstein"`
+	WassersteinNorm float64 `json:"wasserstein_norm"`
+	// Categorical: Pearson's chi-squared statistic and its p-value.
+	ChiSquare  float64 `json:"chisquare"`
+	ChiSquareP float64 `json:"chisquare_p"`
+	// Numerical and categorical: PSI, Jensen-Shannon distance and the bin
+	// counts both were computed on.
+	PSI       float64   `json:"psi"`
+	JS        float64   `json:"js"`
+	RefCounts []float64 `json:"ref_counts"`
+	CurCounts []float64 `json:"cur_counts"`
+	// Grid: the survival function at each X.
+	SF []float64 `json:"sf"`
+}
