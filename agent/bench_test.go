@@ -48,12 +48,7 @@ func BenchmarkPredict(b *testing.B) {
 	s := newSetupRate(b, config.DefaultPredictionSampleRate, "")
 	a := startAgent(b, s)
 	ctx := context.Background()
-	if _, err := a.Install(ctx, v1.path, "", InstallOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	a.modelMu.Lock()
-	mdl := a.serving
-	a.modelMu.Unlock()
+	mdl := serve(b, a.Agent, v1)
 	body := tensorRequest(b, "")
 	var in struct{ Inputs []tensor.Tensor }
 	if err := json.Unmarshal(body, &in); err != nil {
@@ -170,6 +165,17 @@ func BenchmarkPredict(b *testing.B) {
 }
 
 // runBare runs Silero through onnxruntime_go directly.
+// serve installs bundle b on a and returns the model now serving.
+func serve(tb testing.TB, a *Agent, b built) *model.Model {
+	tb.Helper()
+	if _, err := a.Install(tb.Context(), b.path, "", InstallOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	a.modelMu.Lock()
+	defer a.modelMu.Unlock()
+	return a.serving
+}
+
 func runBare(b *testing.B, inputs []tensor.Tensor) {
 	if err := onnx.Init(testenv.ORTLibrary(b)); err != nil {
 		b.Fatal(err)

@@ -346,12 +346,7 @@ func BenchmarkDriftObserve(b *testing.B) {
 	s := newSetupRate(b, 0, "")
 	a := startAgent(b, s)
 	ctx := context.Background()
-	if _, err := a.Install(ctx, v1.path, "", InstallOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	a.modelMu.Lock()
-	mdl := a.serving
-	a.modelMu.Unlock()
+	mdl := serve(b, a.Agent, v1)
 	_, p := sileroProfile(b)
 
 	frames := speechFrames(b, audio.Normal(11), 2000)

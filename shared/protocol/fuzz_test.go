@@ -60,6 +60,15 @@ func checkDecoded[T Message](t *testing.T, m T, err error, decode func([]byte) (
 	}
 }
 
+// fuzzDecode fuzzes decode from the goldens, holding it to checkDecoded.
+func fuzzDecode[T Message](f *testing.F, decode func([]byte) (T, error)) {
+	seedGoldens(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decode(b)
+		checkDecoded(t, m, err, decode)
+	})
+}
+
 func FuzzDecodeDesired(f *testing.F) {
 	seedGoldens(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -72,29 +81,11 @@ func FuzzDecodeDesired(f *testing.F) {
 	})
 }
 
-func FuzzDecodeReported(f *testing.F) {
-	seedGoldens(f)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := DecodeReported(b)
-		checkDecoded(t, m, err, DecodeReported)
-	})
-}
+func FuzzDecodeReported(f *testing.F) { fuzzDecode(f, DecodeReported) }
 
-func FuzzDecodeEvent(f *testing.F) {
-	seedGoldens(f)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := DecodeEvent(b)
-		checkDecoded(t, m, err, DecodeEvent)
-	})
-}
+func FuzzDecodeEvent(f *testing.F) { fuzzDecode(f, DecodeEvent) }
 
-func FuzzDecodeStatus(f *testing.F) {
-	seedGoldens(f)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := DecodeStatus(b)
-		checkDecoded(t, m, err, DecodeStatus)
-	})
-}
+func FuzzDecodeStatus(f *testing.F) { fuzzDecode(f, DecodeStatus) }
 
 func FuzzDecodeTelemetry(f *testing.F) {
 	seedGoldens(f)
