@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,9 +17,8 @@ import (
 	"github.com/edgefleet/edgefleet/agent/outbox"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/configfile"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 func TestDefault(t *testing.T) {
 	c := Default()
@@ -75,19 +73,7 @@ func TestLoadFull(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("testdata")
 	got := golden(t, c, dir)
-	const goldenFile = "testdata/full.golden.json"
-	if *update {
-		if err := os.WriteFile(goldenFile, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(goldenFile)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("Load(full.yaml) differs from %s:\n%s", goldenFile, got)
-	}
+	testenv.Golden(t, "testdata/full.golden.json", got)
 	// Spot checks that do not rely on the golden file being right.
 	if c.Trust.PublicKeys[1] != filepath.Join(dir, "keys/backup-publisher.pub") {
 		t.Errorf("relative key path resolved to %q", c.Trust.PublicKeys[1])

@@ -5,10 +5,8 @@ import (
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
-	"flag"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,8 +14,6 @@ import (
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/ goldens")
 
 // checkMosquittoPasswd verifies password against one "$7$" line's hash.
 func checkMosquittoPasswd(line, password string) bool {
@@ -72,15 +68,7 @@ func TestMosquittoACLGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join("testdata", "mosquitto.acl")
-	if *update {
-		if err := os.WriteFile(path, []byte(acl), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if want := readFile(t, path); acl != want {
-		t.Fatalf("MosquittoACL differs from %s (go test -run ACLGolden -update):\n%s", path, acl)
-	}
+	testenv.Golden(t, filepath.Join("testdata", "mosquitto.acl"), []byte(acl))
 	for _, users := range [][]string{{"fleetd"}, {""}, {"_a b"}, {"_a/b"}, {"_x", "_x"}} {
 		if _, err := MosquittoACL(users...); err == nil {
 			t.Errorf("MosquittoACL(%q) accepted", users)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,9 +11,8 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
 func buildTestSpec(t *testing.T, opts bundle.BuildOptions) (string, *bundle.Manifest) {
 	t.Helper()
@@ -37,22 +35,7 @@ func TestBuildGoldenManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "golden", "manifest.json")
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -run TestBuildGoldenManifest -update)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("manifest differs from %s (rerun with -update if intended):\n%s", golden, got)
-	}
+	testenv.Golden(t, filepath.Join("testdata", "golden", "manifest.json"), got)
 }
 
 func TestBuildDeterministic(t *testing.T) {

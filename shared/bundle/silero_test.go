@@ -74,23 +74,8 @@ func TestSileroSpec(t *testing.T) {
 	wantInputs, wantPCM := sileroSmokeFiles(t)
 	inputsPath := filepath.Join(specDir, "smoke", "two-sine.inputs.json")
 	pcmPath := filepath.Join(specDir, "smoke", "two-sine.pcm")
-	if *update {
-		if err := os.WriteFile(inputsPath, wantInputs, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(pcmPath, wantPCM, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for path, want := range map[string][]byte{inputsPath: wantInputs, pcmPath: wantPCM} {
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (go test ./shared/bundle -run TestSileroSpec -update writes it)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s is not the two-sine frame (go test ./shared/bundle -run TestSileroSpec -update rewrites it)", path)
-		}
-	}
+	testenv.Golden(t, inputsPath, wantInputs)
+	testenv.Golden(t, pcmPath, wantPCM)
 
 	// A copy of the spec with absolute paths to the cached model and a
 	// stand-in pre-processor, so that the build needs neither make wasm

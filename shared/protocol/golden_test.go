@@ -3,7 +3,6 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +11,6 @@ import (
 
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 var (
 	t0  = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -146,23 +143,12 @@ func marshalGolden(t *testing.T, m Message) []byte {
 	return append(b, '\n')
 }
 
-// checkGolden writes want to testdata/NAME.json with -update, and fails
-// unless the file holds want. It returns the file's path.
+// checkGolden holds testdata/NAME.json to want (testenv.Golden) and
+// returns the file's path.
 func checkGolden(t *testing.T, name string, want []byte) string {
 	t.Helper()
 	path := filepath.Join("testdata", name+".json")
-	if *update {
-		if err := os.WriteFile(path, want, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -run Golden -update)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("%s differs from the Go value (run go test -run Golden -update):\n got: %s\nwant: %s", path, got, want)
-	}
+	testenv.Golden(t, path, want)
 	return path
 }
 

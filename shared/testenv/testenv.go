@@ -9,8 +9,10 @@
 // (it imports nothing of the module, so shared/, agent/ and
 // controlplane/ tests may all use it): Eventually and EventuallyState
 // wait for a condition, SyncBuffer collects a process's or a logger's
-// output, CutWriter cuts or stalls a download. Package testbundle below
-// it builds and signs test bundles.
+// output, CutWriter cuts or stalls a download, CA issues TLS
+// certificates, HelperProcess starts the child a crash test kills, Golden
+// holds output to a golden file (-update rewrites it). Package testbundle
+// below it builds and signs test bundles.
 package testenv
 
 import (

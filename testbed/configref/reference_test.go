@@ -2,7 +2,6 @@ package configref
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -22,8 +21,6 @@ import (
 	"github.com/edgefleet/edgefleet/shared/configfile"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite docs/config-reference.md from the code")
 
 const (
 	module    = "github.com/edgefleet/edgefleet"
@@ -71,19 +68,7 @@ func TestConfigReference(t *testing.T) {
 	root := testenv.Root(t)
 	docs := newDocs(t, root)
 	got := render(t, docs)
-	path := filepath.Join(root, reference)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./testbed/configref -run TestConfigReference -update writes it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s is not what the code generates; run\n\tgo test ./testbed/configref -run TestConfigReference -update\nand commit it. First difference: %s", reference, firstDiff(want, got))
-	}
+	testenv.Golden(t, filepath.Join(root, reference), got)
 }
 
 // TestEveryKeyDocumented: every key has a description (a doc comment on
@@ -407,22 +392,4 @@ func mentions(doc, name string) bool {
 		}
 	}
 	return false
-}
-
-// firstDiff shows the first line where want and got differ.
-func firstDiff(want, got []byte) string {
-	wl, gl := strings.Split(string(want), "\n"), strings.Split(string(got), "\n")
-	for i := range max(len(wl), len(gl)) {
-		var w, g string
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if w != g {
-			return fmt.Sprintf("line %d:\n\tfile: %s\n\tcode: %s", i+1, w, g)
-		}
-	}
-	return "none"
 }
