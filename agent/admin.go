@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/edgefleet/edgefleet/agent/api"
 	"github.com/edgefleet/edgefleet/agent/slot"
 )
 
@@ -69,15 +69,7 @@ func (a *Agent) adminServer() *http.Server {
 			r.Method, r.URL.Path, PathStatus, PathInstall, PathRollback)})
 	})
 	mux.Handle("/", a.srv.Handler())
-	return &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-	}
+	return api.NewHTTPServer(mux, a.log)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

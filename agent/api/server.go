@@ -130,15 +130,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = m
 	s.routes()
-	s.srv = &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
-	}
+	s.srv = NewHTTPServer(s.mux, opts.Logger)
 	if s.onPrediction != nil {
 		q := opts.PredictionQueue
 		if q == 0 {
@@ -150,6 +142,22 @@ func New(opts Options) (*Server, error) {
 		close(s.workerDone)
 	}
 	return s, nil
+}
+
+// NewHTTPServer is the http.Server the agent serves its local APIs
+// with (inference here, admin in the agent): bounded header, body and
+// idle times, 64 KiB of headers, and the server's own errors logged as
+// warnings on log.
+func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // Handler is the API's HTTP handler, for serving it another way (tests,
