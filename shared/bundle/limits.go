@@ -1,6 +1,9 @@
 package bundle
 
-import "fmt"
+import (
+	"cmp"
+	"fmt"
+)
 
 // Limits bound what the unpacker accepts, so that a hostile or broken
 // bundle cannot exhaust a device's disk, memory or CPU. A zero field
@@ -38,24 +41,12 @@ func DefaultLimits() Limits {
 // withDefaults returns l with every zero field set from DefaultLimits.
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits()
-	if l.MaxBundleBytes == 0 {
-		l.MaxBundleBytes = d.MaxBundleBytes
-	}
-	if l.MaxFiles == 0 {
-		l.MaxFiles = d.MaxFiles
-	}
-	if l.MaxFileBytes == 0 {
-		l.MaxFileBytes = d.MaxFileBytes
-	}
-	if l.MaxTotalBytes == 0 {
-		l.MaxTotalBytes = d.MaxTotalBytes
-	}
-	if l.MaxWindowBytes == 0 {
-		l.MaxWindowBytes = d.MaxWindowBytes
-	}
-	if l.MaxDecoderMemory == 0 {
-		l.MaxDecoderMemory = d.MaxDecoderMemory
-	}
+	l.MaxBundleBytes = cmp.Or(l.MaxBundleBytes, d.MaxBundleBytes)
+	l.MaxFiles = cmp.Or(l.MaxFiles, d.MaxFiles)
+	l.MaxFileBytes = cmp.Or(l.MaxFileBytes, d.MaxFileBytes)
+	l.MaxTotalBytes = cmp.Or(l.MaxTotalBytes, d.MaxTotalBytes)
+	l.MaxWindowBytes = cmp.Or(l.MaxWindowBytes, d.MaxWindowBytes)
+	l.MaxDecoderMemory = cmp.Or(l.MaxDecoderMemory, d.MaxDecoderMemory)
 	return l
 }
 
