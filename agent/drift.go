@@ -91,16 +91,7 @@ func (d *driftWindows) start() {
 	d.done.Add(1)
 	go func() {
 		defer d.done.Done()
-		tick := time.NewTicker(d.interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				d.rotate()
-			case <-d.quit:
-				return
-			}
-		}
+		every(d.interval, d.quit, d.rotate)
 	}()
 }
 
@@ -263,4 +254,18 @@ func (a *Agent) driftSwap(m *model.Model) {
 		}
 	}
 	a.drift.swap(man.Name, man.Version, p)
+}
+
+// every calls f each interval until quit is closed.
+func every(interval time.Duration, quit <-chan struct{}, f func()) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			f()
+		case <-quit:
+			return
+		}
+	}
 }

@@ -90,16 +90,7 @@ func (r *shadowRunner) start() {
 	}()
 	go func() {
 		defer r.done.Done()
-		tick := time.NewTicker(r.opts.window)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				r.rotate()
-			case <-r.quit:
-				return
-			}
-		}
+		every(r.opts.window, r.quit, r.rotate)
 	}()
 }
 
