@@ -2,11 +2,8 @@ package slot
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,51 +18,25 @@ import (
 // zero state (docs: DESIGN.md §10).
 const sileroOutput = testbundle.SileroOutput
 
-// buildSilero builds and signs a Silero VAD bundle whose smoke vector
-// expects want for the two-sine frame. Build runs model.Check only when
-// check is set (a bundle with a wrong expectation could not be built
-// otherwise: it stands for one built by a broken or hostile pipeline).
-func buildSilero(t *testing.T, k *keys, version string, want float32, check bool) built {
+// buildSilero builds and signs a Silero VAD bundle (testbundle) whose
+// smoke vectors expect want for the two-sine frame. Build runs
+// model.Check only when check is set (a bundle with a wrong expectation
+// could not be built otherwise: it stands for one built by a broken or
+// hostile pipeline).
+func buildSilero(t *testing.T, k *keys, version string, want float64, check bool) built {
 	t.Helper()
-	spec := t.TempDir()
-	inputs := []tensor.Tensor{
-		{Name: "input", Datatype: tensor.FP32, Shape: []int64{1, 512}, Data: testbundle.TwoSine()},
-		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, 1, 128}, Data: make([]float32, 256)},
-		{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}, Data: []int64{16000}},
-	}
-	b, err := json.Marshal(inputs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(spec, "frame.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	yaml := fmt.Sprintf(`name: silero-vad
-version: %s
-model: %s
-inputs:
-  - {name: input, datatype: FP32, shape: [-1, 512]}
-  - {name: state, datatype: FP32, shape: [2, -1, 128]}
-  - {name: sr, datatype: INT64, shape: [1]}
-outputs:
-  - {name: output, datatype: FP32, shape: [-1, 1]}
-  - {name: stateN, datatype: FP32, shape: [2, -1, 128]}
-smoke:
-  - name: two-sines
-    inputsFile: frame.json
-    expected: [{name: output, datatype: FP32, shape: [1, 1], data: [%g]}]
-    tolerance: {abs: 0.001}
-`, version, testenv.SileroModel(t), want)
-	if err := os.WriteFile(filepath.Join(spec, bundle.SpecName), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	opts := bundle.BuildOptions{}
+	sil := testbundle.SileroFiles(t)
+	sil.Version, sil.SmokeOutput = version, want
 	if check {
-		opts.Check = func(ctx context.Context, dir string, m *bundle.Manifest) error {
+		sil.Check = func(ctx context.Context, dir string, m *bundle.Manifest) error {
 			return model.Check(ctx, dir, m, model.Options{ORTLibrary: testenv.ORTLibrary(t)})
 		}
 	}
-	return buildSpec(t, k, spec, "silero-vad-"+version+".bundle", opts, nil)
+	b, err := k.BuildSilero(t.Context(), t.TempDir(), sil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return built{path: b.Path, sig: b.Sig, m: b.Manifest}
 }
 
 // server is what the agent does with the store: the activate callback
@@ -130,7 +101,7 @@ func TestInstallSileroWithSmokeTest(t *testing.T) {
 
 	_, err := s.Install(t.Context(), Request{Bundle: bad.path}, srv.activate)
 	srv.settle(err)
-	if !errors.Is(err, ErrActivate) || !strings.Contains(err.Error(), "two-sines") {
+	if !errors.Is(err, ErrActivate) || !strings.Contains(err.Error(), "two-sine-") {
 		t.Fatalf("err %v, want ErrActivate naming the failing smoke vector", err)
 	}
 	assertActive(t, s, "silero-vad@5.0.0", "")
@@ -138,7 +109,7 @@ func TestInstallSileroWithSmokeTest(t *testing.T) {
 		t.Fatalf("serving %s after a failed smoke test", got)
 	}
 	le := stateFile(t, dir).LastError
-	if le == nil || le.ID != "silero-vad@5.1.0" || !strings.Contains(le.Error, "smoke") || !strings.Contains(le.Error, "two-sines") {
+	if le == nil || le.ID != "silero-vad@5.1.0" || !strings.Contains(le.Error, "smoke") || !strings.Contains(le.Error, "two-sine-") {
 		t.Fatalf("lastError %+v, want the smoke failure of silero-vad@5.1.0", le)
 	}
 

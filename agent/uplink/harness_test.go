@@ -296,56 +296,42 @@ func (f *fleetd) publishDesired(payload []byte) {
 	}
 }
 
-func (f *fleetd) statuses() []protocol.Status {
-	var out []protocol.Status
-	for _, m := range f.messages(protocol.KindStatus) {
-		s, err := protocol.DecodeStatus(m.payload)
+// decodeAll decodes every message of kind fleetd received, in order.
+func decodeAll[T any](f *fleetd, kind protocol.Kind, decode func([]byte) (*T, error)) []T {
+	var out []T
+	for _, m := range f.messages(kind) {
+		v, err := decode(m.payload)
 		if err != nil {
-			f.t.Fatalf("fleetd: status: %v", err)
+			f.t.Fatalf("fleetd: %s: %v", kind, err)
 		}
-		out = append(out, *s)
+		out = append(out, *v)
 	}
 	return out
 }
 
-func (f *fleetd) lastStatus() (protocol.Status, bool) {
-	s := f.statuses()
-	if len(s) == 0 {
-		return protocol.Status{}, false
+// last is the latest of vs, if any.
+func last[T any](vs []T) (T, bool) {
+	if len(vs) == 0 {
+		var zero T
+		return zero, false
 	}
-	return s[len(s)-1], true
+	return vs[len(vs)-1], true
 }
+
+func (f *fleetd) statuses() []protocol.Status {
+	return decodeAll(f, protocol.KindStatus, protocol.DecodeStatus)
+}
+
+func (f *fleetd) lastStatus() (protocol.Status, bool) { return last(f.statuses()) }
 
 func (f *fleetd) reported() []protocol.ReportedState {
-	var out []protocol.ReportedState
-	for _, m := range f.messages(protocol.KindReported) {
-		r, err := protocol.DecodeReported(m.payload)
-		if err != nil {
-			f.t.Fatalf("fleetd: reported: %v", err)
-		}
-		out = append(out, *r)
-	}
-	return out
+	return decodeAll(f, protocol.KindReported, protocol.DecodeReported)
 }
 
-func (f *fleetd) lastReported() (protocol.ReportedState, bool) {
-	r := f.reported()
-	if len(r) == 0 {
-		return protocol.ReportedState{}, false
-	}
-	return r[len(r)-1], true
-}
+func (f *fleetd) lastReported() (protocol.ReportedState, bool) { return last(f.reported()) }
 
 func (f *fleetd) events() []protocol.Event {
-	var out []protocol.Event
-	for _, m := range f.messages(protocol.KindEvents) {
-		e, err := protocol.DecodeEvent(m.payload)
-		if err != nil {
-			f.t.Fatalf("fleetd: event: %v", err)
-		}
-		out = append(out, *e)
-	}
-	return out
+	return decodeAll(f, protocol.KindEvents, protocol.DecodeEvent)
 }
 
 func (f *fleetd) eventsOf(typ protocol.EventType) []protocol.Event {
