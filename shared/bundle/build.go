@@ -45,6 +45,16 @@ var epoch = time.Unix(0, 0)
 // outPath atomically. The output is deterministic: manifest.json first,
 // then the files sorted by name, with fixed modes, owners and times.
 func Build(ctx context.Context, specDir, outPath string, opts BuildOptions) (*Manifest, error) {
+	spec, err := LoadSpec(specDir)
+	if err != nil {
+		return nil, err
+	}
+	return BuildSpec(ctx, spec, outPath, opts)
+}
+
+// BuildSpec is Build from a spec in hand (ReadSpec or NewSpec, completed
+// with UseModel, say); it checks the spec first.
+func BuildSpec(ctx context.Context, spec *Spec, outPath string, opts BuildOptions) (*Manifest, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -53,8 +63,7 @@ func Build(ctx context.Context, specDir, outPath string, opts BuildOptions) (*Ma
 	if err := lim.validate(); err != nil {
 		return nil, err
 	}
-	spec, err := LoadSpec(specDir)
-	if err != nil {
+	if err := spec.Check(); err != nil {
 		return nil, err
 	}
 	return buildSpec(ctx, spec, outPath, opts, lim, log)
@@ -133,6 +142,7 @@ func (s *Spec) stage(ctx context.Context, dir string, lim Limits, log *slog.Logg
 			ExecutionProviders: s.ExecutionProviders,
 			AllowNonFinite:     s.AllowNonFinite,
 		},
+		Lineage: s.Lineage,
 	}
 	type source struct{ field, src, name string }
 	sources := []source{{"model", s.Model, ModelFile}}

@@ -33,6 +33,29 @@ type Manifest struct {
 	Profile string `json:"profile,omitempty"`
 	// Smoke holds test vectors the installer runs before activation.
 	Smoke []SmokeVector `json:"smoke,omitempty"`
+	// Lineage says where the model came from, if the build knew.
+	Lineage *Lineage `json:"lineage,omitempty"`
+}
+
+// Lineage says where a bundle's model came from: the training run that
+// made it, as the model registry it was taken from records it (fleetctl
+// bundle build --from-mlflow fills it from the MLmodel file). It is for
+// people and the control plane; devices neither need nor check it.
+type Lineage struct {
+	// Source is the kind of registry, e.g. "mlflow".
+	Source string `json:"source"`
+	// RunID is the training run (MLflow's run_id).
+	RunID string `json:"runId,omitempty"`
+	// ModelUUID identifies the logged model (MLflow's model_uuid).
+	ModelUUID string `json:"modelUuid,omitempty"`
+	// URI is where the model can be found again, e.g.
+	// "runs:/RUN_ID/model" or "models:/vad/3".
+	URI string `json:"uri,omitempty"`
+	// SourceVersion is the version of the tool that wrote the model
+	// (MLflow's mlflow_version).
+	SourceVersion string `json:"sourceVersion,omitempty"`
+	// Created is when the model was made (RFC 3339, UTC).
+	Created string `json:"created,omitempty"`
 }
 
 // File is one file of the bundle.

@@ -51,8 +51,50 @@ type Spec struct {
 	// Extra files are stored under their base names.
 	Extra []string    `json:"extra,omitempty"`
 	Smoke []SmokeSpec `json:"smoke,omitempty"`
+	// Lineage, optional, says where the model came from (UseModel sets
+	// it from the model's source).
+	Lineage *Lineage `json:"lineage,omitempty"`
 
-	dir string
+	dir  string
+	file string // the file it was read from; "" for NewSpec
+}
+
+// ModelSource is a model that comes from elsewhere than the spec's model,
+// inputs and outputs keys: an MLflow model directory, say.
+type ModelSource struct {
+	// Path is the ONNX file.
+	Path string
+	// Inputs and Outputs are the model's signature.
+	Inputs, Outputs []tensor.Spec
+	// Lineage says where it came from.
+	Lineage *Lineage
+}
+
+// UseModel takes the spec's model, inputs, outputs and lineage from src.
+// A spec that names any of them itself is refused: one of the two would
+// be silently ignored.
+func (s *Spec) UseModel(src ModelSource) error {
+	for _, f := range []struct {
+		key string
+		set bool
+	}{{"model", s.Model != ""}, {"inputs", s.Inputs != nil}, {"outputs", s.Outputs != nil}, {"lineage", s.Lineage != nil}} {
+		if f.set {
+			return fmt.Errorf("%w: the spec sets %q, which the model source (%s) provides: remove it from %s", ErrSpec, f.key, src.Path, SpecName)
+		}
+	}
+	// The source's path is the caller's, not relative to the spec.
+	model, err := filepath.Abs(src.Path)
+	if err != nil {
+		return fmt.Errorf("%w: model source: %w", ErrSpec, err)
+	}
+	s.Model, s.Inputs, s.Outputs, s.Lineage = model, src.Inputs, src.Outputs, src.Lineage
+	return nil
+}
+
+// NewSpec is an empty spec for name@version whose relative paths start
+// from dir: what a build from a model source alone starts with.
+func NewSpec(dir, name, version string) *Spec {
+	return &Spec{Name: name, Version: version, dir: dir}
 }
 
 // SmokeSpec is one smoke vector of a spec. Inputs come from exactly one
@@ -84,6 +126,19 @@ type InlineTensor struct {
 // file itself). Unknown and duplicate keys are refused with their name.
 // Files the spec names are not opened yet; Build does that.
 func LoadSpec(dir string) (*Spec, error) {
+	s, err := ReadSpec(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Check(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ReadSpec reads dir/bundle.yaml like LoadSpec but leaves its checks to
+// Check, so that a caller may complete the spec first (UseModel).
+func ReadSpec(dir string) (*Spec, error) {
 	path := dir
 	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
 		path = filepath.Join(dir, SpecName)
@@ -101,11 +156,21 @@ func LoadSpec(dir string) (*Spec, error) {
 	if err := yaml.UnmarshalStrict(b, &s); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrSpec, path, err)
 	}
-	s.dir = dir
-	if err := s.validate(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrSpec, path, err)
-	}
+	s.dir, s.file = dir, path
 	return &s, nil
+}
+
+// Check checks what can be checked without reading other files; the
+// manifest Build makes is validated in full.
+func (s *Spec) Check() error {
+	if err := s.validate(); err != nil {
+		where := s.file
+		if where == "" {
+			where = s.Name + "@" + s.Version
+		}
+		return fmt.Errorf("%w: %s: %w", ErrSpec, where, err)
+	}
+	return nil
 }
 
 // Dir is the directory the spec's relative paths start from.
@@ -127,6 +192,11 @@ func (s *Spec) validate() error {
 	}
 	if s.Model == "" {
 		return errors.New(`missing field "model"`)
+	}
+	if s.Lineage != nil {
+		if err := s.Lineage.validate(); err != nil {
+			return err
+		}
 	}
 	if err := checkSpecs("inputs", s.Inputs); err != nil {
 		return err

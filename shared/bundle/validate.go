@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/edgefleet/edgefleet/shared/tensor"
 )
@@ -187,6 +188,11 @@ func (m *Manifest) validate() error {
 	if m.Created != "" {
 		if _, err := time.Parse(time.RFC3339, m.Created); err != nil {
 			return fmt.Errorf("created %q is not an RFC 3339 time", m.Created)
+		}
+	}
+	if m.Lineage != nil {
+		if err := m.Lineage.validate(); err != nil {
+			return err
 		}
 	}
 	if len(m.Files) == 0 {
@@ -431,6 +437,34 @@ func (v *SmokeVector) validate(r *Runtime) error {
 	tol := v.Tolerance
 	if tol.Abs < 0 || tol.Rel < 0 || math.IsNaN(tol.Abs) || math.IsNaN(tol.Rel) || math.IsInf(tol.Abs, 0) || math.IsInf(tol.Rel, 0) {
 		return fmt.Errorf("tolerance {abs: %g, rel: %g} must be finite and not negative", tol.Abs, tol.Rel)
+	}
+	return nil
+}
+
+// maxLineageLen bounds each lineage field.
+const maxLineageLen = 512
+
+// sourceRE is what a lineage source may be.
+var sourceRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+
+func (l *Lineage) validate() error {
+	if !sourceRE.MatchString(l.Source) {
+		return fmt.Errorf("lineage.source %q must match %s", l.Source, sourceRE)
+	}
+	for _, f := range []struct{ name, v string }{
+		{"runId", l.RunID}, {"modelUuid", l.ModelUUID}, {"uri", l.URI}, {"sourceVersion", l.SourceVersion},
+	} {
+		if len(f.v) > maxLineageLen {
+			return fmt.Errorf("lineage.%s is %d bytes, the limit is %d", f.name, len(f.v), maxLineageLen)
+		}
+		if i := strings.IndexFunc(f.v, func(r rune) bool { return !unicode.IsPrint(r) }); i >= 0 {
+			return fmt.Errorf("lineage.%s %q holds an unprintable character at byte %d", f.name, f.v, i)
+		}
+	}
+	if l.Created != "" {
+		if _, err := time.Parse(time.RFC3339, l.Created); err != nil {
+			return fmt.Errorf("lineage.created %q is not an RFC 3339 time", l.Created)
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 
+	"github.com/edgefleet/edgefleet/shared/onnx"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 )
 
@@ -53,4 +54,23 @@ func compareIO(model, declared []tensor.Spec, kind string, inputs bool) error {
 		}
 	}
 	return nil
+}
+
+// CheckIO holds a signature from elsewhere (an MLflow model's, say) to
+// what the ONNX file at modelPath declares, as Load holds a manifest's:
+// the same names, datatypes and ranks, every dimension the model fixes
+// fixed to the same size. Errors wrap ErrManifest, or ErrRuntime when
+// ONNX Runtime cannot read the file.
+func CheckIO(modelPath string, inputs, outputs []tensor.Spec, opts Options) error {
+	if err := onnx.Init(opts.ORTLibrary); err != nil {
+		return fmt.Errorf("%w: %w", ErrRuntime, err)
+	}
+	ins, outs, err := onnx.Inspect(modelPath)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRuntime, err)
+	}
+	if err := compareIO(ins, inputs, "input", true); err != nil {
+		return err
+	}
+	return compareIO(outs, outputs, "output", false)
 }
