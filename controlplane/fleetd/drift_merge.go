@@ -167,16 +167,15 @@ type bundleWindows struct {
 // profile), are counted invalid.
 func (s *Server) readDrift(device string, since, until time.Time, only string) (map[string]*bundleWindows, error) {
 	out := map[string]*bundleWindows{}
-	seen := map[recordKey]bool{} // records at the page boundary's time
+	pages := telemetry.NewPager(since)
 	for {
-		recs, err := s.recs.Query(device, telemetry.Query{Kind: protocol.RecordDrift, Since: since, Until: until, Limit: telemetry.MaxQueryLimit})
+		recs, err := s.recs.Query(device, telemetry.Query{Kind: protocol.RecordDrift, Since: pages.Since(), Until: until, Limit: telemetry.MaxQueryLimit})
 		if err != nil {
 			return nil, fmt.Errorf("fleetd: reading the drift records of %s: %w", device, err)
 		}
 		fresh := 0
 		for _, r := range recs {
-			k := recordKey{r.Epoch, r.ID}
-			if seen[k] {
+			if !pages.Fresh(r) {
 				continue
 			}
 			fresh++
@@ -208,22 +207,6 @@ func (s *Server) readDrift(device string, since, until time.Time, only string) (
 		if len(recs) < telemetry.MaxQueryLimit || fresh == 0 {
 			return out, nil
 		}
-		// The next page starts at the last record's time; the records at
-		// exactly that time are read again and skipped.
-		last := recs[len(recs)-1].Time
-		if !last.Equal(since) {
-			clear(seen)
-		}
-		since = last
-		for _, r := range recs {
-			if r.Time.Equal(last) {
-				seen[recordKey{r.Epoch, r.ID}] = true
-			}
-		}
+		pages.Next(recs)
 	}
-}
-
-type recordKey struct {
-	epoch string
-	id    uint64
 }

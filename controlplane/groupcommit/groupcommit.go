@@ -6,9 +6,11 @@ package groupcommit
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // ErrClosed is returned for writes submitted after Close.
@@ -117,4 +119,61 @@ func (c *Committer) commit(group []request) {
 		r.done <- c.update(r.fn)
 		group = append(group[:failed:failed], group[failed+1:]...)
 	}
+}
+
+// DB is a bbolt database together with the Committer for its batch
+// writes, as fleetd's stores use it. View and Update run one transaction
+// of their own, Batch a shared one; all three report a use after Close as
+// the store's own closed error.
+type DB struct {
+	bolt      *bolt.DB
+	group     *Committer
+	closed    error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Wrap takes db over: its batch writes share transactions of at most
+// maxBatch writes, and closed is the error (the store's ErrClosed) that
+// View, Update and Batch report once DB is closed.
+func Wrap(db *bolt.DB, maxBatch int, closed error) *DB {
+	d := &DB{bolt: db, closed: closed}
+	d.group = New(d.Update, maxBatch)
+	return d
+}
+
+// View runs fn in a read transaction.
+func (d *DB) View(fn func(*bolt.Tx) error) error { return d.closedErr(d.bolt.View(fn)) }
+
+// Update runs fn in a write transaction of its own.
+func (d *DB) Update(fn func(*bolt.Tx) error) error { return d.closedErr(d.bolt.Update(fn)) }
+
+// Batch runs fn in a write transaction shared with whatever other batch
+// writes are waiting (see Committer.Do): when the database is idle fn
+// commits at once; while a commit is being fsynced, the writes arriving
+// meanwhile gather and commit together in the next one. fn may run more
+// than once, so it must only touch tx and values it resets on every run.
+func (d *DB) Batch(fn func(*bolt.Tx) error) error {
+	err := d.group.Do(fn)
+	if errors.Is(err, ErrClosed) {
+		return d.closed
+	}
+	return err
+}
+
+// Close stops the committer, then closes the file. It is idempotent.
+func (d *DB) Close() error {
+	d.closeOnce.Do(func() {
+		d.group.Close()
+		d.closeErr = d.bolt.Close()
+	})
+	return d.closeErr
+}
+
+// closedErr maps bbolt's closed-database error to the store's.
+func (d *DB) closedErr(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("%w: %w", d.closed, err)
+	}
+	return err
 }

@@ -50,7 +50,7 @@ func (s *Store) SeenRecords(id, epoch string, recordIDs []uint64) (duplicate []b
 	duplicate = make([]bool, len(recordIDs))
 	var skipped uint64
 	now := s.now().UnixNano()
-	err = s.batch(func(tx *bolt.Tx) error {
+	err = s.db.Batch(func(tx *bolt.Tx) error {
 		skipped = 0
 		if tx.Bucket(bucketDevices).Get([]byte(id)) == nil {
 			return fmt.Errorf("%w: %q", ErrNotFound, id)

@@ -91,7 +91,7 @@ func (d *Device) seen(at time.Time) {
 // Get returns the device id.
 func (s *Store) Get(id string) (*Device, error) {
 	var d *Device
-	err := s.view(func(tx *bolt.Tx) (err error) {
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
 		d, err = getDevice(tx, id)
 		return err
 	})
@@ -105,7 +105,7 @@ func (s *Store) Get(id string) (*Device, error) {
 // id. The zero Selector lists every device.
 func (s *Store) List(sel Selector) ([]*Device, error) {
 	var out []*Device
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
 			var d Device
 			if err := json.Unmarshal(v, &d); err != nil {
@@ -128,7 +128,7 @@ func (s *Store) SetLabels(id string, labels map[string]string) error {
 	if err := ValidateLabels(labels); err != nil {
 		return fmt.Errorf("device %q: %w", id, err)
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
 		d, err := getDevice(tx, id)
 		if err != nil {
 			return err
@@ -145,7 +145,7 @@ func (s *Store) SetLabels(id string, labels map[string]string) error {
 // high-water mark of its desired seq is kept, so that a device enrolled
 // again under the same id never sees a seq it saw before.
 func (s *Store) Delete(id string) error {
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketDevices).Get([]byte(id)) == nil {
 			return fmt.Errorf("%w: %q", ErrNotFound, id)
 		}
@@ -178,7 +178,7 @@ func (s *Store) UpdateReported(id string, rs *protocol.ReportedState, at time.Ti
 	if err != nil {
 		return fmt.Errorf("inventory: encoding reported state of %q: %w", id, err)
 	}
-	return s.batch(func(tx *bolt.Tx) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
 		d, err := getDevice(tx, id)
 		if err != nil {
 			return err
@@ -208,7 +208,7 @@ func (s *Store) SetStatus(id string, st *protocol.Status, at time.Time) (applied
 		return false, fmt.Errorf("%w: status of device %q stored for %q", ErrInvalid, st.DeviceID, id)
 	}
 	online := st.State == protocol.StateOnline
-	err = s.batch(func(tx *bolt.Tx) error {
+	err = s.db.Batch(func(tx *bolt.Tx) error {
 		applied = false
 		d, err := getDevice(tx, id)
 		if err != nil {
@@ -231,7 +231,7 @@ func (s *Store) SetStatus(id string, st *protocol.Status, at time.Time) (applied
 // Touch records that device id was heard from at at (e.g. a telemetry
 // batch), moving LastSeen forward.
 func (s *Store) Touch(id string, at time.Time) error {
-	return s.batch(func(tx *bolt.Tx) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
 		d, err := getDevice(tx, id)
 		if err != nil {
 			return err
@@ -253,7 +253,7 @@ func (s *Store) Touch(id string, at time.Time) error {
 // inside the transaction: it must not call the Store.
 func (s *Store) SetDesired(id string, fn func(prev *protocol.DesiredState) (protocol.DesiredState, error)) (protocol.DesiredState, error) {
 	var out protocol.DesiredState
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		d, err := getDevice(tx, id)
 		if err != nil {
 			return err

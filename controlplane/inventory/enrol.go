@@ -96,7 +96,7 @@ func (s *Store) issuePassword(id string, edit func(d *Device, exists bool) error
 	password := base64.RawURLEncoding.EncodeToString(raw[:])
 	hash := sha256.Sum256([]byte(password))
 	now := s.now()
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		d, err := getDevice(tx, id)
 		exists := err == nil
 		if err != nil && !errors.Is(err, ErrNotFound) {
@@ -144,7 +144,7 @@ func (s *Store) EnrollCert(ctx context.Context, id string, labels map[string]str
 
 func (s *Store) enrollCert(id string, labels map[string]string) error {
 	now := s.now()
-	return s.update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketDevices).Get([]byte(id)) != nil {
 			return fmt.Errorf("%w: %q", ErrExists, id)
 		}
@@ -200,7 +200,7 @@ func (s *Store) AuthorizeCertDevice(id string) bool {
 		return false
 	}
 	var exists bool
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		exists = tx.Bucket(bucketDevices).Get([]byte(id)) != nil
 		return nil
 	})
@@ -232,7 +232,7 @@ func (s *Store) passwordHash(id string) (h [sha256.Size]byte, ok bool) {
 	if protocol.ValidateDeviceID(id) != nil {
 		return h, false
 	}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketCreds).Get([]byte(id)); len(v) == sha256.Size {
 			copy(h[:], v)
 			ok = true

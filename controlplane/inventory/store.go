@@ -88,7 +88,7 @@ type Options struct {
 
 // Store is the bbolt-backed inventory. It is safe for concurrent use.
 type Store struct {
-	db     *bolt.DB
+	db     *groupcommit.DB // batch writes commit together (group commit)
 	opts   Options
 	log    *slog.Logger
 	now    func() time.Time
@@ -100,12 +100,6 @@ type Store struct {
 	authMu sync.RWMutex
 	auth   map[string][sha256.Size]byte
 	gen    uint64
-
-	// group commits the high-rate writes together (see batch).
-	group *groupcommit.Committer
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 type enrolToken struct {
@@ -178,48 +172,16 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("opening inventory %s: %w", path, err)
 	}
-	s.db = db
-	s.group = groupcommit.New(s.update, maxBatch)
+	s.db = groupcommit.Wrap(db, maxBatch, ErrClosed)
 	return s, nil
 }
 
 // Close closes the file. It is idempotent; the Store must not be used
 // afterwards (calls fail with ErrClosed).
-func (s *Store) Close() error {
-	s.closeOnce.Do(func() {
-		s.group.Close()
-		s.closeErr = s.db.Close()
-	})
-	return s.closeErr
-}
-
-// view and update run fn in a read or write transaction, mapping bbolt's
-// closed-database error to ErrClosed.
-func (s *Store) view(fn func(*bolt.Tx) error) error   { return closedErr(s.db.View(fn)) }
-func (s *Store) update(fn func(*bolt.Tx) error) error { return closedErr(s.db.Update(fn)) }
-
-func closedErr(err error) error {
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-		return fmt.Errorf("%w: %w", ErrClosed, err)
-	}
-	return err
-}
+func (s *Store) Close() error { return s.db.Close() }
 
 // maxBatch bounds the writes that share one transaction.
 const maxBatch = 1024
-
-// batch runs fn in a write transaction shared with whatever other batch
-// writes are waiting (group commit): when the store is idle fn commits at
-// once; while a commit is being fsynced, the writes arriving meanwhile
-// gather and commit together in the next one. fn may run more than once,
-// so it must only touch tx and values it resets on every run.
-func (s *Store) batch(fn func(*bolt.Tx) error) error {
-	err := s.group.Do(fn)
-	if errors.Is(err, groupcommit.ErrClosed) {
-		return ErrClosed
-	}
-	return err
-}
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 

@@ -48,22 +48,20 @@ func (o RecordObserver) Health(ctx context.Context, q HealthQuery) (Health, erro
 	var latencyWeighted float64
 	var latencyReqs int64
 	var driftSum float64
-	since := q.Since
-	seen := map[recordKey]bool{} // records at the page boundary's time
+	pages := telemetry.NewPager(q.Since)
 	read := 0
 	for read < limit {
 		if err := ctx.Err(); err != nil {
 			return Health{}, err
 		}
 		page := min(telemetry.MaxQueryLimit, limit-read)
-		recs, err := o.Records.Query(q.Device, telemetry.Query{Since: since, Until: q.Until, Limit: page})
+		recs, err := o.Records.Query(q.Device, telemetry.Query{Since: pages.Since(), Until: q.Until, Limit: page})
 		if err != nil {
 			return Health{}, fmt.Errorf("reading the records of %s: %w", q.Device, err)
 		}
 		fresh := 0
 		for _, r := range recs {
-			k := recordKey{r.Epoch, r.ID}
-			if seen[k] {
+			if !pages.Fresh(r) {
 				continue
 			}
 			fresh++
@@ -108,20 +106,10 @@ func (o RecordObserver) Health(ctx context.Context, q HealthQuery) (Health, erro
 		if len(recs) < page || fresh == 0 {
 			break
 		}
-		// Next page from the last record's time; the records at exactly
-		// that time are read again and skipped. (More than a page of
-		// records at one instant would end the reading early; a device
-		// does not write 10,000 records in one nanosecond.)
-		last := recs[len(recs)-1].Time
-		if !last.Equal(since) {
-			clear(seen)
-		}
-		since = last
-		for _, r := range recs {
-			if r.Time.Equal(last) {
-				seen[recordKey{r.Epoch, r.ID}] = true
-			}
-		}
+		// (More than a page of records at one instant would end the
+		// reading early; a device does not write 10,000 records in one
+		// nanosecond.)
+		pages.Next(recs)
 	}
 	if latencyReqs > 0 {
 		h.LatencyP95Ms = latencyWeighted / float64(latencyReqs)
@@ -130,11 +118,6 @@ func (o RecordObserver) Health(ctx context.Context, q HealthQuery) (Health, erro
 		h.DriftScore = driftSum / float64(h.DriftWindows)
 	}
 	return h, nil
-}
-
-type recordKey struct {
-	epoch string
-	id    uint64
 }
 
 // firstOutput returns the first value of the first output (by name): the

@@ -74,7 +74,7 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 
 	// 1. Stage.
 	outs := make([]int, len(recs))
-	err := s.batch(func(tx *bolt.Tx) error {
+	err := s.db.Batch(func(tx *bolt.Tx) error {
 		db, err := deviceBucket(tx, device, true)
 		if err != nil {
 			return err
@@ -129,7 +129,7 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 
 	// 3. Commit.
 	var res Result
-	err = s.batch(func(tx *bolt.Tx) error {
+	err = s.db.Batch(func(tx *bolt.Tx) error {
 		res = Result{}
 		db, err := deviceBucket(tx, device, true)
 		if err != nil {

@@ -50,7 +50,7 @@ func (s *Store) Query(device string, q Query) ([]Record, error) {
 		until = timeKey(q.Until)
 	}
 	out := []Record{}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		db, err := deviceBucket(tx, device, false)
 		if db == nil || err != nil {
 			return err
@@ -117,7 +117,7 @@ func (s *Store) Stats(device string) (Stats, error) {
 		return Stats{}, err
 	}
 	var st Stats
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		db, err := deviceBucket(tx, device, false)
 		if db == nil || err != nil {
 			return err
@@ -127,4 +127,45 @@ func (s *Store) Stats(device string) (Stats, error) {
 		return nil
 	})
 	return st, err
+}
+
+// Pager reads a device's records oldest first beyond what one Query
+// returns (MaxQueryLimit), a page at a time: each page starts at the time
+// of the previous page's last record, and the records at exactly that
+// time, read again, are not fresh.
+type Pager struct {
+	since time.Time
+	seen  map[pagerKey]bool // the previous page's records at since
+}
+
+type pagerKey struct {
+	epoch string
+	id    uint64
+}
+
+// NewPager starts at since (Query.Since of the first page).
+func NewPager(since time.Time) *Pager {
+	return &Pager{since: since, seen: map[pagerKey]bool{}}
+}
+
+// Since is where the next page starts: its Query.Since.
+func (p *Pager) Since() time.Time { return p.since }
+
+// Fresh reports whether r, of the page just read, was not on the previous
+// page.
+func (p *Pager) Fresh(r Record) bool { return !p.seen[pagerKey{r.Epoch, r.ID}] }
+
+// Next moves past page, the records the last Query returned (oldest
+// first, not empty).
+func (p *Pager) Next(page []Record) {
+	last := page[len(page)-1].Time
+	if !last.Equal(p.since) {
+		clear(p.seen)
+	}
+	p.since = last
+	for _, r := range page {
+		if r.Time.Equal(last) {
+			p.seen[pagerKey{r.Epoch, r.ID}] = true
+		}
+	}
 }

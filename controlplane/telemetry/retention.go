@@ -40,7 +40,7 @@ func (s *Store) DeleteDevice(device string) error {
 	if err := checkIDs(device, ""); err != nil {
 		return err
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketDevices).DeleteBucket([]byte(device))
 		if errors.Is(err, berrors.ErrBucketNotFound) {
 			return nil
@@ -57,7 +57,7 @@ const pruneChunk = 10_000
 func (s *Store) Prune() (int, error) {
 	cutoff := timeKey(s.now().Add(-s.opts.MaxAge))
 	var devices [][]byte
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDevices).ForEachBucket(func(k []byte) error {
 			devices = append(devices, bytes.Clone(k))
 			return nil
@@ -70,7 +70,7 @@ func (s *Store) Prune() (int, error) {
 	for _, dev := range devices {
 		for {
 			n := 0
-			err := s.update(func(tx *bolt.Tx) error {
+			err := s.db.Update(func(tx *bolt.Tx) error {
 				n = 0
 				db := tx.Bucket(bucketDevices).Bucket(dev)
 				if db == nil {

@@ -49,7 +49,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/edgefleet/edgefleet/controlplane/groupcommit"
 )
@@ -111,7 +110,7 @@ type Options struct {
 
 // Store is the bbolt-backed record store. It is safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
+	db   *groupcommit.DB // batch writes commit together (group commit)
 	opts Options
 	log  *slog.Logger
 	now  func() time.Time
@@ -119,13 +118,11 @@ type Store struct {
 	// locks serialize Ingest per device.
 	locksMu sync.Mutex
 	locks   map[string]*deviceLock
-
-	// group commits writes together (see batch).
-	group *groupcommit.Committer
-
-	closeOnce sync.Once
-	closeErr  error
 }
+
+// maxBatch bounds the writes that share one transaction (see
+// groupcommit.DB.Batch).
+const maxBatch = 512
 
 // Open opens (creating if needed) the record store at path.
 func Open(path string, opts Options) (*Store, error) {
@@ -171,26 +168,9 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("telemetry: initialising %s: %w", path, err)
 	}
-	s.db = db
-	s.group = groupcommit.New(s.update, maxBatch)
+	s.db = groupcommit.Wrap(db, maxBatch, ErrClosed)
 	return s, nil
 }
 
 // Close closes the file. It is idempotent.
-func (s *Store) Close() error {
-	s.closeOnce.Do(func() {
-		s.group.Close()
-		s.closeErr = s.db.Close()
-	})
-	return s.closeErr
-}
-
-func (s *Store) view(fn func(*bolt.Tx) error) error   { return closedErr(s.db.View(fn)) }
-func (s *Store) update(fn func(*bolt.Tx) error) error { return closedErr(s.db.Update(fn)) }
-
-func closedErr(err error) error {
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-		return fmt.Errorf("%w: %w", ErrClosed, err)
-	}
-	return err
-}
+func (s *Store) Close() error { return s.db.Close() }

@@ -11,24 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
-
 // env is a record store with the real inventory as its dedup oracle.
 type env struct {
 	dir   string
-	clk   *clock
+	clk   *cptest.Clock
 	opts  Options
 	store *Store
 	inv   *inventory.Store
@@ -38,8 +30,8 @@ const enrolToken = "test-enrol-token-0123456789"
 
 func newEnv(t *testing.T, opts Options) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), clk: &clock{t: t0}, opts: opts}
-	e.opts.Now = e.clk.now
+	e := &env{dir: t.TempDir(), clk: cptest.NewClock(t0), opts: opts}
+	e.opts.Now = e.clk.Now
 	inv, err := inventory.Open(filepath.Join(e.dir, "inventory.db"), inventory.Options{EnrolTokens: map[string]string{"t": enrolToken}})
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +205,7 @@ func TestRetention(t *testing.T) {
 	}
 	// Age: records are at t0+4s..t0+8s; at t0+1h+6.5s those before
 	// t0+6.5s go.
-	e.clk.set(t0.Add(time.Hour + 6500*time.Millisecond))
+	e.clk.Set(t0.Add(time.Hour + 6500*time.Millisecond))
 	n, err := e.store.Prune()
 	if err != nil || n != 3 {
 		t.Fatalf("Prune = %d, %v; want 3", n, err)
