@@ -171,13 +171,8 @@ func (f *FS) Put(ctx context.Context, bundlePath, sigPath string) (Entry, error)
 	if err != nil {
 		return Entry{}, err
 	}
-	if have, err := f.Get(ctx, e.Name, e.Version); err == nil {
-		if have.SHA256 != e.SHA256 {
-			return Entry{}, conflict(have, e.SHA256)
-		}
-		return have, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return Entry{}, err
+	if have, found, err := stored(ctx, f, e); found {
+		return have, err
 	}
 	e.Pushed = f.now().UTC().Truncate(time.Millisecond)
 	entry, err := json.MarshalIndent(storedEntry{Format: entryFormat, Entry: e}, "", "  ")
@@ -202,15 +197,7 @@ func (f *FS) Put(ctx context.Context, bundlePath, sigPath string) (Entry, error)
 	dst := f.versionDir(e.Name, e.Version)
 	err = f.commitDir(stage, dst)
 	if isExist(err) {
-		// Another push of the same version won the race.
-		have, gerr := f.Get(ctx, e.Name, e.Version)
-		if gerr != nil {
-			return Entry{}, fmt.Errorf("registry: %s appeared while pushing, but: %w", e.ID(), gerr)
-		}
-		if have.SHA256 != e.SHA256 {
-			return Entry{}, conflict(have, e.SHA256)
-		}
-		return have, nil
+		return lostRace(ctx, f, e)
 	}
 	if err != nil {
 		return Entry{}, fmt.Errorf("registry: storing %s: %w", e.ID(), err)
@@ -299,7 +286,7 @@ func (f *FS) List(ctx context.Context, name string) ([]Entry, error) {
 			}
 		}
 	}
-	out := []Entry{}
+	var found []Entry
 	for _, n := range names {
 		des, err := os.ReadDir(filepath.Join(f.bundlesDir(), n))
 		if errors.Is(err, os.ErrNotExist) {
@@ -309,24 +296,12 @@ func (f *FS) List(ctx context.Context, name string) ([]Entry, error) {
 			return nil, fmt.Errorf("registry: %w", err)
 		}
 		for _, de := range des {
-			if !de.IsDir() || checkVersion(de.Name()) != nil {
-				continue
+			if de.IsDir() && checkVersion(de.Name()) == nil {
+				found = append(found, Entry{Name: n, Version: de.Name()})
 			}
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			se, err := f.readEntry(n, de.Name())
-			if errors.Is(err, ErrNotFound) {
-				continue // deleted meanwhile
-			}
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, se.Entry)
 		}
 	}
-	sortEntries(out)
-	return out, nil
+	return getListed(ctx, f, found)
 }
 
 // Delete implements Registry. The version directory is renamed away
@@ -363,10 +338,7 @@ func (f *FS) Delete(ctx context.Context, name, version string) error {
 // URL implements Registry: BaseURL/bundles/NAME/VERSION/NAME-VERSION.bundle
 // and .bundle.sig, signed for deviceID when URLKey is set.
 func (f *FS) URL(ctx context.Context, e Entry, deviceID string) (bundleURL, sigURL string, err error) {
-	if err := checkID(e.Name, e.Version); err != nil {
-		return "", "", err
-	}
-	if err := checkDevice(deviceID); err != nil {
+	if err := checkURL(e, deviceID); err != nil {
 		return "", "", err
 	}
 	exp := f.now().Add(f.cfg.URLExpiry)
@@ -387,18 +359,11 @@ func (f *FS) url(name, version, file, deviceID string, exp time.Time) string {
 
 // copyFile copies src to dst (created 0644), fsynced, honouring ctx.
 func copyFile(ctx context.Context, src, dst string) error {
-	in, err := os.Open(src)
+	in, err := openBundle(src)
 	if err != nil {
-		return fmt.Errorf("registry: opening bundle: %w", err)
+		return err
 	}
 	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return fmt.Errorf("registry: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s is not a regular file", ErrInvalid, src)
-	}
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)

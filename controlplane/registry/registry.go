@@ -248,6 +248,14 @@ func checkDevice(deviceID string) error {
 	return nil
 }
 
+// checkURL checks the arguments of Registry.URL.
+func checkURL(e Entry, deviceID string) error {
+	if err := checkID(e.Name, e.Version); err != nil {
+		return err
+	}
+	return checkDevice(deviceID)
+}
+
 // compareVersions orders semantic versions by precedence; versions equal
 // in precedence (differing in build metadata) by their text.
 func compareVersions(a, b string) int {
@@ -265,6 +273,28 @@ func sortEntries(es []Entry) {
 		}
 		return compareVersions(a.Version, b.Version)
 	})
+}
+
+// getListed is the end of a List: it gets the versions the listing found
+// (found holds their names and versions) from r, leaving out those
+// deleted since, and sorts them.
+func getListed(ctx context.Context, r Registry, found []Entry) ([]Entry, error) {
+	out := []Entry{}
+	for _, id := range found {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		e, err := r.Get(ctx, id.Name, id.Version)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	sortEntries(out)
+	return out, nil
 }
 
 // readSig reads and checks a detached signature file, returning its text
@@ -344,4 +374,54 @@ func digestFile(path string) (int64, string, error) {
 func conflict(have Entry, sum string) error {
 	return fmt.Errorf("%w: %s is stored with sha256 %s, the pushed bundle has %s (bump the version)",
 		ErrConflict, have.ID(), have.SHA256, sum)
+}
+
+// stored looks for e's version before a push stores it. found says the
+// version is there: the push is then done, returning the stored Entry if
+// it is the same bundle, ErrConflict if it is another, or the error
+// looking failed with.
+func stored(ctx context.Context, r Registry, e Entry) (have Entry, found bool, err error) {
+	have, err = r.Get(ctx, e.Name, e.Version)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Entry{}, false, nil
+	case err != nil:
+		return Entry{}, true, err
+	case have.SHA256 != e.SHA256:
+		return Entry{}, true, conflict(have, e.SHA256)
+	}
+	return have, true, nil
+}
+
+// lostRace is what a push of e returns when another push of the same
+// version committed first: the winner's Entry if it is the same bundle,
+// else ErrConflict.
+func lostRace(ctx context.Context, r Registry, e Entry) (Entry, error) {
+	have, err := r.Get(ctx, e.Name, e.Version)
+	if err != nil {
+		return Entry{}, fmt.Errorf("registry: %s appeared while pushing, but: %w", e.ID(), err)
+	}
+	if have.SHA256 != e.SHA256 {
+		return Entry{}, conflict(have, e.SHA256)
+	}
+	return have, nil
+}
+
+// openBundle opens the bundle file a push reads, which must be a regular
+// file.
+func openBundle(path string) (*os.File, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("registry: opening bundle: %w", err)
+	}
+	fi, err := fh.Stat()
+	if err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		fh.Close()
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalid, path)
+	}
+	return fh, nil
 }

@@ -6,13 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -166,29 +164,17 @@ func (s *S3) Put(ctx context.Context, bundlePath, sigPath string) (Entry, error)
 	if err != nil {
 		return Entry{}, err
 	}
-	fh, err := os.Open(bundlePath)
+	fh, err := openBundle(bundlePath)
 	if err != nil {
-		return Entry{}, fmt.Errorf("registry: opening bundle: %w", err)
+		return Entry{}, err
 	}
 	defer fh.Close()
-	fi, err := fh.Stat()
-	if err != nil {
-		return Entry{}, fmt.Errorf("registry: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return Entry{}, fmt.Errorf("%w: %s is not a regular file", ErrInvalid, bundlePath)
-	}
 	e, err := inspect(ctx, bundlePath, sig, s.cfg.Trust, s.cfg.Limits)
 	if err != nil {
 		return Entry{}, err
 	}
-	if have, err := s.Get(ctx, e.Name, e.Version); err == nil {
-		if have.SHA256 != e.SHA256 {
-			return Entry{}, conflict(have, e.SHA256)
-		}
-		return have, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return Entry{}, err
+	if have, found, err := stored(ctx, s, e); found {
+		return have, err
 	}
 
 	push := randomID(8)
@@ -223,15 +209,7 @@ func (s *S3) Put(ctx context.Context, bundlePath, sigPath string) (Entry, error)
 	}
 	err = s.putSmall(ctx, s.entryKey(e.Name, e.Version), append(entry, '\n'), "application/json", true)
 	if isPreconditionFailed(err) {
-		// Another push of the same version won the race.
-		have, gerr := s.Get(ctx, e.Name, e.Version)
-		if gerr != nil {
-			return Entry{}, fmt.Errorf("registry: %s appeared while pushing, but: %w", e.ID(), gerr)
-		}
-		if have.SHA256 != e.SHA256 {
-			return Entry{}, conflict(have, e.SHA256)
-		}
-		return have, nil
+		return lostRace(ctx, s, e)
 	}
 	if err != nil {
 		return Entry{}, fmt.Errorf("registry: storing the entry of %s: %w", e.ID(), err)
@@ -313,7 +291,7 @@ func (s *S3) List(ctx context.Context, name string) ([]Entry, error) {
 		}
 		prefix += name + "/"
 	}
-	out := []Entry{}
+	var found []Entry
 	for obj := range s.client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if obj.Err != nil {
 			return nil, fmt.Errorf("registry: listing %s: %w", prefix, obj.Err)
@@ -321,20 +299,11 @@ func (s *S3) List(ctx context.Context, name string) ([]Entry, error) {
 		// Keep only .../bundles/NAME/VERSION/entry.json.
 		rel := strings.TrimPrefix(obj.Key, s.cfg.Prefix+"bundles/")
 		parts := strings.Split(rel, "/")
-		if len(parts) != 3 || parts[2] != entryFile || checkID(parts[0], parts[1]) != nil {
-			continue
+		if len(parts) == 3 && parts[2] == entryFile && checkID(parts[0], parts[1]) == nil {
+			found = append(found, Entry{Name: parts[0], Version: parts[1]})
 		}
-		se, err := s.readEntry(ctx, parts[0], parts[1])
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, se.Entry)
 	}
-	sortEntries(out)
-	return out, nil
+	return getListed(ctx, s, found)
 }
 
 // Delete implements Registry: the entry goes first (unpublishing the
@@ -391,10 +360,7 @@ func (s *S3) removeKeys(ctx context.Context, keys []string) error {
 // URL implements Registry: presigned GET URLs of e's objects, valid for
 // S3Config.URLExpiry. deviceID is checked but not part of the URL.
 func (s *S3) URL(ctx context.Context, e Entry, deviceID string) (bundleURL, sigURL string, err error) {
-	if err := checkID(e.Name, e.Version); err != nil {
-		return "", "", err
-	}
-	if err := checkDevice(deviceID); err != nil {
+	if err := checkURL(e, deviceID); err != nil {
 		return "", "", err
 	}
 	// An Entry this registry returned knows its push; one decoded from
