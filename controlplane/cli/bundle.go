@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 )
@@ -80,7 +79,7 @@ the same bytes; set SOURCE_DATE_EPOCH to record a creation time.`,
 			if err != nil {
 				return err
 			}
-			size, sum, err := fileDigest(file)
+			size, sum, err := client.FileDigest(file)
 			if err != nil {
 				return err
 			}
@@ -130,20 +129,6 @@ func sourceDateEpoch() (time.Time, error) {
 		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH %q is not a number of seconds", s)
 	}
 	return time.Unix(n, 0).UTC(), nil
-}
-
-func fileDigest(path string) (int64, string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return 0, "", err
-	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func newBundleSignCmd(a *app) *cobra.Command {

@@ -403,10 +403,12 @@ not make NAME current: fleetctl config use-context NAME does.`,
 	return cmd
 }
 
-func newConfigUseContextCmd(a *app) *cobra.Command {
+// newContextCmd is a config command "USE NAME" on one existing context:
+// run gets the configuration (loaded with loadConfigHaving) and NAME.
+func newContextCmd(use, short string, run func(cfg *clientConfig, name string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:               "use-context NAME",
-		Short:             "Make a context the current one",
+		Use:               use + " NAME",
+		Short:             short,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeContexts,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -414,14 +416,20 @@ func newConfigUseContextCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg.CurrentContext = args[0]
-			if err := cfg.save(); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(a.stdout, "switched to context %q\n", args[0])
-			return err
+			return run(cfg, args[0])
 		},
 	}
+}
+
+func newConfigUseContextCmd(a *app) *cobra.Command {
+	return newContextCmd("use-context", "Make a context the current one", func(cfg *clientConfig, name string) error {
+		cfg.CurrentContext = name
+		if err := cfg.save(); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "switched to context %q\n", name)
+		return err
+	})
 }
 
 func newConfigCurrentContextCmd(a *app) *cobra.Command {
@@ -498,29 +506,19 @@ func newConfigGetContextsCmd(a *app) *cobra.Command {
 }
 
 func newConfigDeleteContextCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "delete-context NAME",
-		Short:             "Delete a context (not its token file)",
-		Args:              exactArgs("NAME"),
-		ValidArgsFunction: completeContexts,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfigHaving(args[0])
-			if err != nil {
-				return err
-			}
-			cfg.Contexts = slices.DeleteFunc(cfg.Contexts, func(c configContext) bool { return c.Name == args[0] })
-			wasCurrent := cfg.CurrentContext == args[0]
-			if wasCurrent {
-				cfg.CurrentContext = ""
-			}
-			if err := cfg.save(); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "deleted context %q from %s\n", args[0], cfg.path)
-			if wasCurrent {
-				fmt.Fprintln(a.stderr, "fleetctl: note: it was the current context; there is none now")
-			}
-			return nil
-		},
-	}
+	return newContextCmd("delete-context", "Delete a context (not its token file)", func(cfg *clientConfig, name string) error {
+		cfg.Contexts = slices.DeleteFunc(cfg.Contexts, func(c configContext) bool { return c.Name == name })
+		wasCurrent := cfg.CurrentContext == name
+		if wasCurrent {
+			cfg.CurrentContext = ""
+		}
+		if err := cfg.save(); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "deleted context %q from %s\n", name, cfg.path)
+		if wasCurrent {
+			fmt.Fprintln(a.stderr, "fleetctl: note: it was the current context; there is none now")
+		}
+		return nil
+	})
 }

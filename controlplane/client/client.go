@@ -348,7 +348,7 @@ func (c *Client) Download(ctx context.Context, b *api.Bundle, bundlePath, sigPat
 		return fmt.Errorf("client: downloading %s: %w", b.ID(), err)
 	}
 	defer os.Remove(tmpBundle)
-	if size, sum, err := digest(tmpBundle); err != nil {
+	if size, sum, err := FileDigest(tmpBundle); err != nil {
 		return fmt.Errorf("client: %w", err)
 	} else if size != b.Size || sum != b.SHA256 {
 		return fmt.Errorf("client: downloading %s: got %d bytes with sha256 %s; the registry has %d bytes with sha256 %s", b.ID(), size, sum, b.Size, b.SHA256)
@@ -425,7 +425,9 @@ func (c *Client) fetch(ctx context.Context, rawURL, dst string, limit int64, pro
 	return f.Name(), f.Close()
 }
 
-func digest(path string) (int64, string, error) {
+// FileDigest returns the size of the file at path and its sha256 in
+// lowercase hex, as the registry records a bundle's.
+func FileDigest(path string) (size int64, sha256Hex string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, "", err
@@ -433,5 +435,8 @@ func digest(path string) (int64, string, error) {
 	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, f)
-	return n, hex.EncodeToString(h.Sum(nil)), err
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
