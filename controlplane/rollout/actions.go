@@ -160,6 +160,23 @@ func (e *Engine) revive(id string) (*run, error) {
 func (e *Engine) act(ctx context.Context, id string, fn func(*run, time.Time) error) (*Rollout, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	rn, err := e.activeRun(id, "change")
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(rn, e.now()); err != nil {
+		return nil, err
+	}
+	if err := e.advance(ctx, rn); err != nil {
+		return nil, err
+	}
+	return rn.snapshot(), nil
+}
+
+// activeRun returns the run of the active rollout id, for action (a verb
+// in the error): ErrClosed after Close, ErrState if the rollout has
+// finished. e.mu must be held.
+func (e *Engine) activeRun(id, action string) (*run, error) {
 	if e.closed {
 		return nil, ErrClosed
 	}
@@ -169,15 +186,9 @@ func (e *Engine) act(ctx context.Context, id string, fn func(*run, time.Time) er
 		if err != nil {
 			return nil, err
 		}
-		return nil, stateErr(r, "change", "it has finished")
+		return nil, stateErr(r, action, "it has finished")
 	}
-	if err := fn(rn, e.now()); err != nil {
-		return nil, err
-	}
-	if err := e.advance(ctx, rn); err != nil {
-		return nil, err
-	}
-	return rn.snapshot(), nil
+	return rn, nil
 }
 
 func (e *Engine) load(id string) (*Rollout, error) {

@@ -268,16 +268,9 @@ func (e *Engine) Compare(ctx context.Context, id string) (*Comparison, error) {
 func (e *Engine) PromoteExperiment(ctx context.Context, id, arm string, spec *Spec) (*Rollout, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return nil, ErrClosed
-	}
-	xr, ok := e.runs[id]
-	if !ok {
-		r, err := e.load(id)
-		if err != nil {
-			return nil, err
-		}
-		return nil, stateErr(r, "promote", "it has finished")
+	xr, err := e.activeRun(id, "promote")
+	if err != nil {
+		return nil, err
 	}
 	x := xr.r
 	if x.Spec.Kind != KindExperiment {

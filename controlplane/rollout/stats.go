@@ -74,42 +74,38 @@ func betaCF(a, b, x float64) float64 {
 	const (
 		maxIter = 300
 		eps     = 1e-14
-		tiny    = 1e-300
 	)
-	c, d := 1.0, 1-(a+b)*x/(a+1)
-	if math.Abs(d) < tiny {
-		d = tiny
-	}
-	d = 1 / d
+	c, d := 1.0, 1/notTiny(1-(a+b)*x/(a+1))
 	h := d
 	for m := 1; m <= maxIter; m++ {
 		fm := float64(m)
-		num := fm * (b - fm) * x / ((a + 2*fm - 1) * (a + 2*fm))
-		d = 1 + num*d
-		if math.Abs(d) < tiny {
-			d = tiny
-		}
-		c = 1 + num/c
-		if math.Abs(c) < tiny {
-			c = tiny
-		}
-		d = 1 / d
-		h *= d * c
-		num = -(a + fm) * (a + b + fm) * x / ((a + 2*fm) * (a + 2*fm + 1))
-		d = 1 + num*d
-		if math.Abs(d) < tiny {
-			d = tiny
-		}
-		c = 1 + num/c
-		if math.Abs(c) < tiny {
-			c = tiny
-		}
-		d = 1 / d
-		del := d * c
+		var del float64
+		c, d, del = lentzStep(fm*(b-fm)*x/((a+2*fm-1)*(a+2*fm)), c, d)
+		h *= del
+		c, d, del = lentzStep(-(a+fm)*(a+b+fm)*x/((a+2*fm)*(a+2*fm+1)), c, d)
 		h *= del
 		if math.Abs(del-1) < eps {
 			break
 		}
 	}
 	return h
+}
+
+// lentzStep feeds the coefficient num of a continued fraction into the
+// modified Lentz method's c and d, returning them and the factor (d*c)
+// the term multiplies the fraction's value by.
+func lentzStep(num, c, d float64) (c2, d2, factor float64) {
+	d = 1 / notTiny(1+num*d)
+	c = notTiny(1 + num/c)
+	return c, d, d * c
+}
+
+// notTiny is v, or a tiny number in its place when v is all but zero, so
+// that the Lentz method never divides by zero.
+func notTiny(v float64) float64 {
+	const tiny = 1e-300
+	if math.Abs(v) < tiny {
+		return tiny
+	}
+	return v
 }
