@@ -11,6 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -386,7 +387,7 @@ func TestMosquittoAccess(t *testing.T) {
 	if out, code := runCLI(t, "mosquitto_passwd", "-b", "-c", pwFile, devA, devices[devA]); code != 0 {
 		t.Fatalf("mosquitto_passwd: %s", out)
 	}
-	pw := readFile(t, pwFile)
+	pw := cptest.ReadFile(t, pwFile)
 	others := map[string]string{devB: devices[devB], "dev-c": devices["dev-c"]}
 	maps.Copy(others, services)
 	for user, pass := range others {

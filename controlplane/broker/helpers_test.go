@@ -275,12 +275,3 @@ func startMosquitto(t testing.TB, passwd, acl string, listeners ...string) *test
 	}
 	return testenv.StartMosquitto(t, testenv.MosquittoConfig{Auth: MosquittoConf(pwFile, aclFile), Listeners: listeners})
 }
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
@@ -52,7 +53,7 @@ func TestMosquittoPasswd(t *testing.T) {
 	if out, code := runCLI(t, "mosquitto_passwd", "-b", "-c", pw, "dev-b", "other pass"); code != 0 {
 		t.Fatal(out)
 	}
-	theirs := strings.TrimSpace(readFile(t, pw))
+	theirs := strings.TrimSpace(cptest.ReadFile(t, pw))
 	if !checkMosquittoPasswd(theirs, "other pass") || checkMosquittoPasswd(theirs, "other") {
 		t.Fatalf("mosquitto_passwd line %q does not verify with our PBKDF2 parameters", theirs)
 	}
@@ -130,8 +131,8 @@ func TestMosquittoCertificateIdentity(t *testing.T) {
 
 // TestDocsShowACL: docs/protocol.md shows MosquittoACL's output verbatim.
 func TestDocsShowACL(t *testing.T) {
-	doc := readFile(t, filepath.Join(testenv.Root(t), "docs", "protocol.md"))
-	if !strings.Contains(doc, "```\n"+readFile(t, filepath.Join("testdata", "mosquitto.acl"))+"```") {
+	doc := cptest.ReadFile(t, filepath.Join(testenv.Root(t), "docs", "protocol.md"))
+	if !strings.Contains(doc, "```\n"+cptest.ReadFile(t, filepath.Join("testdata", "mosquitto.acl"))+"```") {
 		t.Fatal("docs/protocol.md does not show testdata/mosquitto.acl verbatim")
 	}
 }

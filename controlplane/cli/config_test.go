@@ -243,10 +243,8 @@ func (b *binary) runEnv(env []string, args ...string) result {
 // then environment, then the context (--context, $FLEETCTL_CONTEXT or the
 // current one), then the defaults.
 func TestContextPrecedence(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	srv := startFleetd(t, data, filepath.Join(dir, "keys"))
-	tokenFile := filepath.Join(data, operatorTokenRel)
+	f := startFleetd(t)
+	dir, srv, tokenFile := f.dir, f.srv, f.tokenFile
 	dead := "http://127.0.0.1:1" // a closed port
 	wrong := filepath.Join(dir, "wrong.token")
 	if err := os.WriteFile(wrong, []byte("wrong-token-0123456789\n"), 0o600); err != nil {

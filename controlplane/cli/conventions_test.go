@@ -82,10 +82,8 @@ func publish(t *testing.T, addr, id, password string, recs []protocol.Record) {
 // TestDevicesRecordsOrder: devices records lists newest first, --limit N
 // keeps the newest N, --since and --until bound the time.
 func TestDevicesRecordsOrder(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	srv := startFleetd(t, data, filepath.Join(dir, "keys"))
-	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
+	f := startFleetd(t)
+	data, srv, remote := f.data, f.srv, f.remote
 	r := fleetctl(t, nil, "enroll", "cam-1", "--server", srv.URL(), "--enrol-token-file", filepath.Join(data, enrolTokenRel), "-o", "json")
 	wantOK(t, r, "enroll")
 	var e api.Enrolment
@@ -216,7 +214,8 @@ func TestCompletion(t *testing.T) {
 // (as here) no progress is drawn and stdout holds only the result; the
 // pulled files are the pushed ones.
 func TestPushPull(t *testing.T) {
-	dir, file, remote := signedBundleAndFleetd(t)
+	f := startFleetd(t)
+	dir, file, remote := f.dir, f.signedDemoBundle(), f.remote
 	fc := newBinary(t)
 
 	r := fc.run(append([]string{"bundle", "push", file, "-o", "json"}, remote...)...)
@@ -272,20 +271,4 @@ func TestPushPull(t *testing.T) {
 	wantExit(t, fc.run(append([]string{"bundle", "pull", "demo@9.9.9"}, remote...)...), ExitNotFound, "pull an unknown version", "HTTP 404")
 	wantExit(t, fc.run(append([]string{"bundle", "pull", "demo"}, remote...)...), ExitUsage, "pull without a version", `bundle "demo": want NAME@VERSION`)
 	wantExit(t, fc.run(append([]string{"bundle", "pull", "demo@0.3.0", "--out", filepath.Join(dir, "no", "such", "dir", "x.bundle")}, remote...)...), ExitNotFound, "pull into a missing directory", "no such file or directory")
-}
-
-// signedBundleAndFleetd starts fleetd in a temporary directory, builds and
-// signs the demo bundle there with fleetd's trusted key, and returns the
-// directory, the bundle's path and the flags that reach that fleetd.
-func signedBundleAndFleetd(t *testing.T) (dir, file string, remote []string) {
-	t.Helper()
-	dir = t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
-	remote = []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
-	file = filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", file), "bundle build")
-	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")
-	return dir, file, remote
 }

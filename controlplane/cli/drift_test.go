@@ -66,15 +66,8 @@ func driftWindow(t *testing.T, p *drift.Profile, seed uint64, n int, shift float
 // and fleetctl drift's table and JSON, by selector and device list, and
 // its refusals.
 func TestDriftCommand(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
-	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
-	fc := func(args ...string) result {
-		t.Helper()
-		return fleetctl(t, okCheck, append(args, remote...)...)
-	}
+	f := startFleetd(t)
+	dir, data, keys, srv, remote, fc := f.dir, f.data, f.keys, f.srv, f.remote, f.fc
 
 	// The profile: 5,000 rows of level and rate ~ N(0, 1).
 	schema := filepath.Join(dir, "schema.yaml")

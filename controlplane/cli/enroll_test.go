@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/config"
 	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
@@ -20,10 +21,8 @@ import (
 // password file (0600) whose password the broker accepts, and the pinned
 // key; -o json still prints the enrolment.
 func TestEnrollAgentConfig(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
+	f := startFleetd(t)
+	dir, data, keys, srv := f.dir, f.data, f.keys, f.srv
 	enrol := []string{"--server", srv.URL(), "--enrol-token-file", filepath.Join(data, enrolTokenRel)}
 	pub := filepath.Join(keys, "signing.pub")
 	cfgFile := filepath.Join(dir, "devices", "cam-1", "config.yaml")
@@ -89,7 +88,7 @@ func TestEnrollAgentConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.DeviceID, c.Labels, c.Trust, c.Uplink = def.DeviceID, def.Labels, def.Trust, def.Uplink
-	if got, want := jsonOf(t, c), jsonOf(t, def); got != want {
+	if got, want := cptest.JSON(t, c), cptest.JSON(t, def); got != want {
 		t.Errorf("settings besides the enrolment's differ from firmware/edge-agent.yaml:\n got %s\nwant %s", got, want)
 	}
 
@@ -129,23 +128,12 @@ func TestEnrollAgentConfig(t *testing.T) {
 	}
 }
 
-func jsonOf(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // TestEnrollAgentConfigRefusals: every bad flag, key or file is refused
 // with its reason before fleetd is asked, and leaves nothing behind: the
 // same device enrols fine afterwards, and no file or directory appeared.
 func TestEnrollAgentConfigRefusals(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
+	f := startFleetd(t)
+	dir, data, keys, srv := f.dir, f.data, f.keys, f.srv
 	enrolFile := filepath.Join(data, enrolTokenRel)
 	enrol := []string{"--server", srv.URL(), "--enrol-token-file", enrolFile}
 	pub := filepath.Join(keys, "signing.pub")

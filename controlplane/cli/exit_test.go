@@ -31,12 +31,9 @@ func (b *binary) run(args ...string) result {
 // checks every exit code of the table in docs/cli.md but drift's (in
 // TestDriftCommand).
 func TestExitCodes(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
+	f := startFleetd(t)
+	dir, data, keys, srv, remote := f.dir, f.data, f.keys, f.srv, f.remote
 	fc := newBinary(t)
-	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
 	r := func(args ...string) result {
 		t.Helper()
 		return fc.run(append(args, remote...)...)
@@ -44,9 +41,7 @@ func TestExitCodes(t *testing.T) {
 
 	// A bundle and two devices, as in TestRolloutCommands (built
 	// in-process: the binary's model check would refuse its fake model).
-	bfile := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", bfile), "bundle build")
-	wantOK(t, fc.run("bundle", "sign", "--key", filepath.Join(keys, "signing.key"), bfile), "bundle sign")
+	bfile := f.signedDemoBundle()
 	wantOK(t, r("bundle", "push", bfile), "bundle push")
 
 	// Trust on push: a bundle signed by a key fleetd does not trust is

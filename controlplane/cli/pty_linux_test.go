@@ -73,7 +73,8 @@ func (b *binary) runOnTerminal(args ...string) (stdout, terminal string, code in
 // TestProgressOnTerminal: with stderr a terminal, push and pull draw a
 // progress bar there, and stdout still holds only the JSON result.
 func TestProgressOnTerminal(t *testing.T) {
-	dir, file, remote := signedBundleAndFleetd(t)
+	f := startFleetd(t)
+	dir, file, remote := f.dir, f.signedDemoBundle(), f.remote
 	fc := newBinary(t)
 
 	for _, tc := range []struct {

@@ -19,15 +19,30 @@ import (
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
-// startFleetd generates a publisher key pair into keysDir (fleetctl keys
-// generate), runs fleetd in-process trusting it, with its data in dataDir,
-// and returns it; it stops when the test ends.
-func startFleetd(t *testing.T, dataDir, keysDir string) *fleetd.Server {
+// testFleetd is a fleetd running in-process for one test, in a temporary
+// directory dir: its data in dir/fleetd-data (defaultDataDir), and the
+// publisher key pair it trusts in dir/keys.
+type testFleetd struct {
+	t               *testing.T
+	srv             *fleetd.Server
+	dir, data, keys string
+	// tokenFile is the operator token's file; remote are the flags that
+	// reach fleetd as the operator (--server URL --token-file tokenFile).
+	tokenFile string
+	remote    []string
+}
+
+// startFleetd generates a publisher key pair (fleetctl keys generate),
+// runs fleetd in-process trusting it, and returns it; it stops when the
+// test ends.
+func startFleetd(t *testing.T) *testFleetd {
 	t.Helper()
-	wantOK(t, fleetctl(t, nil, "keys", "generate", "--out", keysDir), "keys generate")
+	dir := t.TempDir()
+	f := &testFleetd{t: t, dir: dir, data: filepath.Join(dir, defaultDataDir), keys: filepath.Join(dir, "keys")}
+	wantOK(t, fleetctl(t, nil, "keys", "generate", "--out", f.keys), "keys generate")
 	srv, err := fleetd.New(fleetd.Config{
-		DataDir:  dataDir,
-		Registry: fleetd.RegistryConfig{TrustedKeys: []string{filepath.Join(keysDir, "signing.pub")}},
+		DataDir:  f.data,
+		Registry: fleetd.RegistryConfig{TrustedKeys: []string{filepath.Join(f.keys, "signing.pub")}},
 		HTTP:     fleetd.HTTPConfig{Listen: "127.0.0.1:0"},
 		Broker:   fleetd.BrokerConfig{Listen: "127.0.0.1:0"},
 		Logger:   slog.New(slog.DiscardHandler), Announce: io.Discard,
@@ -44,7 +59,27 @@ func startFleetd(t *testing.T, dataDir, keysDir string) *fleetd.Server {
 			t.Errorf("fleetd: %v", err)
 		}
 	})
-	return srv
+	f.srv = srv
+	f.tokenFile = filepath.Join(f.data, operatorTokenRel)
+	f.remote = []string{"--server", srv.URL(), "--token-file", f.tokenFile}
+	return f
+}
+
+// fc runs fleetctl in-process (okCheck as the model check) with f.remote
+// appended to args.
+func (f *testFleetd) fc(args ...string) result {
+	f.t.Helper()
+	return fleetctl(f.t, okCheck, append(args, f.remote...)...)
+}
+
+// signedDemoBundle builds the demo bundle into dir/demo-0.3.0.bundle,
+// signs it with the key fleetd trusts, and returns its path.
+func (f *testFleetd) signedDemoBundle() string {
+	f.t.Helper()
+	file := filepath.Join(f.dir, "demo-0.3.0.bundle")
+	wantOK(f.t, fleetctl(f.t, okCheck, "bundle", "build", demoSpec(f.t), "--out", file), "bundle build")
+	wantOK(f.t, fleetctl(f.t, nil, "bundle", "sign", "--key", filepath.Join(f.keys, "signing.key"), file), "bundle sign")
+	return file
 }
 
 // connect is a device going online with its credentials.
@@ -73,21 +108,11 @@ func connect(t *testing.T, addr, id, password string) {
 // form, with the server and token from flags, the environment and the
 // default data directory.
 func TestRemoteCommands(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
-	tokenFile := filepath.Join(data, operatorTokenRel)
-	remote := []string{"--server", srv.URL(), "--token-file", tokenFile}
-	fc := func(args ...string) result {
-		t.Helper()
-		return fleetctl(t, okCheck, append(args, remote...)...)
-	}
+	f := startFleetd(t)
+	dir, data, srv, fc, tokenFile := f.dir, f.data, f.srv, f.fc, f.tokenFile
 
 	// A signed bundle.
-	file := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", file), "bundle build")
-	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), file), "bundle sign")
+	file := f.signedDemoBundle()
 
 	r := fc("bundle", "push", file)
 	wantOK(t, r, "bundle push")

@@ -29,18 +29,9 @@ func TestRolloutCreateChecksLocally(t *testing.T) {
 
 // TestRolloutCommands drives a rollout on a running fleetd with fleetctl.
 func TestRolloutCommands(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, defaultDataDir)
-	keys := filepath.Join(dir, "keys")
-	srv := startFleetd(t, data, keys)
-	remote := []string{"--server", srv.URL(), "--token-file", filepath.Join(data, operatorTokenRel)}
-	fc := func(args ...string) result {
-		t.Helper()
-		return fleetctl(t, okCheck, append(args, remote...)...)
-	}
-	bfile := filepath.Join(dir, "demo-0.3.0.bundle")
-	wantOK(t, fleetctl(t, okCheck, "bundle", "build", demoSpec(t), "--out", bfile), "bundle build")
-	wantOK(t, fleetctl(t, nil, "bundle", "sign", "--key", filepath.Join(keys, "signing.key"), bfile), "bundle sign")
+	f := startFleetd(t)
+	dir, data, srv, fc := f.dir, f.data, f.srv, f.fc
+	bfile := f.signedDemoBundle()
 	wantOK(t, fc("bundle", "push", bfile), "bundle push")
 	enrol := filepath.Join(data, enrolTokenRel)
 	for _, id := range []string{"cam-1", "cam-2"} {

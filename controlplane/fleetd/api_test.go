@@ -16,6 +16,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -54,7 +55,7 @@ func call(t *testing.T, ts *testServer, method, path, token, contentType string,
 
 func TestAPIAuth(t *testing.T) {
 	ts := startServer(t, baseConfig(t))
-	op := strings.TrimSpace(readFile(t, ts.cfg.DataDir+"/"+fleetd.OperatorTokenFile))
+	op := strings.TrimSpace(cptest.ReadFile(t, ts.cfg.DataDir+"/"+fleetd.OperatorTokenFile))
 	routes := []struct{ method, path string }{
 		{"GET", "/api/v1/devices"},
 		{"GET", "/api/v1/devices/x"},
@@ -94,13 +95,10 @@ func TestAPIAuth(t *testing.T) {
 func TestAPIErrors(t *testing.T) {
 	ctx := context.Background()
 	ts := startServer(t, baseConfig(t))
-	op := strings.TrimSpace(readFile(t, ts.cfg.DataDir+"/"+fleetd.OperatorTokenFile))
+	op := strings.TrimSpace(cptest.ReadFile(t, ts.cfg.DataDir+"/"+fleetd.OperatorTokenFile))
 	ts.enroll(t, "dev-1", nil)
 	pub := testPublisher(t)
-	bpath := pub.build(t, "vad", "1.0.0", 4<<10)
-	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
-		t.Fatal(err)
-	}
+	bpath := ts.push(t, pub, "vad", "1.0.0", 4<<10)
 	other := pub.build(t, "vad", "1.0.0", 5<<10) // same name@version, other bytes
 
 	for _, tc := range []struct {

@@ -17,6 +17,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
@@ -141,7 +142,7 @@ func BenchmarkIngest(b *testing.B) {
 		ts := startServer(b, cfg)
 		ts.ready(b)
 		f := enrolFleet(b, ts, benchDevices)
-		pid, _ := strconv.Atoi(strings.TrimSpace(readFile(b, m.pidFile)))
+		pid, _ := strconv.Atoi(strings.TrimSpace(cptest.ReadFile(b, m.pidFile)))
 		syscall.Kill(pid, syscall.SIGHUP)
 		benchIngest(b, ts, f.connectAll(b, m.addr))
 	})

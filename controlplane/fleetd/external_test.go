@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
@@ -38,7 +39,7 @@ func startMosquitto(t testing.TB, serviceUsers ...string) *mosquitto {
 	if err := fleetd.WriteMosquittoConfig(m.confDir, serviceUsers, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	b := testenv.StartMosquitto(t, testenv.MosquittoConfig{Auth: readFile(t, filepath.Join(m.confDir, fleetd.MosquittoConfFile))})
+	b := testenv.StartMosquitto(t, testenv.MosquittoConfig{Auth: cptest.ReadFile(t, filepath.Join(m.confDir, fleetd.MosquittoConfFile))})
 	m.addr = b.Addr()
 	if err := os.WriteFile(m.pidFile, []byte(strconv.Itoa(b.Pid())+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -123,11 +124,7 @@ func TestExternalMosquitto(t *testing.T) {
 	}
 
 	// Desired state through mosquitto, retained.
-	pub := testPublisher(t)
-	bpath := pub.build(t, "vad", "1.0.0", 64<<10)
-	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
-		t.Fatal(err)
-	}
+	bpath := ts.push(t, testPublisher(t), "vad", "1.0.0", 64<<10)
 	a, err := ts.api.Assign(ctx, "dev-1", "vad@1.0.0", "")
 	if err != nil || !a.Published {
 		t.Fatalf("Assign = %+v, %v", a, err)
@@ -137,7 +134,7 @@ func TestExternalMosquitto(t *testing.T) {
 	if ds.Seq != a.Desired.Seq {
 		t.Fatalf("desired seq %d, want %d", ds.Seq, a.Desired.Seq)
 	}
-	if got, want := fetch(t, ds.Bundle.URL), readFile(t, bpath); string(got) != want {
+	if got, want := fetch(t, ds.Bundle.URL), cptest.ReadFile(t, bpath); string(got) != want {
 		t.Fatalf("download differs from the pushed bundle")
 	}
 
@@ -150,7 +147,7 @@ func TestExternalMosquitto(t *testing.T) {
 
 	// A second member of the shared group takes a share of the
 	// telemetry: fleetd subscribes with $share/fleetd/...
-	other := dialService(t, m.addr, "_fleetd-2", strings.TrimSpace(readFile(t, filepath.Join(m.confDir, "_fleetd-2.password"))))
+	other := dialService(t, m.addr, "_fleetd-2", strings.TrimSpace(cptest.ReadFile(t, filepath.Join(m.confDir, "_fleetd-2.password"))))
 	for i := range uint64(10) {
 		d.mustPublish(protocol.KindTelemetry, batch("dev-1", "e1", 71+i, 71+i))
 	}
@@ -172,7 +169,7 @@ func TestExternalMosquitto(t *testing.T) {
 	if err := ts.api.DeleteDevice(ctx, "dev-1"); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(readFile(t, filepath.Join(m.confDir, fleetd.MosquittoPasswdFile)), "dev-1:") {
+	if strings.Contains(cptest.ReadFile(t, filepath.Join(m.confDir, fleetd.MosquittoPasswdFile)), "dev-1:") {
 		t.Errorf("dev-1 still in the password file")
 	}
 	testenv.EventuallyState(t, "mosquitto refusing the deleted device", func() (bool, string) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
@@ -124,7 +125,7 @@ func TestEmbeddedEndToEnd(t *testing.T) {
 		t.Fatalf("downloaded bundle: %d bytes sha256 %s; pushed %d bytes %s; desired says %d %s",
 			len(got), sha256Hex(got), len(want), sha256Hex(want), ds.Bundle.Size, ds.Bundle.SHA256)
 	}
-	if got, want := strings.TrimSpace(string(fetch(t, ds.Bundle.SigURL))), strings.TrimSpace(readFile(t, bpath+".sig")); got != want {
+	if got, want := strings.TrimSpace(string(fetch(t, ds.Bundle.SigURL))), strings.TrimSpace(cptest.ReadFile(t, bpath+".sig")); got != want {
 		t.Errorf("signature download = %q, want %q", got, want)
 	}
 	a2, err := ts.api.Assign(ctx, "cam-1", "vad@1.0.0", "rollback")
@@ -216,19 +217,15 @@ func TestRestart(t *testing.T) {
 	d.online()
 	d.report(0, nil)
 	d.mustPublish(protocol.KindTelemetry, batch("dev-1", "e", 1, 20))
-	pub := testPublisher(t)
-	bpath := pub.build(t, "vad", "1.0.0", 64<<10)
-	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
-		t.Fatal(err)
-	}
+	bpath := ts.push(t, testPublisher(t), "vad", "1.0.0", 64<<10)
 	a1, err := ts.api.Assign(ctx, "dev-1", "vad@1.0.0", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	token := readFile(t, ts.cfg.DataDir+"/operator.token")
+	token := cptest.ReadFile(t, ts.cfg.DataDir+"/operator.token")
 
 	ts.restart()
-	if got := readFile(t, ts.cfg.DataDir+"/operator.token"); got != token {
+	if got := cptest.ReadFile(t, ts.cfg.DataDir+"/operator.token"); got != token {
 		t.Errorf("operator token changed across a restart")
 	}
 	dev, err := ts.api.Device(ctx, "dev-1")
@@ -304,11 +301,7 @@ func TestDeleteDevice(t *testing.T) {
 	pw := ts.enroll(t, "dev-1", nil)
 	d := mustDialDevice(t, ts.srv.MQTTAddr(), "dev-1", pw)
 	d.mustPublish(protocol.KindTelemetry, batch("dev-1", "e", 1, 5))
-	pub := testPublisher(t)
-	bpath := pub.build(t, "vad", "1.0.0", 4<<10)
-	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
-		t.Fatal(err)
-	}
+	ts.push(t, testPublisher(t), "vad", "1.0.0", 4<<10)
 	old, err := ts.api.Assign(ctx, "dev-1", "vad@1.0.0", "")
 	if err != nil {
 		t.Fatal(err)

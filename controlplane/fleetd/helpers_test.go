@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
@@ -81,11 +81,11 @@ func (ts *testServer) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel, ts.done = cancel, make(chan error, 1)
 	go func() { ts.done <- srv.Run(ctx) }()
-	tok := readFile(t, filepath.Join(cfg.DataDir, fleetd.OperatorTokenFile))
+	tok := cptest.ReadFile(t, filepath.Join(cfg.DataDir, fleetd.OperatorTokenFile))
 	if ts.api, err = client.New(srv.URL(), strings.TrimSpace(tok), nil); err != nil {
 		t.Fatal(err)
 	}
-	ts.enrolTok = strings.TrimSpace(readFile(t, filepath.Join(cfg.DataDir, fleetd.EnrolTokenFile)))
+	ts.enrolTok = strings.TrimSpace(cptest.ReadFile(t, filepath.Join(cfg.DataDir, fleetd.EnrolTokenFile)))
 }
 
 // stop stops fleetd (idempotent).
@@ -124,6 +124,17 @@ func (ts *testServer) enroll(t testing.TB, id string, labels map[string]string) 
 		t.Fatalf("Enroll %s: %v", id, err)
 	}
 	return e.Password
+}
+
+// push builds name@version with pub (see publisher.build), pushes it to
+// fleetd, and returns the bundle's path.
+func (ts *testServer) push(t testing.TB, pub *publisher, name, version string, size int) string {
+	t.Helper()
+	bpath := pub.build(t, name, version, size)
+	if _, _, err := ts.api.Push(context.Background(), bpath, bpath+".sig"); err != nil {
+		t.Fatal(err)
+	}
+	return bpath
 }
 
 // device is a simulated device: a real paho MQTT 3.1.1 client with its
@@ -327,13 +338,4 @@ func fetch(t testing.TB, url string) []byte {
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-func readFile(t testing.TB, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key, and returns
@@ -60,7 +61,7 @@ func TestHTTPS(t *testing.T) {
 		t.Fatalf("URL = %s", ts.srv.URL())
 	}
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	tok := strings.TrimSpace(readFile(t, filepath.Join(cfg.DataDir, "operator.token")))
+	tok := strings.TrimSpace(cptest.ReadFile(t, filepath.Join(cfg.DataDir, "operator.token")))
 	api, err := client.New(ts.srv.URL(), tok, hc)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
@@ -24,7 +25,7 @@ import (
 func scrape(t testing.TB, ts *testServer) map[string]*dto.MetricFamily {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, ts.srv.URL()+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(readFile(t, filepath.Join(ts.cfg.DataDir, fleetd.OperatorTokenFile))))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(cptest.ReadFile(t, filepath.Join(ts.cfg.DataDir, fleetd.OperatorTokenFile))))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

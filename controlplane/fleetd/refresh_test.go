@@ -2,25 +2,12 @@ package fleetd_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 )
-
-// fakeClock is fleetd's clock in tests that move time forward.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // TestDesiredRefresh moves fleetd's clock forward and checks that the
 // refresh loop re-issues a desired state the device has not applied once
@@ -28,7 +15,7 @@ func (c *fakeClock) Add(d time.Duration) {
 // expires, each time with a new seq, a fresh expiry and working URLs.
 func TestDesiredRefresh(t *testing.T) {
 	ctx := context.Background()
-	clk := &fakeClock{t: time.Now()}
+	clk := cptest.NewClock(time.Now())
 	cfg := baseConfig(t)
 	cfg.Now = clk.Now
 	cfg.Desired.Lifetime = fleetd.Duration(time.Hour)
@@ -37,11 +24,7 @@ func TestDesiredRefresh(t *testing.T) {
 	pw := ts.enroll(t, "dev-1", nil)
 	d := mustDialDevice(t, ts.srv.MQTTAddr(), "dev-1", pw)
 	d.subscribeDesired()
-	pub := testPublisher(t)
-	bpath := pub.build(t, "vad", "1.0.0", 8<<10)
-	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
-		t.Fatal(err)
-	}
+	ts.push(t, testPublisher(t), "vad", "1.0.0", 8<<10)
 	a, err := ts.api.Assign(ctx, "dev-1", "vad@1.0.0", "")
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +32,7 @@ func TestDesiredRefresh(t *testing.T) {
 	first := d.nextDesired(0)
 
 	// Not applied, 25s old: re-issued.
-	clk.Add(25 * time.Second)
+	clk.Advance(25 * time.Second)
 	second := d.nextDesired(first.Seq)
 	if second.Seq != a.Desired.Seq+1 || !second.IssuedAt.After(first.IssuedAt) || second.ExpiresAt.Sub(second.IssuedAt) != time.Hour ||
 		second.Bundle.URL == first.Bundle.URL || second.Action != first.Action {
@@ -59,7 +42,7 @@ func TestDesiredRefresh(t *testing.T) {
 
 	// Applied: left alone until it nears expiry, then re-issued.
 	d.report(second.Seq, nil)
-	clk.Add(time.Hour - 20*time.Second) // 20s left, below refreshAfter
+	clk.Advance(time.Hour - 20*time.Second) // 20s left, below refreshAfter
 	third := d.nextDesired(second.Seq)
 	if third.Seq != second.Seq+1 || third.Bundle.ID() != "vad@1.0.0" {
 		t.Fatalf("near expiry: %+v", third)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
@@ -28,14 +29,7 @@ type minio struct {
 // test ends.
 func startMinIO(t testing.TB) *minio {
 	t.Helper()
-	dir := os.Getenv("EDGEFLEET_TOOLS")
-	if dir == "" {
-		dir = filepath.Join(testenv.Root(t), ".cache", "tools", "bin")
-	}
-	bin := filepath.Join(dir, "minio")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("minio not found at %s: run scripts/tools.sh (%v)", bin, err)
-	}
+	bin := cptest.MinIOBinary(t)
 	port := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -117,10 +111,10 @@ func TestS3Registry(t *testing.T) {
 	if !strings.HasPrefix(ds.Bundle.URL, "http://"+m.addr+"/fleetd-test/prod/") || !strings.Contains(ds.Bundle.URL, "X-Amz-Expires=604800") {
 		t.Errorf("bundle URL %s: want a presigned URL into the bucket valid 7 days", ds.Bundle.URL)
 	}
-	if got, want := fetch(t, ds.Bundle.URL), readFile(t, bpath); string(got) != want {
+	if got, want := fetch(t, ds.Bundle.URL), cptest.ReadFile(t, bpath); string(got) != want {
 		t.Fatalf("presigned download: %d bytes, pushed %d", len(got), len(want))
 	}
-	if got, want := strings.TrimSpace(string(fetch(t, ds.Bundle.SigURL))), strings.TrimSpace(readFile(t, bpath+".sig")); got != want {
+	if got, want := strings.TrimSpace(string(fetch(t, ds.Bundle.SigURL))), strings.TrimSpace(cptest.ReadFile(t, bpath+".sig")); got != want {
 		t.Errorf("signature download = %q, want %q", got, want)
 	}
 

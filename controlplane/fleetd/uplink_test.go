@@ -129,10 +129,7 @@ func TestAgentUplink(t *testing.T) {
 		}
 		return r.Stats.Delivered == 301 && ob.Stats().Records == 0, fmt.Sprintf("%+v, outbox %+v", r.Stats, ob.Stats())
 	})
-	bpath := pub.build(t, "vad", "1.2.0", 32<<10)
-	if _, _, err := ts.api.Push(ctx, bpath, bpath+".sig"); err != nil {
-		t.Fatal(err)
-	}
+	ts.push(t, pub, "vad", "1.2.0", 32<<10)
 	a, err := ts.api.Assign(ctx, "edge-1", "vad@1.2.0", "")
 	if err != nil {
 		t.Fatal(err)

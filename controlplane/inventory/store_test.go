@@ -2,7 +2,6 @@ package inventory
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -84,15 +84,6 @@ func reported(id string, active string) *protocol.ReportedState {
 
 func status(id string, state protocol.State, session uint64) *protocol.Status {
 	return &protocol.Status{V: protocol.Version, DeviceID: id, State: state, Session: session, Time: t0, AgentVersion: "0.3.1"}
-}
-
-func mustJSON(t testing.TB, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 func TestOpenOptions(t *testing.T) {
@@ -538,7 +529,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, b := mustJSON(t, after), mustJSON(t, before); a != b {
+	if a, b := cptest.JSON(t, after), cptest.JSON(t, before); a != b {
 		t.Errorf("device changed across reopen:\n%s\n%s", a, b)
 	}
 	if !after.Status.Online || after.Status.Session != 7 || after.Desired.Seq != 3 {

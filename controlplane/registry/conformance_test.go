@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -58,8 +58,8 @@ func runConformance(t *testing.T, newEnv envFactory) {
 		if err != nil {
 			t.Fatalf("Get: %v", err)
 		}
-		if js(t, again) != js(t, got) {
-			t.Errorf("Get = %s\nPut = %s", js(t, again), js(t, got))
+		if cptest.JSON(t, again) != cptest.JSON(t, got) {
+			t.Errorf("Get = %s\nPut = %s", cptest.JSON(t, again), cptest.JSON(t, got))
 		}
 		if ref := got.BundleRef("u", "s"); ref.ID() != "vad@1.0.0" || ref.SHA256 != got.SHA256 || ref.Size != got.Size {
 			t.Errorf("BundleRef = %+v", ref)
@@ -85,8 +85,8 @@ func runConformance(t *testing.T, newEnv envFactory) {
 			if err != nil {
 				t.Fatalf("second Put of the same bundle: %v", err)
 			}
-			if js(t, again) != js(t, first) {
-				t.Errorf("second Put = %s\nfirst = %s", js(t, again), js(t, first))
+			if cptest.JSON(t, again) != cptest.JSON(t, first) {
+				t.Errorf("second Put = %s\nfirst = %s", cptest.JSON(t, again), cptest.JSON(t, first))
 			}
 		}
 		if l, _ := e.reg.List(ctx, "vad"); len(l) != 1 {
@@ -392,7 +392,7 @@ func runConformance(t *testing.T, newEnv envFactory) {
 				mine = shaB
 			}
 			switch {
-			case mine == stored.SHA256 && (errs[i] != nil || js(t, results[i]) != js(t, stored)):
+			case mine == stored.SHA256 && (errs[i] != nil || cptest.JSON(t, results[i]) != cptest.JSON(t, stored)):
 				t.Errorf("push %d of the winning bundle: %+v, %v; want the stored entry", i, results[i], errs[i])
 			case mine != stored.SHA256 && !errors.Is(errs[i], ErrConflict):
 				t.Errorf("push %d of the losing bundle: %v, want ErrConflict", i, errs[i])
@@ -432,13 +432,4 @@ func download(t *testing.T, u string, h http.Header, status int) ([]byte, *http.
 		t.Fatalf("GET %s (%v): status %d, want %d: %.300s", u, h, resp.StatusCode, status, body)
 	}
 	return body, resp
-}
-
-func js(t testing.TB, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

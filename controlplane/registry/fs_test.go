@@ -13,10 +13,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -25,33 +25,13 @@ func sha256hex(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 var testURLKey = []byte("0123456789abcdef0123456789abcdef")
 
 // newFSServer serves an FS registry configured by cfg (Dir, BaseURL and
 // Now filled in) under /registry on a loopback HTTP server.
-func newFSServer(t testing.TB, cfg FSConfig) (*FS, *clock) {
+func newFSServer(t testing.TB, cfg FSConfig) (*FS, *cptest.Clock) {
 	t.Helper()
-	clk := newClock()
+	clk := cptest.NewClock(time.Now())
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
@@ -55,24 +55,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// minioBinary is the pinned MinIO server scripts/tools.sh installs.
-func minioBinary(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("EDGEFLEET_TOOLS")
-	if dir == "" {
-		dir = filepath.Join(testenv.Root(t), ".cache", "tools", "bin")
-	}
-	bin := filepath.Join(dir, "minio")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("minio not found at %s: run scripts/tools.sh (%v)", bin, err)
-	}
-	return bin
-}
-
 // startMinIO returns the package's MinIO server, starting it if needed.
 func startMinIO(t testing.TB) *minioServer {
 	t.Helper()
-	bin := minioBinary(t)
+	bin := cptest.MinIOBinary(t)
 	minioOnce.Do(func() { minioSrv, minioErr = launchMinIO(bin) })
 	if minioErr != nil {
 		t.Fatalf("starting MinIO: %v", minioErr)
@@ -290,7 +276,7 @@ func TestS3Layout(t *testing.T) {
 	}
 	// An Entry decoded from elsewhere (no push id) still gets URLs.
 	var plain Entry
-	if err := json.Unmarshal([]byte(js(t, en)), &plain); err != nil {
+	if err := json.Unmarshal([]byte(cptest.JSON(t, en)), &plain); err != nil {
 		t.Fatal(err)
 	}
 	bu2, _, err := reg.URL(ctx, plain, "")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
@@ -888,7 +889,7 @@ func TestListNewestFirst(t *testing.T) {
 // reporting and assigned through it.
 func TestWithRealInventory(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{t: t0}
+	clock := cptest.NewClock(t0)
 	inv, err := inventory.Open(t.TempDir()+"/inventory.db", inventory.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)

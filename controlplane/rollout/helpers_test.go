@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
 	"github.com/edgefleet/edgefleet/shared/protocol"
@@ -30,27 +31,13 @@ var (
 	v3 = protocol.BundleID{Name: "vad", Version: "1.2.0"} // has none
 )
 
-// fakeClock is a deterministic clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
-
 // memFleet is an in-memory fleet: its "devices" apply the desired states
 // they are sent, the way an agent does (install: the bundle becomes
 // active and the old one last-known-good; rollback: back to the named
 // version, no download), and report Health from per-bundle settings.
 type memFleet struct {
 	mu    sync.Mutex
-	clock *fakeClock
+	clock *cptest.Clock
 	devs  map[string]*memDevice
 	reg   map[protocol.BundleID]registry.Entry
 
@@ -92,7 +79,7 @@ type memDevice struct {
 	downloading bool
 }
 
-func newMemFleet(clock *fakeClock) *memFleet {
+func newMemFleet(clock *cptest.Clock) *memFleet {
 	f := &memFleet{
 		clock: clock, devs: map[string]*memDevice{}, reg: map[protocol.BundleID]registry.Entry{},
 		failInstall: map[protocol.BundleID]string{}, retryInstall: map[protocol.BundleID]string{},
@@ -326,7 +313,7 @@ func or(v, def float64) float64 {
 // env is an engine over a real bbolt file with the in-memory fleet.
 type env struct {
 	t     testing.TB
-	clock *fakeClock
+	clock *cptest.Clock
 	fleet *memFleet
 	path  string
 	db    *bolt.DB
@@ -338,7 +325,7 @@ type env struct {
 // index mod 3 and hw=pi4 (even) or jetson (odd).
 func newEnv(t testing.TB, n int) *env {
 	t.Helper()
-	clock := &fakeClock{t: t0}
+	clock := cptest.NewClock(t0)
 	e := &env{t: t, clock: clock, fleet: newMemFleet(clock), path: filepath.Join(t.TempDir(), "rollouts.db")}
 	for i := range n {
 		e.fleet.add(devID(i), map[string]string{"site": string(rune('a' + i%3)), "hw": map[bool]string{true: "pi4", false: "jetson"}[i%2 == 0]}, &v1)
