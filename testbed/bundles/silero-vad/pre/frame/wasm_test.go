@@ -170,6 +170,22 @@ func compareOutputs(t *testing.T, what string, got, want []tensor.Tensor) float6
 	return worst
 }
 
+// matchNative runs frame f through the module p and through the native
+// transform and compares them (compareOutputs); it returns the largest
+// feature difference.
+func matchNative(t *testing.T, p *processor.Processor, f testFrame) float64 {
+	t.Helper()
+	want, err := frame.Transform(f.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.ProcessRaw(context.Background(), f.raw)
+	if err != nil {
+		t.Fatalf("%s: %v", f.name, err)
+	}
+	return compareOutputs(t, f.name, got, want)
+}
+
 func TestWASMMatchesNative(t *testing.T) {
 	for _, engine := range []struct {
 		name string
@@ -184,15 +200,7 @@ func TestWASMMatchesNative(t *testing.T) {
 			p := loadWith(t, cModule, engine.cfg)
 			worst := 0.0
 			for _, f := range frames()[:engine.n] {
-				want, err := frame.Transform(f.raw)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, err := p.ProcessRaw(context.Background(), f.raw)
-				if err != nil {
-					t.Fatalf("%s: %v", f.name, err)
-				}
-				worst = max(worst, compareOutputs(t, f.name, got, want))
+				worst = max(worst, matchNative(t, p, f))
 			}
 			t.Logf("%d frames; largest feature difference %g", engine.n, worst)
 		})
@@ -204,15 +212,7 @@ func TestWASMMatchesNative(t *testing.T) {
 func TestGoGuestMatchesNative(t *testing.T) {
 	p := load(t, goModule)
 	for _, f := range frames()[:12] {
-		want, err := frame.Transform(f.raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := p.ProcessRaw(context.Background(), f.raw)
-		if err != nil {
-			t.Fatalf("%s: %v", f.name, err)
-		}
-		compareOutputs(t, f.name, got, want)
+		matchNative(t, p, f)
 	}
 }
 
@@ -227,27 +227,11 @@ func hostMessage(msg string) string {
 
 func TestWASMRejectsLikeNative(t *testing.T) {
 	raw := func(name string, dt tensor.Datatype, shape ...int64) tensor.Tensor {
-		n := int(tensor.Elements(shape))
-		var data any
-		switch dt {
-		case tensor.Bool:
-			data = make([]bool, n)
-		case tensor.Uint8:
-			data = make([]byte, n)
-		case tensor.Int8:
-			data = make([]int8, n)
-		case tensor.Int16:
-			data = make([]int16, n)
-		case tensor.Int32:
-			data = make([]int32, n)
-		case tensor.Int64:
-			data = make([]int64, n)
-		case tensor.FP32:
-			data = make([]float32, n)
-		case tensor.FP64:
-			data = make([]float64, n)
+		z, err := tensor.Zeros(name, dt, shape)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return tensor.Tensor{Name: name, Datatype: dt, Shape: shape, Data: data}
+		return z
 	}
 	pcm := func(shape ...int64) tensor.Tensor { return raw(frame.RawName, tensor.Uint8, shape...) }
 	many := make([]tensor.Tensor, 300) // a description longer than the host keeps
