@@ -28,6 +28,7 @@ import (
 	fwimage "github.com/edgefleet/edgefleet/firmware/image"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	tbfleet "github.com/edgefleet/edgefleet/testbed/fleet"
 	"github.com/edgefleet/edgefleet/testbed/qemu"
 )
 
@@ -180,6 +181,19 @@ func deviceImage(t *testing.T, root, debPath string) *fwimage.Image {
 	return im
 }
 
+// deviceKit builds, in work, what booting emulated devices takes: the
+// agent's package, the device image with it installed (deviceImage) and
+// the relay QEMU's network goes through.
+func deviceKit(t *testing.T, root, work string) (*fwimage.Image, string) {
+	t.Helper()
+	img := deviceImage(t, root, agentPackage(t, root, work))
+	relay, err := qemu.BuildRelay(context.Background(), work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, relay
+}
+
 // fleet is fleetd running in this process on loopback, with the URLs it
 // hands devices pointed at qemu.FleetIP.
 type fleet struct {
@@ -187,14 +201,14 @@ type fleet struct {
 	api      *client.Client
 	enrolTok string
 	forwards []qemu.Forward
-	logs     *syncBuffer
+	logs     *testenv.SyncBuffer
 }
 
 // startFleet runs fleetd trusting the publisher keys (PEM files).
 func startFleet(t *testing.T, trustedKeys ...string) *fleet {
 	t.Helper()
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := newLogBuffer()
 	srv, err := fleetd.New(fleetd.Config{
 		DataDir:  dir,
 		Registry: fleetd.RegistryConfig{TrustedKeys: trustedKeys},
@@ -216,7 +230,7 @@ func startFleet(t *testing.T, trustedKeys ...string) *fleet {
 		}
 		srv.Close()
 		if t.Failed() {
-			t.Logf("fleetd log (end):\n%s", logs.tail(20000))
+			t.Logf("fleetd log (end):\n%s", logTail(logs, 20000))
 		}
 	})
 	read := func(name string) string {
@@ -273,57 +287,21 @@ func (f *fleet) waitDevice(ctx context.Context, t *testing.T, id, what string, c
 	}
 }
 
-// publisher is a signing key pair and the bundles it signed.
-type publisher struct {
-	dir string
-}
-
-func newPublisher(t *testing.T) *publisher {
-	t.Helper()
-	p := &publisher{dir: t.TempDir()}
-	if err := bundle.GenerateKey(p.dir, ""); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (p *publisher) publicKeyFile() string { return filepath.Join(p.dir, bundle.PublicKeyFile) }
-
-func (p *publisher) publicKey(t *testing.T) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(p.dir, bundle.PublicKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// silero builds and signs the Silero VAD bundle
-// (testbed/bundles/silero-vad) and returns its path; the signature is
-// path.sig.
-func (p *publisher) silero(t *testing.T, root string) string {
+// sileroBundle builds the Silero VAD bundle of testbed/bundles/silero-vad
+// (its committed spec, as make builds it) and signs it with pub; it
+// returns its path, the signature is path.sig.
+func sileroBundle(t *testing.T, root string, pub *tbfleet.Publisher) string {
 	t.Helper()
 	spec := filepath.Join(root, "testbed", "bundles", "silero-vad")
 	if _, err := os.Stat(filepath.Join(spec, "pre.wasm")); err != nil {
 		t.Fatalf("the Silero pre-processor is not built: run `make wasm` (%v)", err)
 	}
 	testenv.SileroModel(t)
-	out := filepath.Join(t.TempDir(), "silero-vad-5.0.0.bundle")
-	if _, err := bundle.Build(context.Background(), spec, out, bundle.BuildOptions{}); err != nil {
+	b, err := pub.Build(context.Background(), spec, filepath.Join(t.TempDir(), "silero-vad-5.0.0.bundle"), bundle.BuildOptions{})
+	if err != nil {
 		t.Fatalf("building the Silero bundle: %v", err)
 	}
-	s, err := bundle.LoadSigner(filepath.Join(p.dir, bundle.PrivateKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := bundle.SignFile(out, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.WriteSignature(out+".sig", sig); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return b.Path
 }
 
 // agentConfig is the image's default agent configuration
@@ -412,25 +390,13 @@ func median(d []time.Duration) time.Duration {
 // close enough to the known Silero answer.
 func near(got float64) bool { return math.Abs(got-sileroOutput) <= tolerance }
 
-// syncBuffer collects logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// newLogBuffer collects a log: fleetd's, an agent's; past 8 MiB it drops
+// what is written.
+func newLogBuffer() *testenv.SyncBuffer { return &testenv.SyncBuffer{Max: 8 << 20} }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.b.Len() > 8<<20 {
-		return len(p), nil
-	}
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.b.String()
+// logTail is the end of what b holds: its last n bytes at most.
+func logTail(b *testenv.SyncBuffer, n int) string {
+	s := b.String()
 	if len(s) > n {
 		s = s[len(s)-n:]
 	}

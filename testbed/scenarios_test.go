@@ -73,12 +73,7 @@ func TestScenarios(t *testing.T) {
 	onSignal := interruptible(t)
 	work := t.TempDir()
 
-	debPath := agentPackage(t, root, work)
-	img := deviceImage(t, root, debPath)
-	relay, err := qemu.BuildRelay(context.Background(), work)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, relay := deviceKit(t, root, work)
 
 	// Bundles: 5.0.0 (first deployment), 5.0.1 (staged rollout), 5.0.2
 	// with the slow pre-processor (rolled back), 5.0.3 (power cut).
@@ -230,29 +225,6 @@ func scenarioConfig(t *testing.T, base []byte) []byte {
 	return out
 }
 
-// infer sends the two-sine frame to the agent on d and returns the answer
-// and the model version that gave it.
-func infer(ctx context.Context, d *device) (float64, string, error) {
-	out, err := d.Exec(ctx, "curl -sS --fail-with-body --unix-socket /run/edge-agent/api.sock "+
-		"-H 'Content-Type: application/octet-stream' --data-binary @"+qemu.SeedDir+"/two-sine.pcm "+
-		"http://localhost/v2/models/silero-vad/infer")
-	if err != nil {
-		return 0, "", fmt.Errorf("inference on %s: %w (%s)", d.Name(), err, out)
-	}
-	var r inferResponse
-	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, "", fmt.Errorf("decoding %s's answer: %w\n%s", d.Name(), err, out)
-	}
-	got, err := r.output()
-	if err != nil {
-		return 0, "", err
-	}
-	if !near(got) {
-		return got, r.ModelVersion, fmt.Errorf("%s answered %v, want %v ± %g", d.Name(), got, sileroOutput, tolerance)
-	}
-	return got, r.ModelVersion, nil
-}
-
 // agentStatus is the part of `edge-agent status -o json` the scenarios read.
 type agentStatus struct {
 	Active *struct {
@@ -301,6 +273,25 @@ func (e *scEnv) waitAll(ctx context.Context, t *testing.T, bundleID string) {
 	}
 }
 
+// inferAll sends the frame to every device (infer) and fails the test
+// unless each answers from model version want; it returns the answers, in
+// the order of e.devs.
+func (e *scEnv) inferAll(ctx context.Context, t *testing.T, want string) []float64 {
+	t.Helper()
+	var answers []float64
+	for _, d := range e.devs {
+		got, v, err := infer(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != want {
+			t.Fatalf("%s answered from model version %q, want %s", d.Name(), v, want)
+		}
+		answers = append(answers, got)
+	}
+	return answers
+}
+
 func (e *scEnv) firstDeployment(t *testing.T) string {
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
@@ -314,15 +305,8 @@ func (e *scEnv) firstDeployment(t *testing.T) string {
 	e.waitAll(ctx, t, want)
 	took := time.Since(start)
 	var answers []string
-	for _, d := range e.devs {
-		got, v, err := infer(ctx, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v != "5.0.0" {
-			t.Fatalf("%s answered from model version %q, want 5.0.0", d.Name(), v)
-		}
-		answers = append(answers, fmt.Sprintf("%s=%.7f", d.Name(), got))
+	for i, got := range e.inferAll(ctx, t, "5.0.0") {
+		answers = append(answers, fmt.Sprintf("%s=%.7f", e.devs[i].Name(), got))
 	}
 	return fmt.Sprintf("%d/%d devices report %s active after %.0fs; inference %s (want %v)",
 		len(e.ids), len(e.ids), want, took.Seconds(), strings.Join(answers, " "), sileroOutput)
@@ -462,15 +446,7 @@ gates:
 		t.Fatalf("rollout %s: %s (%s), breach %+v; want rolled_back on latencyP95 in the canary", st.ID, st.State, st.Reason, b)
 	}
 	e.waitAll(ctx, t, good)
-	for _, d := range e.devs {
-		_, v, err := infer(ctx, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v != "5.0.1" {
-			t.Fatalf("%s answers from %q after the rollback, want 5.0.1", d.Name(), v)
-		}
-	}
+	e.inferAll(ctx, t, "5.0.1")
 	return fmt.Sprintf("rollout %s rolled_back in %.0fs: %s %.1f > %.1f in %s (%s); %d/%d devices active and answering on %s",
 		st.ID, time.Since(start).Seconds(), b.Gate, b.Value, b.Threshold, b.StepName, b.Detail, len(e.ids), len(e.ids), good)
 }

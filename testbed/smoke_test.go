@@ -16,27 +16,9 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	tbfleet "github.com/edgefleet/edgefleet/testbed/fleet"
 	"github.com/edgefleet/edgefleet/testbed/qemu"
 )
-
-// inferResponse is the part of an Open Inference Protocol response the
-// smoke test reads.
-type inferResponse struct {
-	ModelVersion string `json:"model_version"`
-	Outputs      []struct {
-		Name string    `json:"name"`
-		Data []float64 `json:"data"`
-	} `json:"outputs"`
-}
-
-func (r *inferResponse) output() (float64, error) {
-	for _, o := range r.Outputs {
-		if o.Name == "output" && len(o.Data) == 1 {
-			return o.Data[0], nil
-		}
-	}
-	return 0, fmt.Errorf("no one-element output %q in %+v", "output", r.Outputs)
-}
 
 // TestSmoke boots one emulated arm64 device from the device image and
 // gets one inference from it, the way a fleet runs: fleetd (in this
@@ -57,17 +39,12 @@ func TestSmoke(t *testing.T) {
 	work := t.TempDir()
 	start := time.Now()
 
-	debPath := agentPackage(t, root, work)
-	img := deviceImage(t, root, debPath)
-	relay, err := qemu.BuildRelay(context.Background(), work)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, relay := deviceKit(t, root, work)
 	prepared := time.Since(start)
 
-	pub := newPublisher(t)
-	f := startFleet(t, pub.publicKeyFile())
-	bundlePath := pub.silero(t, root)
+	pub := tbfleet.TestPublisher(t)
+	f := startFleet(t, pub.PublicKey)
+	bundlePath := sileroBundle(t, root, pub)
 	ctx := context.Background()
 	if _, _, err := f.api.Push(ctx, bundlePath, bundlePath+".sig"); err != nil {
 		t.Fatalf("pushing the bundle: %v", err)
@@ -86,10 +63,14 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pubKey, err := os.ReadFile(pub.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dev := newDevice(t, onSignal, img, relay, id, f.forwards, map[string][]byte{
 		"etc/edge-agent/config.yaml":       agentConfig(t, root, e, labels),
 		"etc/edge-agent/mqtt.password":     []byte(e.Password + "\n"),
-		"etc/edge-agent/trust/testbed.pub": pub.publicKey(t),
+		"etc/edge-agent/trust/testbed.pub": pubKey,
 		"two-sine.pcm":                     pcm,
 	}, testLogger(t))
 
@@ -160,7 +141,7 @@ func TestSmoke(t *testing.T) {
 	t.Logf("inference latency (raw PCM over the agent's unix socket), arm64 agent in qemu-system-aarch64 (TCG, -cpu %s, %d vCPU): median %v of %d",
 		dev.Config().CPU, dev.Config().CPUs, emulated.Round(time.Microsecond), n)
 	if *compare {
-		native := nativeLatency(t, root, bundlePath, pub, n)
+		native := nativeLatency(t, root, bundlePath, pubKey, n)
 		t.Logf("the same, amd64 agent native on this machine: median %v of %d (emulation %.0fx slower)",
 			native.Round(time.Microsecond), n, float64(emulated)/float64(native))
 	}
@@ -178,26 +159,46 @@ func TestSmoke(t *testing.T) {
 	t.Logf("%s: clean power-off in %.1fs", id, time.Since(stopStart).Seconds())
 }
 
-// inferOnDevice sends the two-sine PCM frame (from the seed disk) to the
-// agent's unix socket with curl on the device and checks the answer.
-func inferOnDevice(t *testing.T, dev *device, ctx context.Context) float64 {
-	t.Helper()
-	out, err := dev.Exec(ctx, "curl -sS --fail-with-body --unix-socket /run/edge-agent/api.sock "+
+// infer sends the two-sine PCM frame (from the seed disk) to the agent's
+// unix socket with curl on d and checks the answer; it returns the answer
+// and the model version that gave it.
+func infer(ctx context.Context, d *device) (float64, string, error) {
+	out, err := d.Exec(ctx, "curl -sS --fail-with-body --unix-socket /run/edge-agent/api.sock "+
 		"-H 'Content-Type: application/octet-stream' --data-binary @"+qemu.SeedDir+"/two-sine.pcm "+
 		"http://localhost/v2/models/silero-vad/infer")
 	if err != nil {
-		t.Fatalf("inference on the device: %v", err)
+		return 0, "", fmt.Errorf("inference on %s: %w (%s)", d.Name(), err, out)
 	}
-	var r inferResponse
+	var r tbfleet.Prediction
 	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("decoding the device's answer: %v\n%s", err, out)
+		return 0, "", fmt.Errorf("decoding %s's answer: %w\n%s", d.Name(), err, out)
 	}
-	got, err := r.output()
+	got, found := 0.0, false
+	for _, o := range r.Outputs {
+		if o.Name == "output" && len(o.Data) == 1 {
+			got, found = o.Data[0], true
+			break
+		}
+	}
+	if !found {
+		return 0, "", fmt.Errorf("no one-element output %q in %+v", "output", r.Outputs)
+	}
+	if !near(got) {
+		return got, r.ModelVersion, fmt.Errorf("%s answered %v, want %v ± %g", d.Name(), got, sileroOutput, tolerance)
+	}
+	return got, r.ModelVersion, nil
+}
+
+// inferOnDevice is infer on the smoke test's device, which must answer
+// from model version 5.0.0.
+func inferOnDevice(t *testing.T, dev *device, ctx context.Context) float64 {
+	t.Helper()
+	got, version, err := infer(ctx, dev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !near(got) || r.ModelVersion != "5.0.0" {
-		t.Fatalf("device answered output %v from model version %q, want %v ± %g from 5.0.0", got, r.ModelVersion, sileroOutput, tolerance)
+	if version != "5.0.0" {
+		t.Fatalf("%s answered from model version %q, want 5.0.0", dev.Name(), version)
 	}
 	return got
 }
@@ -280,8 +281,9 @@ func latency(t *testing.T, runScript func(script string) ([]byte, error), socket
 }
 
 // nativeLatency starts an agent built for this machine with the same
-// bundle and times the same request with curl.
-func nativeLatency(t *testing.T, root, bundlePath string, pub *publisher, n int) time.Duration {
+// bundle, trusting the publisher key pubKey, and times the same request
+// with curl.
+func nativeLatency(t *testing.T, root, bundlePath string, pubKey []byte, n int) time.Duration {
 	t.Helper()
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatal("curl not found: apt-get install curl")
@@ -293,7 +295,7 @@ func nativeLatency(t *testing.T, root, bundlePath string, pub *publisher, n int)
 	cmd.Dir = root
 	run(t, cmd)
 	key := filepath.Join(dir, "publisher.pub")
-	if err := os.WriteFile(key, pub.publicKey(t), 0o644); err != nil {
+	if err := os.WriteFile(key, pubKey, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "api.sock")
@@ -303,8 +305,8 @@ func nativeLatency(t *testing.T, root, bundlePath string, pub *publisher, n int)
 		t.Fatal(err)
 	}
 	agent := exec.Command(bin, "run", "--config", filepath.Join(dir, "config.yaml"))
-	var logs syncBuffer
-	agent.Stdout, agent.Stderr = &logs, &logs
+	logs := newLogBuffer()
+	agent.Stdout, agent.Stderr = logs, logs
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +320,7 @@ func nativeLatency(t *testing.T, root, bundlePath string, pub *publisher, n int)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the native agent did not listen on %s:\n%s", sock, logs.tail(4000))
+			t.Fatalf("the native agent did not listen on %s:\n%s", sock, logTail(logs, 4000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -81,28 +81,8 @@ func TestNarratorPlain(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the spinner's goroutine.
-type syncBuffer struct {
-	mu  chan struct{}
-	buf bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.String()
-}
-
 func TestNarratorTerminal(t *testing.T) {
-	out := newSyncBuffer()
+	out := &testenv.SyncBuffer{}
 	n := newNarrator(out, nil, true, true, 12)
 	n.width = func() int { return 40 }
 	n.Step("Wait")

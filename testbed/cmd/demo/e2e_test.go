@@ -8,7 +8,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"flag"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,27 +49,9 @@ func demoSetup(t *testing.T) (exe, bin, root string) {
 	return exe, bin, root
 }
 
-// lockedBuffer collects the demo's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startDemo starts the demo in its own process group (as a shell's job
 // would be), its output piped into out and, line by line, into lines.
-func startDemo(t *testing.T, exe, bin, root, work string, out *lockedBuffer, lines chan<- string) *exec.Cmd {
+func startDemo(t *testing.T, exe, bin, root, work string, out *testenv.SyncBuffer, lines chan<- string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(exe, "--repo", root, "--bin", bin, "--workdir", work, "--plain")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -103,7 +83,7 @@ func startDemo(t *testing.T, exe, bin, root, work string, out *lockedBuffer, lin
 }
 
 // waitExit waits for the demo to exit and returns its exit status.
-func waitExit(t *testing.T, cmd *exec.Cmd, timeout time.Duration, out *lockedBuffer) int {
+func waitExit(t *testing.T, cmd *exec.Cmd, timeout time.Duration, out *testenv.SyncBuffer) int {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -192,7 +172,7 @@ func leftovers(t *testing.T, work string) map[int]string {
 func TestDemo(t *testing.T) {
 	exe, bin, root := demoSetup(t)
 	work := filepath.Join(t.TempDir(), "ws")
-	var out lockedBuffer
+	var out testenv.SyncBuffer
 	start := time.Now()
 	cmd := startDemo(t, exe, bin, root, work, &out, nil)
 	code := waitExit(t, cmd, 8*time.Minute, &out)
@@ -246,7 +226,7 @@ func TestDemoInterrupted(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			work := filepath.Join(t.TempDir(), "ws")
-			var out lockedBuffer
+			var out testenv.SyncBuffer
 			lines := make(chan string, 1000)
 			cmd := startDemo(t, exe, bin, root, work, &out, lines)
 			deadline := time.After(3 * time.Minute)
