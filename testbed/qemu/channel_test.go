@@ -5,11 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
-	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -19,30 +16,8 @@ import (
 // and announcing itself the same way.
 func shellChannel(t *testing.T) (*channel, *exec.Cmd) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	guest := os.NewFile(uintptr(fds[0]), "guest")
-	hostFile := os.NewFile(uintptr(fds[1]), "host")
-	host, err := net.FileConn(hostFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostFile.Close()
 	cmd := exec.Command("bash", "-c", `printf '\036EF-READY\n'; cd /; exec bash --noprofile --norc -s`)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = guest, guest, guest
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	guest.Close()
-	c := newChannel(host, slog.New(slog.DiscardHandler))
-	t.Cleanup(func() {
-		c.close()
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return c, cmd
+	return newChannel(startOnSocketPair(t, cmd), slog.New(slog.DiscardHandler)), cmd
 }
 
 func TestChannelExec(t *testing.T) {

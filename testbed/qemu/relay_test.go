@@ -13,18 +13,18 @@ import (
 	"time"
 )
 
-// startRelay runs the relay as QEMU does: its standard input and output
-// are one end of a socket pair; the other end, returned, is the guest's
-// connection.
-func startRelay(t *testing.T, relay string, args ...string) (net.Conn, *exec.Cmd) {
+// startOnSocketPair starts cmd with its standard input, output and error
+// on one end of a socket pair, as QEMU connects a relay or a serial port's
+// program, and returns the other end; the test's cleanup closes it, kills
+// cmd and waits for it.
+func startOnSocketPair(t *testing.T, cmd *exec.Cmd) net.Conn {
 	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	child := os.NewFile(uintptr(fds[0]), "relay")
-	mine := os.NewFile(uintptr(fds[1]), "guest")
-	cmd := exec.Command(relay, args...)
+	child := os.NewFile(uintptr(fds[0]), "child")
+	mine := os.NewFile(uintptr(fds[1]), "mine")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = child, child, child
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -40,7 +40,16 @@ func startRelay(t *testing.T, relay string, args ...string) (net.Conn, *exec.Cmd
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	return conn, cmd
+	return conn
+}
+
+// startRelay runs the relay as QEMU does: its standard input and output
+// are one end of a socket pair; the other end, returned, is the guest's
+// connection.
+func startRelay(t *testing.T, relay string, args ...string) (net.Conn, *exec.Cmd) {
+	t.Helper()
+	cmd := exec.Command(relay, args...)
+	return startOnSocketPair(t, cmd), cmd
 }
 
 func TestRelay(t *testing.T) {
