@@ -275,21 +275,9 @@ func (f *Fleet) startFleetd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv, err := fleetd.New(cfg)
+	srv, err := f.runFleetd(ctx, cfg, "fleetd")
 	if err != nil {
-		return fmt.Errorf("fleet: %w", err)
-	}
-	f.Server = srv
-	runCtx, cancel := context.WithCancel(context.Background())
-	f.cancel, f.fleetdErr = cancel, make(chan error, 1)
-	go func() { f.fleetdErr <- srv.Run(runCtx) }()
-	if o.Broker == BrokerEmbedded {
-		f.Proxy.SetTarget(srv.MQTTAddr())
-	}
-	readyCtx, cancelReady := context.WithTimeout(ctx, startTimeout)
-	defer cancelReady()
-	if err := srv.Ready(readyCtx); err != nil {
-		return fmt.Errorf("fleet: fleetd not connected to its broker: %w", err)
+		return err
 	}
 	op, err := os.ReadFile(filepath.Join(cfg.DataDir, fleetd.OperatorTokenFile))
 	if err != nil {

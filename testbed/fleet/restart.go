@@ -39,9 +39,24 @@ func (f *Fleet) RestartFleetd(ctx context.Context, down func()) error {
 	if down != nil {
 		down()
 	}
+	srv, err := f.runFleetd(ctx, cfg, "restarted fleetd")
+	if err != nil {
+		return err
+	}
+	if srv.URL() != url {
+		return fmt.Errorf("fleet: restarted fleetd serves %s, was %s", srv.URL(), url)
+	}
+	return nil
+}
+
+// runFleetd creates fleetd from cfg as f.Server and runs it in the
+// background (f.cancel stops it, f.fleetdErr gets what Run returned),
+// points the proxy at its embedded broker and waits until it is connected
+// to its broker. what names it in errors: "fleetd", "restarted fleetd".
+func (f *Fleet) runFleetd(ctx context.Context, cfg fleetd.Config, what string) (*fleetd.Server, error) {
 	srv, err := fleetd.New(cfg)
 	if err != nil {
-		return fmt.Errorf("fleet: restarting fleetd: %w", err)
+		return nil, fmt.Errorf("fleet: starting %s: %w", what, err)
 	}
 	f.Server = srv
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -53,12 +68,9 @@ func (f *Fleet) RestartFleetd(ctx context.Context, down func()) error {
 	readyCtx, cancelReady := context.WithTimeout(ctx, startTimeout)
 	defer cancelReady()
 	if err := srv.Ready(readyCtx); err != nil {
-		return fmt.Errorf("fleet: restarted fleetd not connected to its broker: %w", err)
+		return nil, fmt.Errorf("fleet: %s not connected to its broker: %w", what, err)
 	}
-	if srv.URL() != url {
-		return fmt.Errorf("fleet: restarted fleetd serves %s, was %s", srv.URL(), url)
-	}
-	return nil
+	return srv, nil
 }
 
 // stopFleetd stops the in-process fleetd and waits for it.
