@@ -11,7 +11,6 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/rollout"
-	"github.com/edgefleet/edgefleet/shared/atomicfile"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -272,25 +271,12 @@ func maxTime(a, b time.Time) time.Time {
 
 // Step 12.
 func (d *demo) stepSecondRollout(ctx context.Context) (string, error) {
-	spec := d.rolloutSpec(d.bad, true)
-	path := "rollouts/" + d.bad.Name + "-" + d.bad.Version + ".yaml"
-	if err := atomicfile.WriteFile(d.work+"/"+path, []byte(spec), 0o644); err != nil {
-		return "", err
-	}
-	d.n.Say("%s:", path)
-	for l := range lines([]byte(spec)) {
-		d.n.Out(l)
-	}
-	start := time.Now()
-	id, err := d.createRollout(ctx, path, d.bad)
+	r, took, err := d.rollOut(ctx, d.bad, true, 4*time.Minute)
 	if err != nil {
 		return "", err
 	}
-	r, err := d.watchRollout(ctx, id, 4*time.Minute)
-	if err != nil {
-		return "", err
-	}
-	d.second, d.secondTook = &r.Rollout, time.Since(start)
+	id := r.ID
+	d.second, d.secondTook = &r.Rollout, took
 	if r.Breach != nil {
 		d.rollbackTook = r.Breach.At.Sub(r.Created)
 	}

@@ -386,25 +386,12 @@ func (d *demo) stepPush(ctx context.Context) (string, error) {
 
 // Step 8.
 func (d *demo) stepFirstRollout(ctx context.Context) (string, error) {
-	spec := d.rolloutSpec(d.good, false)
-	path := filepath.Join("rollouts", d.good.Name+"-"+d.good.Version+".yaml")
-	if err := atomicfile.WriteFile(filepath.Join(d.work, path), []byte(spec), 0o644); err != nil {
-		return "", err
-	}
-	d.n.Say("%s:", path)
-	for l := range lines([]byte(spec)) {
-		d.n.Out(l)
-	}
-	start := time.Now()
-	id, err := d.createRollout(ctx, path, d.good)
+	r, took, err := d.rollOut(ctx, d.good, false, 3*time.Minute)
 	if err != nil {
 		return "", err
 	}
-	r, err := d.watchRollout(ctx, id, 3*time.Minute)
-	if err != nil {
-		return "", err
-	}
-	d.first, d.firstTook = &r.Rollout, time.Since(start)
+	id := r.ID
+	d.first, d.firstTook = &r.Rollout, took
 	if r.State != "succeeded" {
 		return "", fmt.Errorf("rollout %s ended %s, not succeeded: %s", id, r.State, r.Reason)
 	}
@@ -412,6 +399,32 @@ func (d *demo) stepFirstRollout(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("rollout %s succeeded in %s: every device runs %s", id, fmtSeconds(d.firstTook), d.good.ID()), nil
+}
+
+// rollOut writes b's rollout (rolloutSpec) to rollouts/NAME-VERSION.yaml
+// in the workspace and shows it, creates it with fleetctl and follows it
+// to its end, for timeout at most; it returns the rollout's final status
+// and how long it took from its creation.
+func (d *demo) rollOut(ctx context.Context, b bundleInfo, upgrade bool, timeout time.Duration) (*api.RolloutStatus, time.Duration, error) {
+	spec := d.rolloutSpec(b, upgrade)
+	path := filepath.Join("rollouts", b.Name+"-"+b.Version+".yaml")
+	if err := atomicfile.WriteFile(filepath.Join(d.work, path), []byte(spec), 0o644); err != nil {
+		return nil, 0, err
+	}
+	d.n.Say("%s:", path)
+	for l := range lines([]byte(spec)) {
+		d.n.Out(l)
+	}
+	start := time.Now()
+	id, err := d.createRollout(ctx, path, b)
+	if err != nil {
+		return nil, 0, err
+	}
+	r, err := d.watchRollout(ctx, id, timeout)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r, time.Since(start), nil
 }
 
 // rolloutSpec is the rollout of b: waves of one device, half the fleet
