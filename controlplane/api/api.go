@@ -42,6 +42,10 @@ type Health struct {
 type Device struct {
 	inventory.Device
 	Records telemetry.Stats `json:"records"`
+	// Lineage is where the model of the device's active bundle came from
+	// (the training run), as the registry's manifest says; only in GET
+	// /api/v1/devices/{id}, and only when the manifest says.
+	Lineage *bundle.Lineage `json:"lineage,omitempty"`
 }
 
 // DeviceList is GET /api/v1/devices[?selector=...].

@@ -14,6 +14,8 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/mlflow"
+	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 )
 
@@ -39,22 +41,43 @@ See docs/bundle-format.md.`,
 }
 
 func newBundleBuildCmd(a *app) *cobra.Command {
-	var file string
+	var file, fromMLflow, mlflowURI, name, version string
 	var noCheck bool
 	out := &outputFlag{}
 	cmd := &cobra.Command{
-		Use:   "build SPEC_DIR [--out FILE] [--no-check]",
-		Short: "Build a bundle from a bundle.yaml spec",
+		Use:   "build [SPEC_DIR] [--from-mlflow DIR] [--out FILE] [--no-check]",
+		Short: "Build a bundle from a bundle.yaml spec or an MLflow model",
 		Long: `Build a bundle from SPEC_DIR/bundle.yaml. The files are staged, the
 manifest written, and the model checked as a device will check it: loaded
 through ONNX Runtime, its inputs and outputs compared with the spec, and
 every smoke vector run. Only then is FILE (default NAME-VERSION.bundle in
 the current directory) written, atomically. The same spec and files give
-the same bytes; set SOURCE_DATE_EPOCH to record a creation time.`,
-		Args: exactArgs("SPEC_DIR"),
+the same bytes; set SOURCE_DATE_EPOCH to record a creation time.
+
+With --from-mlflow DIR the model, its inputs and outputs and its lineage
+(run_id, model_uuid, source URI) come from the MLflow model directory DIR
+(MLmodel with the onnx flavor and a tensor signature), and the signature is
+held to the ONNX graph first; bundle.yaml, if given, must not set model,
+inputs, outputs or lineage. Without SPEC_DIR, --name and --version say what
+the bundle is. See docs/integrations.md.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if fromMLflow != "" {
+				return cobra.MaximumNArgs(1)(cmd, args)
+			}
+			return exactArgs("SPEC_DIR")(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			spec, err := bundle.LoadSpec(args[0])
+			var spec *bundle.Spec
+			var err error
+			if fromMLflow == "" {
+				if name != "" || version != "" || mlflowURI != "" {
+					return usagef("--name, --version and --mlflow-uri go with --from-mlflow")
+				}
+				spec, err = bundle.LoadSpec(args[0])
+			} else {
+				spec, err = mlflowSpec(args, fromMLflow, mlflowURI, name, version, noCheck)
+			}
 			if err != nil {
 				return err
 			}
@@ -69,13 +92,13 @@ the same bytes; set SOURCE_DATE_EPOCH to record a creation time.`,
 			if noCheck {
 				fmt.Fprintln(a.stderr, "fleetctl: WARNING: --no-check: the model was NOT loaded and its smoke vectors were NOT run.")
 				fmt.Fprintln(a.stderr, "fleetctl: WARNING: devices run them before activating and will refuse a bundle that fails them.")
-				a.log.Warn("building without checking the model", "spec", args[0])
+				a.log.Warn("building without checking the model", "spec", args)
 			} else {
 				opts.Check = func(ctx context.Context, dir string, m *bundle.Manifest) error {
 					return a.check(ctx, dir, m, a.log)
 				}
 			}
-			m, err := bundle.Build(ctx, args[0], file, opts)
+			m, err := bundle.BuildSpec(ctx, spec, file, opts)
 			if err != nil {
 				return err
 			}
@@ -87,6 +110,7 @@ the same bytes; set SOURCE_DATE_EPOCH to record a creation time.`,
 				return out.write(a.stdout, buildResult{
 					File: file, ID: m.ID(), Name: m.Name, Version: m.Version,
 					Files: len(m.Files), Size: size, SHA256: sum, Checked: !noCheck,
+					Lineage: m.Lineage,
 				})
 			}
 			checked := "checked"
@@ -94,13 +118,73 @@ the same bytes; set SOURCE_DATE_EPOCH to record a creation time.`,
 				checked = "NOT checked"
 			}
 			fmt.Fprintf(a.stdout, "built %s: %s, %d files, %s, sha256 %s (model %s)\n", file, m.ID(), len(m.Files), formatBytes(size), sum, checked)
+			if m.Lineage != nil {
+				fmt.Fprintf(a.stdout, "lineage: %s\n", lineageText(m.Lineage))
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&file, "out", "", "bundle file to write (default NAME-VERSION.bundle)")
 	cmd.Flags().BoolVar(&noCheck, "no-check", false, "skip loading the model and running the smoke vectors (not recommended)")
+	cmd.Flags().StringVar(&fromMLflow, "from-mlflow", "", "take the model, its signature and lineage from this MLflow model `DIR`")
+	cmd.Flags().StringVar(&mlflowURI, "mlflow-uri", "", "with --from-mlflow: the `URI` the model was taken from, e.g. models:/vad/3 (default runs:/RUN_ID/ARTIFACT_PATH)")
+	cmd.Flags().StringVar(&name, "name", "", "with --from-mlflow: the bundle's name (overrides the spec's)")
+	cmd.Flags().StringVar(&version, "version", "", "with --from-mlflow: the bundle's version (overrides the spec's)")
 	out.register(cmd)
 	return cmd
+}
+
+// mlflowSpec is the spec of bundle build --from-mlflow: SPEC_DIR's (if
+// given) or an empty one, with the MLflow model's file, signature and
+// lineage. Unless noCheck, the signature is held to the ONNX graph.
+func mlflowSpec(args []string, dir, uri, name, version string, noCheck bool) (*bundle.Spec, error) {
+	mm, err := mlflow.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	var spec *bundle.Spec
+	if len(args) == 1 {
+		if spec, err = bundle.ReadSpec(args[0]); err != nil {
+			return nil, err
+		}
+	} else {
+		if name == "" || version == "" {
+			return nil, usagef("bundle build --from-mlflow without SPEC_DIR needs --name and --version")
+		}
+		cwd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		spec = bundle.NewSpec(cwd, name, version)
+	}
+	if name != "" {
+		spec.Name = name
+	}
+	if version != "" {
+		spec.Version = version
+	}
+	if err := spec.UseModel(mm.Source(uri)); err != nil {
+		return nil, err
+	}
+	if !noCheck {
+		if err := model.CheckIO(mm.ONNX, mm.Inputs, mm.Outputs, model.Options{}); err != nil {
+			return nil, fmt.Errorf("MLflow signature of %s does not match its ONNX graph %s: %w", dir, mm.ONNX, err)
+		}
+	}
+	return spec, nil
+}
+
+// lineageText is a bundle's lineage on one line, for people.
+func lineageText(l *bundle.Lineage) string {
+	parts := []string{l.Source}
+	for _, f := range []struct{ k, v string }{
+		{"run", l.RunID}, {"model", l.ModelUUID}, {"uri", l.URI}, {"version", l.SourceVersion}, {"created", l.Created},
+	} {
+		if f.v != "" {
+			parts = append(parts, f.k+" "+f.v)
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // buildResult is what bundle build prints with -o json or yaml.
@@ -114,6 +198,8 @@ type buildResult struct {
 	SHA256  string `json:"sha256"`
 	// Checked is false with --no-check: the model was not loaded.
 	Checked bool `json:"checked"`
+	// Lineage is where the model came from (--from-mlflow).
+	Lineage *bundle.Lineage `json:"lineage,omitempty"`
 }
 
 // sourceDateEpoch reads SOURCE_DATE_EPOCH (reproducible-builds.org), the
@@ -326,6 +412,9 @@ func printManifest(w io.Writer, m *bundle.Manifest) error {
 	}
 	fmt.Fprintf(tw, "NaN/Inf inputs\t%s\n", nonFinite)
 	fmt.Fprintf(tw, "profile\t%s\n", or(m.Profile, "-"))
+	if m.Lineage != nil {
+		fmt.Fprintf(tw, "lineage\t%s\n", lineageText(m.Lineage))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -191,6 +191,9 @@ func printDevice(w io.Writer, d *api.Device) error {
 		fmt.Fprintf(tw, "reported at\t%s\n", formatTime(d.ReportedAt))
 		fmt.Fprintf(tw, "reported labels\t%s\n", labels(r.Labels))
 		fmt.Fprintf(tw, "active\t%s\n", active(d))
+		if d.Lineage != nil {
+			fmt.Fprintf(tw, "model lineage\t%s\n", lineageText(d.Lineage))
+		}
 		lkg := "-"
 		if r.LastKnownGood != nil {
 			lkg = r.LastKnownGood.ID()

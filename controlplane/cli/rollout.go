@@ -514,6 +514,9 @@ func printStatus(w io.Writer, st *api.RolloutStatus) error {
 		fmt.Fprintf(tw, "name\t%s\n", r.Spec.Name)
 	}
 	fmt.Fprintf(tw, "what\t%s\n", what(r))
+	if r.Lineage != nil {
+		fmt.Fprintf(tw, "model lineage\t%s\n", lineageText(r.Lineage))
+	}
 	fmt.Fprintf(tw, "state\t%s\n", r.State)
 	if r.Reason != "" {
 		fmt.Fprintf(tw, "reason\t%s\n", r.Reason)

@@ -281,7 +281,24 @@ func (s *Server) handleDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if a := activeOf(d); a != nil {
+		// The registry may no longer hold the version (deleted) or be
+		// unreachable: the device is shown without its lineage then.
+		if e, err := s.reg.Get(r.Context(), a.Name, a.Version); err == nil {
+			v.Lineage = e.Manifest.Lineage
+		} else if !errors.Is(err, registry.ErrNotFound) {
+			s.log.Warn("fleetd: device view: registry lookup of the active bundle", "device", d.ID, "bundle", a.ID(), "err", err)
+		}
+	}
 	return writeJSON(w, http.StatusOK, v)
+}
+
+// activeOf is the bundle device d reports active, nil if none.
+func activeOf(d *inventory.Device) *protocol.BundleID {
+	if d.Reported == nil {
+		return nil
+	}
+	return d.Reported.Active
 }
 
 func (s *Server) handleDeleteDevice(w http.ResponseWriter, r *http.Request) error {

@@ -150,6 +150,8 @@ type Summary struct {
 	// Files lists the bundle's files; UnpackedSize is their total size.
 	Files        []bundle.File `json:"files"`
 	UnpackedSize int64         `json:"unpackedSize"`
+	// Lineage is where the model came from (an MLflow run, say).
+	Lineage *bundle.Lineage `json:"lineage,omitempty"`
 }
 
 func summarize(m *bundle.Manifest) Summary {
@@ -164,6 +166,7 @@ func summarize(m *bundle.Manifest) Summary {
 		Profile:            m.Profile,
 		Smoke:              len(m.Smoke),
 		Files:              m.Files,
+		Lineage:            m.Lineage,
 	}
 	if m.Runtime.Pre != nil {
 		s.Pre = m.Runtime.Pre.Module

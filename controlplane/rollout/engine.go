@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
+	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -242,6 +243,9 @@ type Plan struct {
 	Steps   []Step   `json:"steps"`
 	// ArmSizes are the experiment's cohort sizes (arm 0 first).
 	ArmSizes []int `json:"armSizes,omitempty"`
+	// Lineage is where Bundle's model came from, as the registry's
+	// manifest says (nil if it does not say).
+	Lineage *bundle.Lineage `json:"lineage,omitempty"`
 }
 
 // Plan validates spec, checks it against the fleet and the registry (the
@@ -309,6 +313,9 @@ func (e *Engine) plan(ctx context.Context, spec *Spec, id string) (*Plan, error)
 			return nil, err
 		}
 		p.Bundle = b
+		if ent != nil {
+			p.Lineage = ent.Manifest.Lineage
+		}
 		if ent != nil && s.Gates.Drift != nil && ent.Manifest.Profile == "" {
 			l.add("gates.drift", "cannot be evaluated: bundle %s has no drift profile (build it with a reference profile)", s.Bundle)
 		}
@@ -407,7 +414,7 @@ func (e *Engine) Create(ctx context.Context, spec *Spec) (*Rollout, error) {
 func (e *Engine) create(p *Plan, previous map[string]*protocol.BundleID, from string) (*run, error) {
 	now := e.now()
 	r := &Rollout{
-		ID: p.ID, Spec: p.Spec, Bundle: p.Bundle, Arms: p.Arms, State: StateRunning,
+		ID: p.ID, Spec: p.Spec, Bundle: p.Bundle, Lineage: p.Lineage, Arms: p.Arms, State: StateRunning,
 		Created: now, Updated: now, Devices: len(p.Devices), Steps: p.Steps, StepStarted: now, From: from,
 	}
 	devs := make([]*Device, len(p.Devices))

@@ -3,6 +3,7 @@ package rollout
 import (
 	"time"
 
+	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
 
@@ -74,6 +75,9 @@ type Rollout struct {
 	Spec *Spec `json:"spec"`
 	// Bundle is the version rolled out (zero for an experiment).
 	Bundle protocol.BundleID `json:"bundle,omitzero"`
+	// Lineage is where Bundle's model came from (the training run), from
+	// the registry at creation.
+	Lineage *bundle.Lineage `json:"lineage,omitempty"`
 	// Arms are the experiment's versions, in arm order.
 	Arms  []protocol.BundleID `json:"arms,omitempty"`
 	State State               `json:"state"`

@@ -226,3 +226,17 @@ func FuzzParseSignature(f *testing.F) {
 		}
 	})
 }
+
+// TestFormatSignature: FormatSignature writes what ParseSignature reads.
+func TestFormatSignature(t *testing.T) {
+	for _, specs := range [][]tensor.Spec{sileroSignature.in, sileroSignature.out, {{Name: "flag", Datatype: tensor.Bool, Shape: []int64{}}}} {
+		js, err := mlflow.FormatSignature(specs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := mlflow.ParseSignature(js)
+		if err != nil || !reflect.DeepEqual(back, specs) {
+			t.Errorf("ParseSignature(FormatSignature(%v)) = %v, %v (%s)", specs, back, err, js)
+		}
+	}
+}

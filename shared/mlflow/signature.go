@@ -27,8 +27,8 @@ var dtypes = map[string]tensor.Datatype{
 // specJSON is one entry of a signature's inputs or outputs.
 type specJSON struct {
 	Type       string          `json:"type"`
-	Name       *string         `json:"name"`
-	TensorSpec *tensorSpecJSON `json:"tensor-spec"`
+	TensorSpec *tensorSpecJSON `json:"tensor-spec,omitempty"`
+	Name       *string         `json:"name,omitempty"`
 }
 
 type tensorSpecJSON struct {
@@ -108,4 +108,28 @@ func supported() string {
 	}
 	slices.Sort(names)
 	return strings.Join(names, ", ")
+}
+
+// FormatSignature is specs as one side of an MLflow signature, the JSON
+// that ParseSignature reads (what MLflow writes for numpy tensors).
+func FormatSignature(specs []tensor.Spec) (string, error) {
+	entries := make([]specJSON, len(specs))
+	for i, s := range specs {
+		dtype := ""
+		for n, dt := range dtypes {
+			if dt == s.Datatype {
+				dtype = n
+			}
+		}
+		if dtype == "" {
+			return "", fmt.Errorf("%w: tensor %q: %s has no MLflow dtype", ErrModel, s.Name, s.Datatype)
+		}
+		shape := make([]*int64, len(s.Shape))
+		for j := range s.Shape {
+			shape[j] = &s.Shape[j]
+		}
+		entries[i] = specJSON{Type: "tensor", TensorSpec: &tensorSpecJSON{Dtype: dtype, Shape: shape}, Name: &s.Name}
+	}
+	b, err := json.Marshal(entries)
+	return string(b), err
 }
