@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,8 @@ import (
 	"github.com/edgefleet/edgefleet/agent/config"
 	"github.com/edgefleet/edgefleet/controlplane/rollout"
 	"github.com/edgefleet/edgefleet/shared/bundle"
+	"github.com/edgefleet/edgefleet/shared/mlflow"
+	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
@@ -439,4 +442,47 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// TestMLflowModel checks what step 3 builds from with the readers the
+// build uses: an MLflow model directory whose signature is the Silero
+// spec's and holds to the ONNX graph, and a spec that takes the model
+// from it.
+func TestMLflowModel(t *testing.T) {
+	goodDir := filepath.Join(testenv.Root(t), "testbed", "bundles", "silero-vad")
+	good, err := bundle.LoadSpec(goodDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	modelDir, specDir := filepath.Join(work, "mlflow"), filepath.Join(work, "spec")
+	if err := writeMLflowModel(modelDir, goodDir); err != nil {
+		t.Fatal(err)
+	}
+	m, err := mlflow.Load(modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m.Inputs, good.Inputs) || !reflect.DeepEqual(m.Outputs, good.Outputs) || m.RunID != demoRunID || m.ModelUUID != demoModelUUID {
+		t.Errorf("MLflow model %+v", m)
+	}
+	if err := model.CheckIO(m.ONNX, m.Inputs, m.Outputs, model.Options{ORTLibrary: testenv.ORTLibrary(t)}); err != nil {
+		t.Errorf("the signature does not hold to the graph: %v", err)
+	}
+	if err := writeMLflowSpec(goodDir, specDir); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := bundle.ReadSpec(specDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.UseModel(m.Source("models:/silero-vad/5")); err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if spec.Name != good.Name || spec.Version != good.Version || len(spec.Smoke) != len(good.Smoke) || spec.Lineage.RunID != demoRunID || !filepath.IsAbs(spec.Pre) {
+		t.Errorf("spec %+v", spec)
+	}
 }

@@ -131,10 +131,21 @@ func (d *demo) stepKeys(ctx context.Context) (string, error) {
 
 // Step 3.
 func (d *demo) stepBuild(ctx context.Context) (string, error) {
-	if _, err := d.fleetctl(ctx, "bundle", "build", d.specDir(), "--out", d.good.File); err != nil {
+	model := filepath.Join("mlflow", d.good.Name)
+	if err := writeMLflowModel(filepath.Join(d.work, model), d.specDir()); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s: the ONNX model's inputs and outputs match the spec and its smoke vectors pass in ONNX Runtime", d.good.File), nil
+	d.n.Say("%s is the model as a training run logs it to MLflow (mlflow.onnx.log_model): MLmodel with", model)
+	d.n.Say("the onnx flavor, the tensor signature and the run's lineage, beside model.onnx.")
+	specDir := filepath.Join("specs", d.good.Name+"-"+d.good.Version)
+	if err := writeMLflowSpec(d.specDir(), filepath.Join(d.work, specDir)); err != nil {
+		return "", err
+	}
+	d.n.Say("%s/bundle.yaml is the Silero spec without model, inputs and outputs: those come from MLflow.", specDir)
+	if _, err := d.fleetctl(ctx, "bundle", "build", specDir, "--from-mlflow", model, "--mlflow-uri", "models:/"+d.good.Name+"/5", "--out", d.good.File); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s: the MLflow signature matches the ONNX graph, the smoke vectors pass in ONNX Runtime, and the manifest names the training run", d.good.File), nil
 }
 
 // Step 4.
@@ -611,6 +622,25 @@ func (d *demo) stepBadBundle(ctx context.Context) (string, error) {
 // writeBadSpec writes dir/bundle.yaml: the spec in goodDir with version
 // and pre-processor replaced, and every path made absolute.
 func writeBadSpec(goodDir, dir, version, pre string) error {
+	return writeSpec(goodDir, dir, "# The demo's deliberately bad version (testbed/cmd/demo): the spec of\n# "+goodDir+
+		"\n# with another version and a pre-processor that wastes CPU on every call.\n", func(s *bundle.Spec) {
+		s.Version, s.Pre = version, pre
+	})
+}
+
+// writeMLflowSpec writes dir/bundle.yaml: the spec in goodDir without its
+// model, inputs and outputs, which fleetctl bundle build --from-mlflow
+// takes from the MLflow model instead; every path made absolute.
+func writeMLflowSpec(goodDir, dir string) error {
+	return writeSpec(goodDir, dir, "# The demo's spec for a build from an MLflow model (testbed/cmd/demo): the\n# spec of "+goodDir+
+		"\n# without model, inputs and outputs, which come from the MLflow model.\n", func(s *bundle.Spec) {
+		s.Model, s.Inputs, s.Outputs = "", nil, nil
+	})
+}
+
+// writeSpec writes dir/bundle.yaml: the spec in goodDir with every path
+// made absolute and then changed by edit, after the comment head.
+func writeSpec(goodDir, dir, head string, edit func(*bundle.Spec)) error {
 	spec, err := bundle.LoadSpec(goodDir)
 	if err != nil {
 		return fmt.Errorf("reading the good bundle's spec: %w", err)
@@ -621,31 +651,28 @@ func writeBadSpec(goodDir, dir, version, pre string) error {
 		}
 		return filepath.Join(spec.Dir(), p)
 	}
-	bad := *spec
-	bad.Version = version
-	bad.Pre = pre
-	bad.Model, bad.Post, bad.Profile = abs(spec.Model), abs(spec.Post), abs(spec.Profile)
-	bad.Extra = nil
+	out := *spec
+	out.Model, out.Pre, out.Post, out.Profile = abs(spec.Model), abs(spec.Pre), abs(spec.Post), abs(spec.Profile)
+	out.Extra = nil
 	for _, e := range spec.Extra {
-		bad.Extra = append(bad.Extra, abs(e))
+		out.Extra = append(out.Extra, abs(e))
 	}
-	bad.Smoke = append([]bundle.SmokeSpec(nil), spec.Smoke...)
-	for i := range bad.Smoke {
-		s := &bad.Smoke[i]
+	out.Smoke = append([]bundle.SmokeSpec(nil), spec.Smoke...)
+	for i := range out.Smoke {
+		s := &out.Smoke[i]
 		s.InputsFile, s.RawFile, s.ExpectedFile = abs(s.InputsFile), abs(s.RawFile), abs(s.ExpectedFile)
 	}
-	js, err := json.Marshal(&bad)
+	edit(&out)
+	js, err := json.Marshal(&out)
 	if err != nil {
-		return fmt.Errorf("encoding the bad bundle's spec: %w", err)
+		return fmt.Errorf("encoding the spec of %s: %w", dir, err)
 	}
 	y, err := yaml.JSONToYAML(js)
 	if err != nil {
-		return fmt.Errorf("encoding the bad bundle's spec: %w", err)
+		return fmt.Errorf("encoding the spec of %s: %w", dir, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
-	head := "# The demo's deliberately bad version (testbed/cmd/demo): the spec of\n# " + goodDir +
-		"\n# with another version and a pre-processor that wastes CPU on every call.\n"
 	return atomicfile.WriteFile(filepath.Join(dir, bundle.SpecName), append([]byte(head), y...), 0o644)
 }
