@@ -133,36 +133,46 @@ func (u *Uplink) connLoop(ctx context.Context) {
 
 // waitRetry waits d before the next connection attempt, or less when the
 // network was the problem: it probes the brokers with plain TCP
-// connections every ProbeInterval, and if none accepted one at first and
-// one does now (the broker restarted, the link came back), it returns
-// after a random part of one interval, so that the device reconnects
-// within about a second whatever the backoff has grown to, and a fleet
-// that lost its broker together does not come back in the same instant.
-// A broker that accepts TCP but refuses or drops the MQTT connection gets
-// the whole backoff.
+// connections, and once a probe has found none accepting and a later one
+// finds one that does (the broker restarted, the link came back), it
+// returns after a random part of one ProbeInterval, so that the device
+// reconnects within about a second whatever the backoff has grown to, and
+// a fleet that lost its broker together does not come back in the same
+// instant. While no broker refuses, probes come every ProbeInterval; while
+// one accepts TCP (and so refused or dropped the MQTT connection, or is
+// about to go away), they come less and less often, up to maxProbeWait
+// apart, and such a broker gets the whole backoff.
 func (u *Uplink) waitRetry(ctx context.Context, d time.Duration) {
 	deadline := time.Now().Add(d)
 	pctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	down := false
+	wait := u.cfg.ProbeInterval
 	for {
 		up := u.reachable(pctx)
 		if pctx.Err() != nil {
 			return
 		}
-		if up {
-			if down {
-				u.log.Info("uplink: a broker accepts connections again; reconnecting")
-				sleep(pctx, rand.N(u.cfg.ProbeInterval))
-			} else {
-				<-pctx.Done()
-			}
+		switch {
+		case up && down:
+			u.log.Info("uplink: a broker accepts connections again; reconnecting")
+			sleep(pctx, rand.N(u.cfg.ProbeInterval))
 			return
+		case up:
+			sleep(pctx, wait)
+			wait = min(2*wait, maxProbeWait)
+		default:
+			down = true
+			u.stats.probesRefused.Add(1)
+			wait = u.cfg.ProbeInterval
+			sleep(pctx, u.cfg.ProbeInterval/2+rand.N(u.cfg.ProbeInterval/2+1))
 		}
-		down = true
-		sleep(pctx, u.cfg.ProbeInterval/2+rand.N(u.cfg.ProbeInterval/2+1))
 	}
 }
+
+// maxProbeWait bounds the time between probes of a broker that accepts
+// TCP while the uplink waits out its backoff.
+const maxProbeWait = 30 * time.Second
 
 // reachable reports whether any broker accepts a TCP connection (closed
 // at once), trying each in turn within ctx and ConnectTimeout.

@@ -305,6 +305,10 @@ type Stats struct {
 	// Connects, ConnectFailures and ConnectionsLost count connections
 	// made, attempts that failed and connections that dropped.
 	Connects, ConnectFailures, ConnectionsLost uint64
+	// ProbesRefused counts the TCP probes, made while waiting to
+	// reconnect, that no broker accepted (the network or the broker is
+	// down; see Config.ProbeInterval).
+	ProbesRefused uint64
 	// Batches and Events count telemetry batches and events the broker
 	// acknowledged; Records counts the outbox records they carried (all of
 	// them acked in the outbox).
@@ -333,6 +337,7 @@ type Stats struct {
 // counters are the atomic counters behind Stats.
 type counters struct {
 	connects, connectFailures, connectionsLost atomic.Uint64
+	probesRefused                              atomic.Uint64
 	batches, events, records                   atomic.Uint64
 	publishFailures, unsendable                atomic.Uint64
 	reportedPublished                          atomic.Uint64
@@ -505,6 +510,7 @@ func (u *Uplink) Stats() Stats {
 		Session:           session,
 		Connects:          s.connects.Load(),
 		ConnectFailures:   s.connectFailures.Load(),
+		ProbesRefused:     s.probesRefused.Load(),
 		ConnectionsLost:   s.connectionsLost.Load(),
 		Batches:           s.batches.Load(),
 		Events:            s.events.Load(),

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,7 +230,10 @@ func TestReconnectWhenBrokerReturns(t *testing.T) {
 	r.waitConnected()
 
 	b.Kill()
-	testenv.Eventually(t, "the uplink to notice", func() bool { return !u.Connected() })
+	// The broker returns only once a probe found it gone: one that is back
+	// before the first probe is indistinguishable from a broker that
+	// dropped the device, which gets the whole backoff.
+	testenv.Eventually(t, "a probe to find the broker gone", func() bool { return !u.Connected() && u.Stats().ProbesRefused > 0 })
 	b.Start()
 	testenv.Eventually(t, "the uplink to reconnect (well before its hour of backoff)", u.Connected)
 	if st := u.Stats(); st.Connects != 2 || st.ConnectionsLost != 1 {
@@ -237,6 +241,40 @@ func TestReconnectWhenBrokerReturns(t *testing.T) {
 	}
 	if !strings.Contains(r.log.String(), "a broker accepts connections again") {
 		t.Errorf("no probe success in the log:\n%s", r.log.String())
+	}
+}
+
+// TestBackoffWhenBrokerAcceptsTCP: a broker that accepts TCP but not the
+// device (here a listener that closes every connection) gets the whole
+// backoff: the probes keep finding it up, and the uplink does not try to
+// connect again.
+func TestBackoffWhenBrokerAcceptsTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	cfg := testConfig(t, "tcp://"+ln.Addr().String())
+	cfg.MinBackoff, cfg.MaxBackoff = time.Hour, time.Hour
+	cfg.ProbeInterval = 5 * time.Millisecond
+	r := newRig(t, cfg)
+	u := r.start()
+	// The connect attempt and then at least five probes, each finding
+	// the broker up.
+	testenv.Eventually(t, "the probes", func() bool { return u.Stats().ConnectFailures == 1 && accepted.Load() >= 6 })
+	if st := u.Stats(); st.ConnectFailures != 1 || st.Connects != 0 || st.ProbesRefused != 0 {
+		t.Errorf("stats %+v: want one failed connect, no other attempt, no refused probe", st)
 	}
 }
 
