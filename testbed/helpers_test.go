@@ -220,12 +220,9 @@ func startFleet(t *testing.T, trustedKeys ...string) *fleet {
 	if err != nil {
 		t.Fatalf("fleetd.New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	run := testenv.Start(srv.Run)
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := run.Stop(time.Minute); err != nil {
 			t.Errorf("fleetd: %v", err)
 		}
 		srv.Close()

@@ -470,9 +470,8 @@ type rig struct {
 	ob    *outbox.Outbox
 	log   *testenv.SyncBuffer
 
-	u      *Uplink
-	cancel context.CancelFunc
-	done   chan error
+	u   *Uplink
+	run *testenv.Running
 }
 
 // testConfig is a Config with short backoffs for tests, and connect,
@@ -521,9 +520,7 @@ func (r *rig) start() *Uplink {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.u, r.cancel, r.done = u, cancel, make(chan error, 1)
-	go func() { r.done <- u.Run(ctx) }()
+	r.u, r.run = u, testenv.Start(u.Run)
 	return u
 }
 
@@ -533,14 +530,10 @@ func (r *rig) stop() {
 	if r.u == nil {
 		return
 	}
-	r.cancel()
-	select {
-	case err := <-r.done:
-		if err != nil {
-			r.t.Errorf("Run: %v", err)
-		}
-	case <-time.After(waitLimit):
-		r.t.Fatal("Run did not return after its context ended")
+	if err := r.run.Stop(waitLimit); errors.Is(err, testenv.ErrNotStopped) {
+		r.t.Fatal(err)
+	} else if err != nil {
+		r.t.Error(err)
 	}
 	if err := r.u.Close(); err != nil {
 		r.t.Errorf("Close: %v", err)

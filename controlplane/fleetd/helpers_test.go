@@ -36,8 +36,7 @@ type testServer struct {
 	t        testing.TB
 	cfg      fleetd.Config
 	srv      *fleetd.Server
-	done     chan error
-	cancel   context.CancelFunc
+	run      *testenv.Running
 	logs     *testenv.SyncBuffer
 	api      *client.Client // with the operator token
 	enrolTok string
@@ -78,9 +77,7 @@ func (ts *testServer) start() {
 		t.Fatalf("fleetd.New: %v\n%s", err, ts.logs.String())
 	}
 	ts.srv = srv
-	ctx, cancel := context.WithCancel(context.Background())
-	ts.cancel, ts.done = cancel, make(chan error, 1)
-	go func() { ts.done <- srv.Run(ctx) }()
+	ts.run = testenv.Start(srv.Run)
 	tok := cptest.ReadFile(t, filepath.Join(cfg.DataDir, fleetd.OperatorTokenFile))
 	if ts.api, err = client.New(srv.URL(), strings.TrimSpace(tok), nil); err != nil {
 		t.Fatal(err)
@@ -93,14 +90,8 @@ func (ts *testServer) stop() {
 	if ts.srv == nil {
 		return
 	}
-	ts.cancel()
-	select {
-	case err := <-ts.done:
-		if err != nil {
-			ts.t.Errorf("Run: %v", err)
-		}
-	case <-time.After(wait):
-		ts.t.Errorf("Run did not return after its context ended")
+	if err := ts.run.Stop(wait); err != nil {
+		ts.t.Error(err)
 	}
 	if err := ts.srv.Close(); err != nil {
 		ts.t.Errorf("second Close: %v", err)
