@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/agent/api"
 	"github.com/edgefleet/edgefleet/agent/config"
 	"github.com/edgefleet/edgefleet/agent/outbox"
 	"github.com/edgefleet/edgefleet/shared/bundle"
@@ -280,29 +281,16 @@ func (r *running) stop(t testing.TB) {
 	})
 }
 
-// inference is the part of an Open Inference Protocol response the tests
-// look at.
-type inference struct {
-	ModelName    string `json:"model_name"`
-	ModelVersion string `json:"model_version"`
-	ID           string `json:"id"`
-	Outputs      []struct {
-		Name     string    `json:"name"`
-		Datatype string    `json:"datatype"`
-		Shape    []int64   `json:"shape"`
-		Data     []float64 `json:"data"`
-	} `json:"outputs"`
-}
+// inference is an Open Inference Protocol response as the tests read it.
+type inference struct{ api.Response }
 
 func (r inference) output(t testing.TB) float64 {
 	t.Helper()
-	for _, o := range r.Outputs {
-		if o.Name == "output" && len(o.Data) == 1 {
-			return o.Data[0]
-		}
+	v, ok := r.Output("output")
+	if !ok {
+		t.Fatalf("no output in %+v", r)
 	}
-	t.Fatalf("no output in %+v", r)
-	return 0
+	return v
 }
 
 // tensorRequest is an inference request with the two-sine frame as

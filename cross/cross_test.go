@@ -19,6 +19,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/edgefleet/edgefleet/agent/api"
 	"github.com/edgefleet/edgefleet/cross/deb"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
@@ -130,7 +131,7 @@ func TestCrossPredict(t *testing.T) {
 		answers := map[string]*response{}
 		for _, p := range pkgs {
 			r := decode(t, p.arch+" "+req.name, predict(p, req.flag, req.file, nil))
-			if got := r.scalar(t, "output"); math.Abs(got-sileroOutput) > tolerance {
+			if got := scalar(t, r, "output"); math.Abs(got-sileroOutput) > tolerance {
 				t.Errorf("%s %s: output %v, want %v ± %g", p.arch, req.name, got, sileroOutput, tolerance)
 			}
 			answers[p.arch] = r
@@ -139,7 +140,7 @@ func TestCrossPredict(t *testing.T) {
 			t.Errorf("%s: amd64 and arm64 disagree: %v", req.name, err)
 		} else {
 			t.Logf("%s: amd64 and arm64 agree within %g (output %v and %v)", req.name, tolerance,
-				answers["amd64"].scalar(t, "output"), answers["arm64"].scalar(t, "output"))
+				scalar(t, answers["amd64"], "output"), scalar(t, answers["arm64"], "output"))
 		}
 	}
 
@@ -285,14 +286,7 @@ func run(t *testing.T, cmd *exec.Cmd, stdout io.Writer) []byte {
 }
 
 // response is an Open Inference Protocol inference response.
-type response struct {
-	Outputs []struct {
-		Name     string    `json:"name"`
-		Datatype string    `json:"datatype"`
-		Shape    []int64   `json:"shape"`
-		Data     []float64 `json:"data"`
-	} `json:"outputs"`
-}
+type response = api.Response
 
 func decode(t *testing.T, what string, b []byte) *response {
 	t.Helper()
@@ -306,15 +300,13 @@ func decode(t *testing.T, what string, b []byte) *response {
 	return &r
 }
 
-func (r *response) scalar(t *testing.T, name string) float64 {
+func scalar(t *testing.T, r *response, name string) float64 {
 	t.Helper()
-	for _, o := range r.Outputs {
-		if o.Name == name && len(o.Data) == 1 {
-			return o.Data[0]
-		}
+	v, ok := r.Output(name)
+	if !ok {
+		t.Fatalf("no output %q", name)
 	}
-	t.Fatalf("no one-element output %q", name)
-	return 0
+	return v
 }
 
 // agree compares two responses output by output: the same names,

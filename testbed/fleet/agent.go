@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/agent"
+	"github.com/edgefleet/edgefleet/agent/api"
 	"github.com/edgefleet/edgefleet/agent/config"
 )
 
@@ -192,31 +193,11 @@ func (a *Agent) Stop() error {
 	return err
 }
 
-// Prediction is the part of an Open Inference Protocol answer the
-// harness checks.
+// Prediction is an agent's answer as the harness reads it.
 type Prediction struct {
-	ModelName    string `json:"model_name"`
-	ModelVersion string `json:"model_version"`
-	ID           string `json:"id"`
-	Outputs      []struct {
-		Name     string    `json:"name"`
-		Datatype string    `json:"datatype"`
-		Shape    []int64   `json:"shape"`
-		Data     []float64 `json:"data"`
-	} `json:"outputs"`
+	api.Response
 	// Bundle is the X-Edgefleet-Bundle header: "name@version".
 	Bundle string `json:"-"`
-}
-
-// Output returns the first value of output name, and whether there is
-// one.
-func (p *Prediction) Output(name string) (float64, bool) {
-	for _, o := range p.Outputs {
-		if o.Name == name && len(o.Data) > 0 {
-			return o.Data[0], true
-		}
-	}
-	return 0, false
 }
 
 // ErrPredict wraps an answer other than 200 from an agent's inference
