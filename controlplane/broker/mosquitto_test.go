@@ -94,9 +94,9 @@ func TestStaticAuth(t *testing.T) {
 // certificate logins on mosquitto: with use_identity_as_username the
 // CommonName is the username, and the same ACL confines the device.
 func TestMosquittoCertificateIdentity(t *testing.T) {
-	ca := newPKI(t, "edgefleet test CA")
-	srvCert, srvKey := ca.issue(t, "server", "broker", true)
-	aCert, aKey := ca.issue(t, "dev-a", devA, false)
+	ca := testenv.NewCA(t, t.TempDir(), "edgefleet test CA")
+	srvCert, srvKey := ca.Issue("server", "broker", true)
+	aCert, aKey := ca.Issue("dev-a", devA, false)
 	acl, err := MosquittoACL(svcUser)
 	if err != nil {
 		t.Fatal(err)
@@ -107,12 +107,12 @@ func TestMosquittoCertificateIdentity(t *testing.T) {
 	}
 	m := startMosquitto(t, svcLine+"\n", acl, fmt.Sprintf(
 		"cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\nuse_identity_as_username true\n",
-		ca.caFile(), srvCert, srvKey))
+		ca.File, srvCert, srvKey))
 	addr := m.Addr()
 	_, tlsPort, _ := net.SplitHostPort(m.Addrs()[1])
 	obs := newObserver(t, addr, svcUser, svcPass)
 	tlsArgs := func(tp, msg string) []string {
-		return []string{"-h", "127.0.0.1", "-p", tlsPort, "-i", "ignored", "--cafile", ca.caFile(),
+		return []string{"-h", "127.0.0.1", "-p", tlsPort, "-i", "ignored", "--cafile", ca.File,
 			"--cert", aCert, "--key", aKey, "-t", tp, "-m", msg, "-q", "1", "-V", "5"}
 	}
 	testenv.Eventually(t, "mosquitto TLS listener", func() bool {

@@ -1,110 +1,23 @@
 package broker
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgefleet/edgefleet/shared/protocol"
+	"github.com/edgefleet/edgefleet/shared/testenv"
 )
-
-// pki is a throwaway CA with helpers to issue certificates.
-type pki struct {
-	dir  string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newPKI(t *testing.T, name string) *pki {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	p := &pki{dir: t.TempDir(), cert: cert, key: key}
-	writePEM(t, filepath.Join(p.dir, "ca.pem"), "CERTIFICATE", der)
-	return p
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// issue writes NAME.pem and NAME.key for a leaf certificate with the given
-// CommonName, server or client usage, and returns the paths.
-func (p *pki) issue(t *testing.T, name, cn string, server bool) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(p.dir, name+".pem"), filepath.Join(p.dir, name+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func (p *pki) caFile() string { return filepath.Join(p.dir, "ca.pem") }
 
 // dialTLS connects a paho client over TLS with an optional client
 // certificate.
-func dialTLS(t *testing.T, addr string, ca *pki, certFile, keyFile, clientID, user, pass string) (*client, error) {
+func dialTLS(t *testing.T, addr string, ca *testenv.CA, certFile, keyFile, clientID, user, pass string) (*client, error) {
 	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
 	if certFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
@@ -128,18 +41,18 @@ type denyAuth struct {
 func (d denyAuth) AuthorizeCertDevice(id string) bool { return id != d.deny }
 
 func TestTLSClientCertificates(t *testing.T) {
-	ca := newPKI(t, "edgefleet test CA")
-	rogue := newPKI(t, "rogue CA")
-	srvCert, srvKey := ca.issue(t, "server", "broker", true)
-	aCert, aKey := ca.issue(t, "dev-a", devA, false)
-	cCert, cKey := ca.issue(t, "dev-c", "dev-c", false)
-	badCN, badCNKey := ca.issue(t, "bad-cn", "a/b", false)
-	rogueCert, rogueKey := rogue.issue(t, "rogue-a", devA, false)
+	ca := testenv.NewCA(t, t.TempDir(), "edgefleet test CA")
+	rogue := testenv.NewCA(t, t.TempDir(), "rogue CA")
+	srvCert, srvKey := ca.Issue("server", "broker", true)
+	aCert, aKey := ca.Issue("dev-a", devA, false)
+	cCert, cKey := ca.Issue("dev-c", "dev-c", false)
+	badCN, badCNKey := ca.Issue("bad-cn", "a/b", false)
+	rogueCert, rogueKey := rogue.Issue("rogue-a", devA, false)
 
 	b := newBroker(t, func(c *Config) {
 		c.Addr = ""
 		c.Auth = denyAuth{StaticAuth: devices, deny: "dev-c"}
-		c.TLS = &TLSConfig{Addr: "127.0.0.1:0", CertFile: srvCert, KeyFile: srvKey, ClientCAFile: ca.caFile()}
+		c.TLS = &TLSConfig{Addr: "127.0.0.1:0", CertFile: srvCert, KeyFile: srvKey, ClientCAFile: ca.File}
 	})
 	if b.Addr() != "" || b.TLSAddr() == "" {
 		t.Fatalf("listeners: tcp %q tls %q", b.Addr(), b.TLSAddr())
@@ -168,7 +81,7 @@ func TestTLSClientCertificates(t *testing.T) {
 	})
 	t.Run("mosquitto_pub with a client certificate", func(t *testing.T) {
 		host, port, _ := net.SplitHostPort(addr)
-		out, code := runCLI(t, "mosquitto_pub", "-h", host, "-p", port, "-i", devA, "--cafile", ca.caFile(),
+		out, code := runCLI(t, "mosquitto_pub", "-h", host, "-p", port, "-i", devA, "--cafile", ca.File,
 			"--cert", aCert, "--key", aKey, "-t", topic(devA, protocol.KindTelemetry), "-m", "cli", "-q", "1")
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, out)
@@ -207,7 +120,7 @@ func TestTLSClientCertificates(t *testing.T) {
 		b2 := newBroker(t, func(c *Config) {
 			c.Addr = ""
 			c.Auth = nil
-			c.TLS = &TLSConfig{Addr: "127.0.0.1:0", CertFile: srvCert, KeyFile: srvKey, ClientCAFile: ca.caFile(), RequireClientCert: true}
+			c.TLS = &TLSConfig{Addr: "127.0.0.1:0", CertFile: srvCert, KeyFile: srvKey, ClientCAFile: ca.File, RequireClientCert: true}
 		})
 		if _, err := dialTLS(t, b2.TLSAddr(), ca, "", "", devB, devB, devices[devB]); err == nil {
 			t.Fatal("connected without a certificate")
