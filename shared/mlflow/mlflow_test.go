@@ -13,6 +13,7 @@ import (
 	"github.com/edgefleet/edgefleet/shared/model"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
+	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 )
 
 // sileroMLmodel is the MLmodel file mlflow.onnx.log_model writes for the
@@ -43,16 +44,11 @@ func modelDir(t *testing.T, mlmodel, data string) string {
 	return dir
 }
 
+// sileroSignature is the Silero model's signature, as its bundle declares
+// it.
 var sileroSignature = struct{ in, out []tensor.Spec }{
-	in: []tensor.Spec{
-		{Name: "input", Datatype: tensor.FP32, Shape: []int64{-1, 512}},
-		{Name: "state", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
-		{Name: "sr", Datatype: tensor.Int64, Shape: []int64{1}},
-	},
-	out: []tensor.Spec{
-		{Name: "output", Datatype: tensor.FP32, Shape: []int64{-1, 1}},
-		{Name: "stateN", Datatype: tensor.FP32, Shape: []int64{2, -1, 128}},
-	},
+	in:  testbundle.SileroManifest("5.0.0").Runtime.Inputs,
+	out: testbundle.SileroManifest("5.0.0").Runtime.Outputs,
 }
 
 func TestLoad(t *testing.T) {
