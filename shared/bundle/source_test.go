@@ -14,12 +14,8 @@ import (
 )
 
 var testLineage = &bundle.Lineage{
-	Source:        "mlflow",
-	RunID:         "3f2a9d1c5b7e4f0a8e6d2c1b0a9f8e7d",
-	ModelUUID:     "8c8e0a3ac0a2454f9c2b7f4a2d6b8e31",
-	URI:           "runs:/3f2a9d1c5b7e4f0a8e6d2c1b0a9f8e7d/model",
-	SourceVersion: "2.14.1",
-	Created:       "2024-06-20T09:41:27Z",
+	Source: "mlflow", RunID: "run-1", ModelUUID: "model-1", URI: "models:/vad/1",
+	SourceVersion: "2.14.1", Created: "2024-06-20T09:41:27Z",
 }
 
 func testSource(t *testing.T) bundle.ModelSource {
