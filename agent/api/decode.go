@@ -94,23 +94,23 @@ func DecodeBinaryRequest(body []byte, headerLen int) (*InferRequest, error) {
 func (d *decoder) request() (*InferRequest, error) {
 	req := &InferRequest{}
 	if d.peek() != '{' {
-		return nil, d.syntax("", "a JSON object '{'")
+		return nil, d.syntax(jpath{}, "a JSON object '{'")
 	}
 	inputsSeen := false
-	err := d.object("", []string{"id", "parameters", "inputs", "outputs"}, func(key string) error {
+	err := d.object(jpath{}, []string{"id", "parameters", "inputs", "outputs"}, func(key string) error {
 		switch key {
 		case "id":
-			if null, err := d.null("id"); null || err != nil {
+			if null, err := d.null(top("id")); null || err != nil {
 				return err
 			}
 			if d.peek() != '"' {
-				return d.wrongType("id", "must be a string")
+				return d.wrongType(top("id"), "must be a string")
 			}
-			s, err := d.str("id")
+			s, err := d.str(top("id"))
 			req.ID = s
 			return err
 		case "parameters":
-			p, err := d.parameters("parameters")
+			p, err := d.parameters(top("parameters"))
 			req.Parameters = p
 			return err
 		case "inputs":
@@ -119,23 +119,23 @@ func (d *decoder) request() (*InferRequest, error) {
 		case "outputs":
 			return d.outputs(req)
 		}
-		return d.skip(key, 1)
+		return d.skip(top(key), 1)
 	})
 	if err != nil {
 		return nil, err
 	}
 	if d.peek() != 0 {
-		return nil, d.syntax("", "end of body after the request object")
+		return nil, d.syntax(jpath{}, "end of body after the request object")
 	}
 	if !inputsSeen || len(req.Inputs) == 0 {
-		return nil, d.errorf("inputs", "the request has no inputs")
+		return nil, d.errorf(top("inputs"), "the request has no inputs")
 	}
 	return req, nil
 }
 
 // parameters decodes a $parameters object; values must be a string, a
 // number or a boolean.
-func (d *decoder) parameters(path string) (Parameters, error) {
+func (d *decoder) parameters(path jpath) (Parameters, error) {
 	if null, err := d.null(path); null || err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func (d *decoder) parameters(path string) (Parameters, error) {
 	}
 	p := Parameters{}
 	err := d.object(path, nil, func(key string) error {
-		kp := join(path, key)
+		kp := path.child(key)
 		switch c := d.peek(); {
 		case c == '"':
 			s, err := d.str(kp)
@@ -177,16 +177,17 @@ func (d *decoder) parameters(path string) (Parameters, error) {
 }
 
 func (d *decoder) inputs(req *InferRequest) error {
-	if null, err := d.null("inputs"); null || err != nil {
+	if null, err := d.null(top("inputs")); null || err != nil {
 		req.Inputs = nil
 		return err
 	}
 	if d.peek() != '[' {
-		return d.wrongType("inputs", "must be an array of tensors")
+		return d.wrongType(top("inputs"), "must be an array of tensors")
 	}
 	req.Inputs = req.Inputs[:0]
-	return d.array("inputs", func(i int) error {
-		path := index("inputs", i)
+	list := top("inputs")
+	return d.array(list, func(i int) error {
+		path := list.at(i)
 		t, params, err := d.tensor(path)
 		if err != nil {
 			return err
@@ -208,16 +209,17 @@ func (d *decoder) inputs(req *InferRequest) error {
 }
 
 func (d *decoder) outputs(req *InferRequest) error {
-	if null, err := d.null("outputs"); null || err != nil {
+	if null, err := d.null(top("outputs")); null || err != nil {
 		req.Outputs = nil
 		return err
 	}
 	if d.peek() != '[' {
-		return d.wrongType("outputs", "must be an array of {\"name\": ...} objects")
+		return d.wrongType(top("outputs"), "must be an array of {\"name\": ...} objects")
 	}
 	req.Outputs = req.Outputs[:0]
-	return d.array("outputs", func(i int) error {
-		path := index("outputs", i)
+	list := top("outputs")
+	return d.array(list, func(i int) error {
+		path := list.at(i)
 		if d.peek() != '{' {
 			return d.wrongType(path, "must be an object with a \"name\"")
 		}
@@ -225,18 +227,18 @@ func (d *decoder) outputs(req *InferRequest) error {
 		err := d.object(path, []string{"name", "parameters"}, func(key string) error {
 			switch key {
 			case "name":
-				if null, err := d.null(join(path, key)); null || err != nil {
+				if null, err := d.null(path.child(key)); null || err != nil {
 					return err
 				}
-				s, err := d.str(join(path, key))
+				s, err := d.str(path.child(key))
 				o.Name = s
 				return err
 			case "parameters":
-				p, err := d.parameters(join(path, key))
+				p, err := d.parameters(path.child(key))
 				o.Parameters = p
 				return err
 			}
-			return d.skip(join(path, key), 2)
+			return d.skip(path.child(key), 2)
 		})
 		if err != nil {
 			return err

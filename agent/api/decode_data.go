@@ -21,7 +21,7 @@ type elems struct {
 // a typed slice. shape (if known) sizes the slice up front, bounded by what
 // the remaining body can hold so a huge shape cannot force a huge
 // allocation.
-func (d *decoder) data(path string, dt tensor.Datatype, shape []int64) (*elems, error) {
+func (d *decoder) data(path jpath, dt tensor.Datatype, shape []int64) (*elems, error) {
 	if null, err := d.null(path); null || err != nil {
 		if err != nil {
 			return nil, err
@@ -83,7 +83,7 @@ func parseInt[T integer](lo, hi int64) func([]byte) (T, bool) {
 // parseData appends the scalars of a (nested) array to out, iterating
 // rather than recursing; scalar parses one element that is neither '[' nor
 // ']' (c is its first byte).
-func parseData[T any](d *decoder, path string, out []T, scalar func(c byte, i int) (T, error)) ([]T, error) {
+func parseData[T any](d *decoder, path jpath, out []T, scalar func(c byte, i int) (T, error)) ([]T, error) {
 	const (
 		valueOrClose = iota // after '['
 		value               // after ','
@@ -129,7 +129,7 @@ func parseData[T any](d *decoder, path string, out []T, scalar func(c byte, i in
 }
 
 // numeric returns a scalar parser for numbers of dt.
-func numeric[T any](d *decoder, path string, dt tensor.Datatype, parse func([]byte) (T, bool)) func(byte, int) (T, error) {
+func numeric[T any](d *decoder, path jpath, dt tensor.Datatype, parse func([]byte) (T, bool)) func(byte, int) (T, error) {
 	return func(c byte, i int) (T, error) {
 		var zero T
 		if c != '-' && (c < '0' || c > '9') {
@@ -148,7 +148,7 @@ func numeric[T any](d *decoder, path string, dt tensor.Datatype, parse func([]by
 }
 
 // floating returns a scalar parser for FP32 or FP64 numbers.
-func floating[T float32 | float64](d *decoder, path string, dt tensor.Datatype) func(byte, int) (T, error) {
+func floating[T float32 | float64](d *decoder, path jpath, dt tensor.Datatype) func(byte, int) (T, error) {
 	bits := 64
 	if dt == tensor.FP32 {
 		bits = 32
@@ -170,7 +170,7 @@ func floating[T float32 | float64](d *decoder, path string, dt tensor.Datatype) 
 }
 
 // boolean parses a BOOL element.
-func (d *decoder) boolean(path string) func(byte, int) (bool, error) {
+func (d *decoder) boolean(path jpath) func(byte, int) (bool, error) {
 	return func(c byte, i int) (bool, error) {
 		switch c {
 		case 't':
@@ -183,7 +183,7 @@ func (d *decoder) boolean(path string) func(byte, int) (bool, error) {
 }
 
 // badElement explains an element that cannot be one of dt.
-func (d *decoder) badElement(path string, c byte, i int, dt tensor.Datatype) error {
+func (d *decoder) badElement(path jpath, c byte, i int, dt tensor.Datatype) error {
 	var what string
 	switch {
 	case c == 't' || c == 'f':

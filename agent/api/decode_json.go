@@ -27,31 +27,31 @@ type decoder struct {
 
 // errorf returns an ErrRequest error for the element at path; format may
 // wrap further sentinels with %w.
-func (d *decoder) errorf(path, format string, args ...any) error {
+func (d *decoder) errorf(path jpath, format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
-	if path == "" {
+	if path.isRoot() {
 		return fmt.Errorf("%w: %w", ErrRequest, err)
 	}
-	return fmt.Errorf("%w: %s: %w", ErrRequest, path, err)
+	return fmt.Errorf("%w: %s: %w", ErrRequest, path.String(), err)
 }
 
 // syntax returns an error for malformed JSON at the current offset.
-func (d *decoder) syntax(path, want string) error {
+func (d *decoder) syntax(path jpath, want string) error {
 	if d.i >= len(d.b) {
-		if path == "" {
+		if path.isRoot() {
 			return fmt.Errorf("%w: malformed JSON: unexpected end of body, expected %s", ErrRequest, want)
 		}
-		return fmt.Errorf("%w: malformed JSON in %s: unexpected end of body, expected %s", ErrRequest, path, want)
+		return fmt.Errorf("%w: malformed JSON in %s: unexpected end of body, expected %s", ErrRequest, path.String(), want)
 	}
 	c := d.b[d.i]
 	got := strconv.QuoteRune(rune(c))
 	if c >= utf8.RuneSelf {
 		got = fmt.Sprintf("byte 0x%02x", c)
 	}
-	if path == "" {
+	if path.isRoot() {
 		return fmt.Errorf("%w: malformed JSON at offset %d: unexpected %s, expected %s", ErrRequest, d.i, got, want)
 	}
-	return fmt.Errorf("%w: malformed JSON in %s at offset %d: unexpected %s, expected %s", ErrRequest, path, d.i, got, want)
+	return fmt.Errorf("%w: malformed JSON in %s at offset %d: unexpected %s, expected %s", ErrRequest, path.String(), d.i, got, want)
 }
 
 func (d *decoder) ws() {
@@ -75,7 +75,7 @@ func (d *decoder) peek() byte {
 }
 
 // consume skips whitespace and the byte c, or fails.
-func (d *decoder) consume(c byte, path string) error {
+func (d *decoder) consume(c byte, path jpath) error {
 	if d.peek() != c {
 		return d.syntax(path, strconv.QuoteRune(rune(c)))
 	}
@@ -84,7 +84,7 @@ func (d *decoder) consume(c byte, path string) error {
 }
 
 // literal consumes the literal word (true, false, null) at the offset.
-func (d *decoder) literal(word, path string) error {
+func (d *decoder) literal(word string, path jpath) error {
 	if len(d.b)-d.i < len(word) || string(d.b[d.i:d.i+len(word)]) != word {
 		return d.syntax(path, "a JSON value")
 	}
@@ -93,7 +93,7 @@ func (d *decoder) literal(word, path string) error {
 }
 
 // null consumes a null literal if one is next and reports whether it did.
-func (d *decoder) null(path string) (bool, error) {
+func (d *decoder) null(path jpath) (bool, error) {
 	if d.peek() != 'n' {
 		return false, nil
 	}
@@ -102,7 +102,7 @@ func (d *decoder) null(path string) (bool, error) {
 
 // wrongType explains a value of the wrong kind at the offset; where no
 // JSON value starts at all, it reports malformed JSON instead.
-func (d *decoder) wrongType(path, format string, args ...any) error {
+func (d *decoder) wrongType(path jpath, format string, args ...any) error {
 	switch c := d.peek(); {
 	case c == '{' || c == '[' || c == '"' || c == 't' || c == 'f' || c == 'n' || c == '-' || (c >= '0' && c <= '9'):
 		return d.errorf(path, format, args...)
@@ -114,11 +114,12 @@ func (d *decoder) wrongType(path, format string, args ...any) error {
 // positioned at the value; field must consume the value. Keys must be
 // unique. A key that is not known but equals a known key in another case
 // is refused, because encoding/json would take it for the known key.
-func (d *decoder) object(path string, known []string, field func(key string) error) error {
+func (d *decoder) object(path jpath, known []string, field func(key string) error) error {
 	if err := d.consume('{', path); err != nil {
 		return err
 	}
-	var seen []string
+	var seenBuf [8]string // a request's objects have few keys
+	seen := seenBuf[:0]
 	if d.peek() == '}' {
 		d.i++
 		return nil
@@ -133,14 +134,14 @@ func (d *decoder) object(path string, known []string, field func(key string) err
 		}
 		for _, s := range seen {
 			if s == key {
-				return d.errorf(join(path, key), "duplicate key")
+				return d.errorf(path.child(key), "duplicate key")
 			}
 		}
 		seen = append(seen, key)
 		if !isKnown(key, known) {
 			for _, k := range known {
 				if strings.EqualFold(key, k) {
-					return d.errorf(join(path, key), "unknown key; did you mean %q?", k)
+					return d.errorf(path.child(key), "unknown key; did you mean %q?", k)
 				}
 			}
 		}
@@ -173,7 +174,7 @@ func isKnown(key string, known []string) bool {
 
 // array walks a JSON array, calling elem for each element with the decoder
 // positioned at it; elem must consume it.
-func (d *decoder) array(path string, elem func(i int) error) error {
+func (d *decoder) array(path jpath, elem func(i int) error) error {
 	if err := d.consume('[', path); err != nil {
 		return err
 	}
@@ -197,19 +198,56 @@ func (d *decoder) array(path string, elem func(i int) error) error {
 	}
 }
 
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
+// jpath names where in the request a value is ("inputs[0].shape[1]"),
+// for error messages. Each step points to its parent on the stack of the
+// decoder's calls, so that naming a value costs nothing until an error
+// needs its String.
+type jpath struct {
+	parent *jpath
+	key    string // the object key of this step, if not idx
+	i      int    // the array index of this step, if idx
+	idx    bool
 }
 
-func index(path string, i int) string {
-	return path + "[" + strconv.Itoa(i) + "]"
+// top is a top-level key of the request.
+func top(key string) jpath { return jpath{key: key} }
+
+// child is key of the object at p.
+func (p *jpath) child(key string) jpath { return jpath{parent: p, key: key} }
+
+// at is element i of the array at p.
+func (p *jpath) at(i int) jpath { return jpath{parent: p, i: i, idx: true} }
+
+// isRoot reports whether p is the request itself.
+func (p jpath) isRoot() bool { return p.parent == nil && p.key == "" && !p.idx }
+
+// String is the path in the form of the errors ("inputs[0].data").
+func (p jpath) String() string {
+	var b strings.Builder
+	p.write(&b)
+	return b.String()
+}
+
+func (p *jpath) write(b *strings.Builder) {
+	if p.parent != nil {
+		p.parent.write(b)
+	}
+	switch {
+	case p.idx:
+		b.WriteByte('[')
+		b.WriteString(strconv.Itoa(p.i))
+		b.WriteByte(']')
+	case p.key == "":
+	default:
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(p.key)
+	}
 }
 
 // skip consumes and validates any JSON value.
-func (d *decoder) skip(path string, depth int) error {
+func (d *decoder) skip(path jpath, depth int) error {
 	if depth > maxDepth {
 		return d.errorf(path, "JSON nested deeper than %d levels", maxDepth)
 	}

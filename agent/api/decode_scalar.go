@@ -11,7 +11,7 @@ import (
 // scanString scans a JSON string at the offset (after whitespace). It
 // returns where the bytes between the quotes start and end, and whether
 // they are the string itself: no escapes, all ASCII.
-func (d *decoder) scanString(path string) (start, end int, simple bool, err error) {
+func (d *decoder) scanString(path jpath) (start, end int, simple bool, err error) {
 	if d.peek() != '"' {
 		return 0, 0, false, d.syntax(path, "a string")
 	}
@@ -42,7 +42,7 @@ func (d *decoder) scanString(path string) (start, end int, simple bool, err erro
 }
 
 // str decodes a JSON string at the offset (after whitespace).
-func (d *decoder) str(path string) (string, error) {
+func (d *decoder) str(path jpath) (string, error) {
 	start, end, simple, err := d.scanString(path)
 	if err != nil {
 		return "", err
@@ -53,7 +53,7 @@ func (d *decoder) str(path string) (string, error) {
 // unquote converts a scanned string. Escapes and non-ASCII go through
 // encoding/json, so that the result (escapes resolved, invalid UTF-8
 // replaced) is exactly what it would be.
-func (d *decoder) unquote(path string, start, end int, simple bool) (string, error) {
+func (d *decoder) unquote(path jpath, start, end int, simple bool) (string, error) {
 	if simple {
 		return string(d.b[start:end]), nil
 	}
@@ -66,7 +66,7 @@ func (d *decoder) unquote(path string, start, end int, simple bool) (string, err
 
 // key decodes an object key; a key equal to one of known is returned as
 // that string, without allocating.
-func (d *decoder) key(path string, known []string) (string, error) {
+func (d *decoder) key(path jpath, known []string) (string, error) {
 	start, end, simple, err := d.scanString(path)
 	if err != nil {
 		return "", err
@@ -82,7 +82,7 @@ func (d *decoder) key(path string, known []string) (string, error) {
 }
 
 // number scans a JSON number at the offset and returns its text.
-func (d *decoder) number(path string) ([]byte, error) {
+func (d *decoder) number(path jpath) ([]byte, error) {
 	start := d.i
 	b := d.b
 	i := d.i

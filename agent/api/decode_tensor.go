@@ -11,7 +11,7 @@ import (
 )
 
 // tensor decodes one $request_input.
-func (d *decoder) tensor(path string) (tensor.Tensor, Parameters, error) {
+func (d *decoder) tensor(path jpath) (tensor.Tensor, Parameters, error) {
 	if d.peek() != '{' {
 		return tensor.Tensor{}, nil, d.wrongType(path, "%w: must be a tensor object", tensor.ErrData)
 	}
@@ -24,7 +24,7 @@ func (d *decoder) tensor(path string) (tensor.Tensor, Parameters, error) {
 		dataAt    = -1 // offset of data seen before the datatype
 	)
 	err := d.object(path, []string{"name", "datatype", "shape", "data", "parameters"}, func(key string) error {
-		kp := join(path, key)
+		kp := path.child(key)
 		switch key {
 		case "name":
 			if null, err := d.null(kp); null || err != nil {
@@ -102,7 +102,7 @@ func (d *decoder) tensor(path string) (tensor.Tensor, Parameters, error) {
 	if data == nil && dataAt >= 0 {
 		end := d.i
 		d.i = dataAt
-		e, err := d.data(join(path, "data"), t.Datatype, t.Shape)
+		e, err := d.data(path.child("data"), t.Datatype, t.Shape)
 		if err != nil {
 			return tensor.Tensor{}, nil, err
 		}
@@ -121,10 +121,10 @@ func (d *decoder) tensor(path string) (tensor.Tensor, Parameters, error) {
 
 // binaryData takes input t's n elements, binary_data_size (size) bytes,
 // from the binary part of the request.
-func (d *decoder) binaryData(path string, t tensor.Tensor, n int64, size any) (any, error) {
+func (d *decoder) binaryData(path jpath, t tensor.Tensor, n int64, size any) (any, error) {
 	// The element's path is built only for an error (it allocates).
 	fail := func(format string, args ...any) error {
-		return d.errorf(join(path, "parameters.binary_data_size"), format, args...)
+		return d.errorf(path.child("parameters.binary_data_size"), format, args...)
 	}
 	f, ok := size.(float64)
 	if !ok || f < 0 || f != math.Trunc(f) || f > math.MaxInt32 {
@@ -146,13 +146,13 @@ func (d *decoder) binaryData(path string, t tensor.Tensor, n int64, size any) (a
 }
 
 // shape decodes a shape array of non-negative int64 dimensions.
-func (d *decoder) shape(path string) ([]int64, error) {
+func (d *decoder) shape(path jpath) ([]int64, error) {
 	if d.peek() != '[' {
 		return nil, d.wrongType(path, "%w: must be an array of integers", tensor.ErrShape)
 	}
 	s := make([]int64, 0, 4)
 	err := d.array(path, func(i int) error {
-		ip := index(path, i)
+		ip := path.at(i)
 		if c := d.peek(); c != '-' && (c < '0' || c > '9') {
 			return d.wrongType(ip, "%w: a dimension must be an integer", tensor.ErrShape)
 		}

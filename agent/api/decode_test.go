@@ -294,3 +294,28 @@ func BenchmarkDecodeInferRequest(b *testing.B) {
 		}
 	})
 }
+
+func TestJPath(t *testing.T) {
+	in := top("inputs")
+	first := in.at(0)
+	shape := first.child("shape")
+	var root jpath
+	for _, c := range []struct {
+		p    jpath
+		want string
+	}{
+		{root, ""},
+		{root.child("id"), "id"},
+		{in, "inputs"},
+		{first, "inputs[0]"},
+		{shape.at(1), "inputs[0].shape[1]"},
+		{first.child("parameters.binary_data_size"), "inputs[0].parameters.binary_data_size"},
+	} {
+		if got := c.p.String(); got != c.want {
+			t.Errorf("path %q, want %q", got, c.want)
+		}
+		if c.p.isRoot() != (c.want == "") {
+			t.Errorf("%q: isRoot %v", c.want, c.p.isRoot())
+		}
+	}
+}

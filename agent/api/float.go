@@ -19,7 +19,7 @@ var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 // multiplication or division rounds correctly. For float32 the float64
 // result is rounded again, which is exact except when it falls on a
 // float32 midpoint; that case, and every other, goes to strconv.
-func (d *decoder) float(path string, bits int) (f float64, ok bool, err error) {
+func (d *decoder) float(path jpath, bits int) (f float64, ok bool, err error) {
 	b := d.b
 	start, i := d.i, d.i
 	neg := false

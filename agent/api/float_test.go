@@ -13,7 +13,7 @@ func checkFloat(t *testing.T, s string) {
 	for _, bits := range []int{32, 64} {
 		want, err := strconv.ParseFloat(s, bits)
 		d := decoder{b: []byte(s)}
-		got, ok, serr := d.float("x", bits)
+		got, ok, serr := d.float(top("x"), bits)
 		if serr != nil || d.i != len(s) {
 			t.Fatalf("scanning %q: %v at %d", s, serr, d.i)
 		}
