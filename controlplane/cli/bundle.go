@@ -61,8 +61,11 @@ held to the ONNX graph first; bundle.yaml, if given, must not set model,
 inputs, outputs or lineage. Without SPEC_DIR, --name and --version say what
 the bundle is. See docs/integrations.md.`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if fromMLflow != "" && len(args) > 1 {
+				return usagef("%s: unexpected argument %q (usage: %s)", cmd.CommandPath(), args[1], cmd.UseLine())
+			}
 			if fromMLflow != "" {
-				return cobra.MaximumNArgs(1)(cmd, args)
+				return nil
 			}
 			return exactArgs("SPEC_DIR")(cmd, args)
 		},

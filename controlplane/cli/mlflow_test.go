@@ -153,6 +153,9 @@ func TestBundleBuildFromMLflowRefuses(t *testing.T) {
 		{"no spec and no name", func(out string) []string {
 			return []string{"--from-mlflow", mlflowDir(t, nil), "--version", "1.0.0"}
 		}, ExitUsage, "needs --name and --version"},
+		{"two spec directories", func(out string) []string {
+			return []string{sileroSmokeSpec(t, ""), sileroSmokeSpec(t, ""), "--from-mlflow", mlflowDir(t, nil)}
+		}, ExitUsage, "unexpected argument"},
 		{"--name without --from-mlflow", func(out string) []string {
 			return []string{sileroSmokeSpec(t, "model: m.onnx\n"), "--name", "vad"}
 		}, ExitUsage, "go with --from-mlflow"},
