@@ -86,10 +86,10 @@ func state(d *api.Device) string {
 }
 
 func active(d *api.Device) string {
-	if d.Reported == nil || d.Reported.Active == nil {
-		return "-"
+	if a := d.Active(); a != nil {
+		return a.ID()
 	}
-	return d.Reported.Active.ID()
+	return "-"
 }
 
 func desired(d *api.Device) string {

@@ -281,7 +281,7 @@ func (s *Server) handleDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if a := activeOf(d); a != nil {
+	if a := d.Active(); a != nil {
 		// The registry may no longer hold the version (deleted) or be
 		// unreachable: the device is shown without its lineage then.
 		if e, err := s.reg.Get(r.Context(), a.Name, a.Version); err == nil {
@@ -291,14 +291,6 @@ func (s *Server) handleDevice(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return writeJSON(w, http.StatusOK, v)
-}
-
-// activeOf is the bundle device d reports active, nil if none.
-func activeOf(d *inventory.Device) *protocol.BundleID {
-	if d.Reported == nil {
-		return nil
-	}
-	return d.Reported.Active
 }
 
 func (s *Server) handleDeleteDevice(w http.ResponseWriter, r *http.Request) error {

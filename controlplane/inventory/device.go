@@ -295,3 +295,12 @@ func (s *Store) SetDesired(id string, fn func(prev *protocol.DesiredState) (prot
 	}
 	return out, nil
 }
+
+// Active is the bundle d reports running, nil if it reported none (or d
+// is nil).
+func (d *Device) Active() *protocol.BundleID {
+	if d == nil || d.Reported == nil {
+		return nil
+	}
+	return d.Reported.Active
+}

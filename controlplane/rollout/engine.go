@@ -322,7 +322,7 @@ func (e *Engine) plan(ctx context.Context, spec *Spec, id string) (*Plan, error)
 		if s.Gates.LatencyP95 != nil && len(devs) > 0 {
 			prev := 0
 			for _, d := range devs {
-				if a := activeOf(d); a != nil && *a != b {
+				if a := d.Active(); a != nil && *a != b {
 					prev++
 				}
 			}
@@ -374,13 +374,6 @@ func resolveSteps(s *Spec, n int, l *errorList) ([]Step, []int) {
 		l.add("shadow", "covers %d devices, more than the %d of the last wave: they would be left running the candidate in shadow", steps[0].Size, steps[len(steps)-1].Size)
 	}
 	return steps, nil
-}
-
-func activeOf(d *inventory.Device) *protocol.BundleID {
-	if d == nil || d.Reported == nil {
-		return nil
-	}
-	return d.Reported.Active
 }
 
 // Create validates spec, checks it against the fleet (Plan), persists the
@@ -590,7 +583,7 @@ func (e *Engine) Devices(id string) ([]DeviceStatus, error) {
 	for i, d := range devs {
 		out[i].Device = *d
 		if v, err := e.inv.Get(d.ID); err == nil {
-			out[i].Active = activeOf(v)
+			out[i].Active = v.Active()
 			out[i].Online = v.Status.Online
 		}
 	}

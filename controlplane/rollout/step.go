@@ -261,7 +261,7 @@ func (e *Engine) assign(ctx context.Context, rn *run, step Step, views []*invent
 			continue
 		}
 		if !d.PreviousKnown {
-			if a := activeOf(v); a != nil {
+			if a := v.Active(); a != nil {
 				d.Previous = new(*a)
 			}
 			d.PreviousKnown = true
