@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -70,7 +69,7 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 		vals[i] = v
 	}
 
-	defer s.lockDevice(device)()
+	defer s.locks.Lock(device)()
 
 	// 1. Stage.
 	outs := make([]int, len(recs))
@@ -191,30 +190,3 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 	return res, nil
 }
 
-// deviceLock is a device's Ingest lock, dropped when nobody holds or
-// waits for it.
-type deviceLock struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lockDevice locks device's Ingest lock and returns its unlock.
-func (s *Store) lockDevice(device string) (unlock func()) {
-	s.locksMu.Lock()
-	l := s.locks[device]
-	if l == nil {
-		l = &deviceLock{}
-		s.locks[device] = l
-	}
-	l.refs++
-	s.locksMu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		s.locksMu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(s.locks, device)
-		}
-		s.locksMu.Unlock()
-	}
-}

@@ -45,12 +45,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgefleet/edgefleet/controlplane/groupcommit"
+	"github.com/edgefleet/edgefleet/controlplane/keylock"
 )
 
 // Defaults of Options.
@@ -116,8 +116,7 @@ type Store struct {
 	now  func() time.Time
 
 	// locks serialize Ingest per device.
-	locksMu sync.Mutex
-	locks   map[string]*deviceLock
+	locks keylock.Set
 }
 
 // maxBatch bounds the writes that share one transaction (see
@@ -138,7 +137,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
-	s := &Store{opts: opts, log: opts.Logger, now: opts.Now, locks: map[string]*deviceLock{}}
+	s := &Store{opts: opts, log: opts.Logger, now: opts.Now}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
