@@ -47,6 +47,11 @@ deps:
 tools:
 	scripts/tools.sh
 
+.PHONY: proto
+## proto: regenerate the agent's gRPC API code (agent/api/oipgrpc) from KServe's grpc_predict_v2.proto (protoc, pinned plugins)
+proto: tools
+	scripts/proto.sh
+
 ## wasm: build the example WASM pre-processor (C with clang for wasm32-wasi; a Go one with GOOS=wasip1)
 wasm: $(SILERO_PRE)
 

@@ -529,7 +529,7 @@ func TestProcessPredict(t *testing.T) {
 	}
 }
 
-// TestProcessListenInUse: a listen address in use (api.tcp, metrics.listen,
+// TestProcessListenInUse: a listen address in use (api.tcp, api.grpcListen, metrics.listen,
 // api.socket) stops the agent at start with exit status 1, naming the
 // address and its key, before anything is written under the data
 // directory: one that does not exist is not made, an empty one stays
@@ -541,12 +541,16 @@ func TestProcessListenInUse(t *testing.T) {
 	}
 	defer busy.Close()
 	addr := busy.Addr().String()
+	ca := testenv.NewCA(t, t.TempDir(), "ca")
+	cert, key := ca.Issue("server", "edge-agent", true)
+	grpcTLS := fmt.Sprintf("\n  grpcTLS: {cert: %s, key: %s, clientCA: %s}", cert, key, ca.File)
 	for _, tc := range []struct {
 		key    string
 		o      setupOptions
 		reason string
 	}{
 		{"api.tcp", setupOptions{rate: 1, api: "  tcp: " + addr}, "address already in use"},
+		{"api.grpcListen", setupOptions{rate: 1, api: "  grpcListen: " + addr + grpcTLS}, "address already in use"},
 		{"metrics.listen", setupOptions{rate: 1, extra: "metrics:\n  listen: " + addr + "\n"}, "address already in use"},
 		{"api.socket", setupOptions{rate: 1}, "socket in use: another process is listening on it"},
 	} {

@@ -8,6 +8,11 @@
 #   staticcheck  the linter every package must be clean against.
 #   minio        S3-compatible object store: the controlplane/registry S3
 #                tests start a real server from it (the build takes minutes).
+#   protoc-gen-go, protoc-gen-go-grpc
+#                protoc's Go and gRPC plugins: make proto, and the test that
+#                the generated code of agent/api/oipgrpc is current.
+#   grpcurl      a gRPC client from the command line: the agent's gRPC API
+#                tests call it as an operator would.
 #
 # Usage: scripts/tools.sh            install what is missing
 #        scripts/tools.sh --print    print the pinned tools, install nothing
@@ -21,6 +26,9 @@ tools=(
   "cosign|github.com/sigstore/cosign/v2/cmd/cosign|v2.6.5"
   "staticcheck|honnef.co/go/tools/cmd/staticcheck|v0.8.2"
   "minio|github.com/minio/minio|v0.0.0-20260212201848-7aac2a2c5b7c"
+  "protoc-gen-go|google.golang.org/protobuf/cmd/protoc-gen-go|v1.36.12"
+  "protoc-gen-go-grpc|google.golang.org/grpc/cmd/protoc-gen-go-grpc|v1.6.2"
+  "grpcurl|github.com/fullstorydev/grpcurl/cmd/grpcurl|v1.9.4"
 )
 
 die() { echo "tools: $*" >&2; exit 1; }

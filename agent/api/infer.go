@@ -6,6 +6,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -82,24 +83,64 @@ func isRaw(r *http.Request) bool {
 }
 
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	name, version := r.PathValue("name"), r.PathValue("version")
+	s.track(name, version, time.Now(),
+		func(err error) int { return s.fail(w, r, "", err) },
+		func(res *resolved, pred *Prediction) (int, error) {
+			return s.serveInfer(w, r, name, version, res, pred)
+		})
+}
+
+// track serves one inference request for model name (and version, if
+// not ""), in either protocol, with what every one gets: the in-flight
+// gauge, the model looked up before the request is read (an unknown one
+// is refused at once, through refuse), the request metrics and the
+// Prediction reported to the observer. serve reads, runs and answers the
+// request, filling pred, and returns the HTTP status it answered (for
+// gRPC, the status REST would have) and its error.
+func (s *Server) track(name, version string, start time.Time, refuse func(error) int, serve func(*resolved, *Prediction) (int, error)) {
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
-	name, version := r.PathValue("name"), r.PathValue("version")
-
-	// Refuse unknown models before reading the body.
 	res, err := s.lookup(name, version)
 	if err != nil {
-		code := s.fail(w, r, "", err)
+		code := refuse(err)
 		s.metrics.observe("", code, err, time.Since(start), 0)
 		return
 	}
 	pred := Prediction{Model: res.name, Version: res.version, Provider: res.provider, Time: start}
-	code, err := s.serveInfer(w, r, name, version, res, &pred)
+	code, err := serve(res, &pred)
 	pred.Code, pred.Err = code, err
 	pred.Latency = time.Since(start)
 	s.metrics.observe(res.name, code, err, pred.Latency, pred.InferLatency)
 	s.report(pred)
+}
+
+// run is the part of an inference both protocols share once the request
+// is decoded: it takes the model again (a new version may have become
+// active since lookup; the one that answers is returned and recorded in
+// pred), runs it, and keeps the input for the observer if asked to.
+func (s *Server) run(ctx context.Context, name, version string, res *resolved, in model.Input, pred *Prediction) (*model.Output, *resolved, error) {
+	p, release, err := s.acquire(name, version)
+	if err != nil {
+		return nil, res, err
+	}
+	if m := p.Manifest(); m.Version != res.version {
+		res = describe(p)
+		pred.Version, pred.Provider = res.version, res.provider
+	}
+	t0 := time.Now()
+	out, err := p.Infer(ctx, in)
+	pred.InferLatency = time.Since(t0)
+	release()
+	if err != nil {
+		return nil, res, err
+	}
+	pred.Output = out
+	if s.keepInput != nil && s.onPrediction != nil && s.keepInput(res.name, res.version) {
+		// A raw body lives in a pooled buffer: the raw bytes are copied.
+		pred.Input = &model.Input{Tensors: in.Tensors, Raw: bytes.Clone(in.Raw)}
+	}
+	return out, res, nil
 }
 
 // serveInfer reads, runs and answers an inference request for a model
@@ -144,27 +185,9 @@ func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, versio
 		pred.RequestID = req.ID
 	}
 
-	p, release, err := s.acquire(name, version)
+	out, res, err := s.run(r.Context(), name, version, res, in, pred)
 	if err != nil {
 		return s.fail(w, r, res.bundle[0], err), err
-	}
-	if m := p.Manifest(); m.Version != res.version {
-		// A new version became active since lookup: report the one that
-		// answers.
-		res = describe(p)
-		pred.Version, pred.Provider = res.version, res.provider
-	}
-	t0 := time.Now()
-	out, err := p.Infer(r.Context(), in)
-	pred.InferLatency = time.Since(t0)
-	release()
-	if err != nil {
-		return s.fail(w, r, res.bundle[0], err), err
-	}
-	pred.Output = out
-	if s.keepInput != nil && s.onPrediction != nil && s.keepInput(res.name, res.version) {
-		// The body lives in a pooled buffer: the raw bytes are copied.
-		pred.Input = &model.Input{Tensors: in.Tensors, Raw: bytes.Clone(in.Raw)}
 	}
 
 	outputs := out.Tensors

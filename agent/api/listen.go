@@ -155,6 +155,18 @@ func ListenTCP(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// ListenAnyTCP listens on any TCP address, e.g. "0.0.0.0:8081", for a
+// listener whose clients authenticate (the gRPC API with MutualTLS); the
+// unauthenticated REST API takes ListenTCP. Failures to bind are
+// *ListenError.
+func ListenAnyTCP(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, listenError(addr, err)
+	}
+	return ln, nil
+}
+
 // CheckLoopback reports whether addr is host:port with a loopback IP
 // address or "localhost" as host.
 func CheckLoopback(addr string) error {

@@ -118,6 +118,10 @@ func TestListenError(t *testing.T) {
 		err.Error() != "api: cannot listen on "+addr+": address already in use" {
 		t.Errorf("address in use: %v (%#v)", err, le)
 	}
+	_, err = ListenAnyTCP(addr)
+	if !errors.As(err, &le) || le.Addr != addr || !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("ListenAnyTCP, address in use: %v", err)
+	}
 
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := ListenUnix(sock, 0o660)

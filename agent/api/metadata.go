@@ -35,7 +35,14 @@ func (s *Server) serverMetadata(w http.ResponseWriter, r *http.Request) {
 	b = appendString(b, s.name)
 	b = append(b, `,"version":`...)
 	b = appendString(b, s.version)
-	b = append(b, `,"extensions":["edgefleet_raw_input"]}`+"\n"...)
+	b = append(b, `,"extensions":[`...)
+	for i, e := range Extensions {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, e)
+	}
+	b = append(b, "]}\n"...)
 	writeJSON(w, http.StatusOK, b)
 }
 

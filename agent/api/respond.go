@@ -42,30 +42,41 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 // fail answers err with its status code and a message, logs it and
 // returns the code. bundleID names the model involved, if any.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, bundleID string, err error) int {
-	code := statusOf(err)
-	msg := err.Error()
-	switch code {
-	case http.StatusInternalServerError:
-		s.log.Error("inference failed", "model", bundleID, "path", r.URL.Path, "err", err)
-		// Runtime internals stay in the log.
-		msg = "internal error"
-		if bundleID != "" {
-			msg = "model " + bundleID + ": inference failed (the agent's log has the details)"
-		}
-	case statusClientClosed:
-		s.log.Debug("client went away", "model", bundleID, "path", r.URL.Path, "err", err)
+	code, msg := s.refusal(r.URL.Path, bundleID, err)
+	if code == statusClientClosed {
 		return code
-	case http.StatusRequestEntityTooLarge:
-		msg = fmt.Sprintf("request body too large: the limit is %d bytes (api.maxBodyBytes)", s.maxBody)
-		s.log.Debug("request refused", "code", code, "model", bundleID, "err", err)
-	default:
-		s.log.Debug("request refused", "code", code, "model", bundleID, "err", err)
 	}
 	if bundleID != "" {
 		w.Header()[BundleHeader] = []string{bundleID}
 	}
 	writeError(w, code, msg)
 	return code
+}
+
+// refusal is how the API answers err, in either protocol: its HTTP
+// status and the message the client gets. It logs err by its gravity;
+// path is the URL path or gRPC method, bundleID names the model involved
+// (if any).
+func (s *Server) refusal(path, bundleID string, err error) (int, string) {
+	code := statusOf(err)
+	msg := err.Error()
+	switch code {
+	case http.StatusInternalServerError:
+		s.log.Error("inference failed", "model", bundleID, "path", path, "err", err)
+		// Runtime internals stay in the log.
+		msg = "internal error"
+		if bundleID != "" {
+			msg = "model " + bundleID + ": inference failed (the agent's log has the details)"
+		}
+	case statusClientClosed:
+		s.log.Debug("client went away", "model", bundleID, "path", path, "err", err)
+	case http.StatusRequestEntityTooLarge:
+		msg = fmt.Sprintf("request body too large: the limit is %d bytes (api.maxBodyBytes)", s.maxBody)
+		s.log.Debug("request refused", "code", code, "model", bundleID, "err", err)
+	default:
+		s.log.Debug("request refused", "code", code, "model", bundleID, "err", err)
+	}
+	return code, msg
 }
 
 // statusClientClosed is recorded (never sent) when the client went away

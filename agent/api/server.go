@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/edgefleet/edgefleet/shared/version"
 )
@@ -87,6 +88,10 @@ type Server struct {
 	stop         chan struct{}
 	stopOnce     sync.Once
 	workerDone   chan struct{}
+
+	grpcMu      sync.Mutex
+	grpcServers []*grpc.Server // those ServeGRPC started
+	grpcClosed  bool           // Shutdown began: ServeGRPC starts no more
 }
 
 // New returns a server for opts. It starts the goroutine that feeds
@@ -178,17 +183,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return fmt.Errorf("api: serving %s: %w", ln.Addr(), err)
 }
 
-// Shutdown stops accepting requests, waits for in-flight ones to finish
-// (until ctx is done), then for the prediction observer to drain its
-// queue. It closes the listeners (removing a unix socket ListenUnix
+// Shutdown stops accepting requests (REST and gRPC), waits for in-flight
+// ones to finish (until ctx is done), then for the prediction observer to
+// drain its queue. It closes the listeners (removing a unix socket ListenUnix
 // created). Calling it again is harmless.
 func (s *Server) Shutdown(ctx context.Context) error {
+	gerr := s.stopGRPC(ctx)
 	err := s.srv.Shutdown(ctx)
 	if errors.Is(err, net.ErrClosed) {
 		// A listener Serve already closed because its ctx ended: nothing
 		// to close twice.
 		err = nil
 	}
+	err = errors.Join(gerr, err)
 	s.stopOnce.Do(func() { close(s.stop) })
 	select {
 	case <-s.workerDone:

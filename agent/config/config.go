@@ -66,8 +66,31 @@ type API struct {
 	// "127.0.0.1:8080". Never a routable address: the API has no
 	// authentication.
 	TCP string `yaml:"tcp" json:"tcp"`
-	// MaxBodyBytes caps a request body (413 above it).
+	// MaxBodyBytes caps a request body (413 above it), and a gRPC
+	// request message.
 	MaxBodyBytes ByteSize `yaml:"maxBodyBytes" json:"maxBodyBytes"`
+	// GRPCSocket optionally serves the API's gRPC form too (KServe's
+	// inference.GRPCInferenceService, with server reflection) on a unix
+	// socket of its own, e.g. "/run/edge-agent/grpc.sock", with
+	// socketMode's permissions; empty (the default) serves no gRPC.
+	GRPCSocket string `yaml:"grpcSocket" json:"grpcSocket"`
+	// GRPCListen optionally serves the gRPC form on TCP, e.g.
+	// "0.0.0.0:8081" or "127.0.0.1:8081", with mutual TLS: clients must
+	// present a certificate signed by grpcTLS.clientCA. Requires grpcTLS.
+	GRPCListen string `yaml:"grpcListen" json:"grpcListen"`
+	// GRPCTLS is grpcListen's certificates.
+	GRPCTLS ServerTLS `yaml:"grpcTLS" json:"grpcTLS"`
+}
+
+// ServerTLS names the certificate files of a listener with mutual TLS.
+type ServerTLS struct {
+	// Cert and Key are the agent's server certificate (PEM, with any
+	// intermediates) and its private key.
+	Cert string `yaml:"cert" json:"cert"`
+	Key  string `yaml:"key" json:"key"`
+	// ClientCA holds the CA certificates (PEM) that sign the clients'
+	// certificates; a client without one is refused.
+	ClientCA string `yaml:"clientCA" json:"clientCA"`
 }
 
 // Metrics is the Prometheus endpoint.

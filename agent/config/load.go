@@ -80,6 +80,10 @@ func (c *Config) resolve(dir string) {
 		abs(&c.Trust.PublicKeys[i])
 	}
 	abs(&c.API.Socket)
+	abs(&c.API.GRPCSocket)
+	abs(&c.API.GRPCTLS.Cert)
+	abs(&c.API.GRPCTLS.Key)
+	abs(&c.API.GRPCTLS.ClientCA)
 	abs(&c.Runtime.ORTLibrary)
 	abs(&c.WASM.CacheDir)
 	abs(&c.Uplink.PasswordFile)

@@ -86,6 +86,7 @@ func (v *validator) check(c *Config) {
 	}
 	v.loopback("api.tcp", c.API.TCP)
 	v.positive("api.maxBodyBytes", c.API.MaxBodyBytes)
+	v.grpc(c)
 	if v.loopback("metrics.listen", c.Metrics.Listen) && c.Metrics.Listen != "" && c.Metrics.Listen == c.API.TCP {
 		v.fail("metrics.listen", "%s is also api.tcp; metrics need their own address", c.Metrics.Listen)
 	}
@@ -135,6 +136,49 @@ func (v *validator) check(c *Config) {
 	}
 
 	v.uplink(&c.Uplink)
+}
+
+// grpc checks the gRPC settings of the API: a socket of its own, and a
+// TCP address only with all three certificate files.
+func (v *validator) grpc(c *Config) {
+	a := c.API
+	if a.GRPCSocket != "" && v.absPath("api.grpcSocket", a.GRPCSocket, false) {
+		switch {
+		case len(a.GRPCSocket) > maxSocketPath:
+			v.fail("api.grpcSocket", "path is %d bytes long; a unix socket path must be at most %d", len(a.GRPCSocket), maxSocketPath)
+		case a.GRPCSocket == a.Socket:
+			v.fail("api.grpcSocket", "%s is also api.socket; gRPC needs a socket of its own", a.GRPCSocket)
+		}
+	}
+	files := []struct{ key, path string }{
+		{"api.grpcTLS.cert", a.GRPCTLS.Cert},
+		{"api.grpcTLS.key", a.GRPCTLS.Key},
+		{"api.grpcTLS.clientCA", a.GRPCTLS.ClientCA},
+	}
+	if a.GRPCListen == "" {
+		for _, f := range files {
+			if f.path != "" {
+				v.fail(f.key, "set without api.grpcListen")
+			}
+		}
+		return
+	}
+	if host, port, err := net.SplitHostPort(a.GRPCListen); err != nil {
+		v.fail("api.grpcListen", "must be host:port such as 0.0.0.0:8081, got %q", a.GRPCListen)
+	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		v.fail("api.grpcListen", "invalid port %q", port)
+	} else if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		v.fail("api.grpcListen", "host %q is not an IP address or localhost", host)
+	} else if a.GRPCListen == a.TCP || a.GRPCListen == c.Metrics.Listen {
+		v.fail("api.grpcListen", "%s is also api.tcp or metrics.listen; gRPC needs its own address", a.GRPCListen)
+	}
+	for _, f := range files {
+		if f.path == "" {
+			v.fail(f.key, "required with api.grpcListen: the gRPC listener on TCP uses mutual TLS")
+			continue
+		}
+		v.absPath(f.key, f.path, true)
+	}
 }
 
 // uplinkSchemes maps broker URL schemes to whether they use TLS.
