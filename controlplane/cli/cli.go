@@ -99,6 +99,7 @@ edgefleet control plane.
 		newExperimentCmd(a),
 		newProfileCmd(a),
 		newDriftCmd(a),
+		newEventsCmd(a),
 		newConfigCmd(a),
 	)
 	// completion bash|zsh|fish|powershell, added now (cobra would add it

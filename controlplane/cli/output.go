@@ -111,6 +111,10 @@ func resourceNames(v any) ([]string, bool) {
 		}
 	case *rollout.Rollout:
 		names = []string{v.ID}
+	case api.EventList:
+		for _, e := range v.Events {
+			names = append(names, e.ID)
+		}
 	case *api.RolloutStatus:
 		names = []string{v.ID}
 	case *api.Keys:

@@ -76,6 +76,7 @@ func (s *Server) routes() http.Handler {
 	handle("GET "+p+"/bundles/{name}/{version}", authOperator, s.handleBundle)
 	s.rolloutRoutes(handle)
 	s.driftRoutes(handle)
+	s.eventRoutes(handle)
 	metrics := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 	handle("GET /metrics", authOperator, func(w http.ResponseWriter, r *http.Request) error {
 		metrics.ServeHTTP(w, r)

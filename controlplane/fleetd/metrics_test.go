@@ -145,16 +145,7 @@ func TestMetrics(t *testing.T) {
 	// Two devices in one wave without a bake; only one reports metrics,
 	// so the error-rate gate (2 reports needed) stays evaluated and
 	// waiting, and the rollout running.
-	var devs []*rolloutDevice
-	for i := range 2 {
-		id := fmt.Sprintf("cam-%d", i)
-		pw := ts.enroll(t, id, map[string]string{"site": "plant-7"})
-		d := &rolloutDevice{device: mustDialDevice(t, ts.srv.MQTTAddr(), id, pw), active: protocol.BundleID{Name: "vad", Version: "1.0.0"}, epoch: "e" + id}
-		d.subscribeDesired()
-		d.online()
-		d.reportActive(nil)
-		devs = append(devs, d)
-	}
+	devs := ts.rolloutDevices(t, 2, protocol.BundleID{Name: "vad", Version: "1.0.0"})
 	r, _, err := ts.api.CreateRollout(ctx, []byte("target: site=plant-7\nbundle: vad@1.1.0\nwaveDeadline: 1h\n"+
 		"waves: [{name: canary, count: 2, bake: 0s}]\ngates: {errorRate: {max: 0.05, minReports: 2}}\n"), false)
 	if err != nil {

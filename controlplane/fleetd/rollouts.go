@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/notify"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
 	"github.com/edgefleet/edgefleet/controlplane/rollout"
 	"github.com/edgefleet/edgefleet/shared/protocol"
@@ -22,10 +24,12 @@ import (
 // RolloutsFile holds the rollout engine's state in the data directory.
 const RolloutsFile = "rollouts.db"
 
-// rollouts is the rollout engine and its bbolt file.
+// rollouts is the rollout engine, the outgoing events queue (events.go)
+// and their bbolt file.
 type rollouts struct {
-	eng *rollout.Engine
-	db  *bolt.DB
+	eng    *rollout.Engine
+	events *notify.Service
+	db     *bolt.DB
 }
 
 // openRollouts opens the rollout engine over DATA/rollouts.db, with the
@@ -38,21 +42,34 @@ func (s *Server) openRollouts() error {
 	if err != nil {
 		return fmt.Errorf("fleetd: opening %s: %w", path, err)
 	}
+	events, err := s.openEvents(db)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	s.ro.events = events
 	eng, err := rollout.New(rollout.Config{
 		DB: db, Inventory: s.inv, Bundles: s.reg, Fleet: rolloutFleet{s},
 		Observer: rollout.RecordObserver{Records: s.recs},
 		Now:      s.now, Logger: s.log.With("component", "rollout"),
+		Emitter: rolloutEmitter{s},
 	})
 	if err != nil {
+		events.Close()
+		s.ro.events = nil
 		db.Close()
 		return fmt.Errorf("fleetd: %w", err)
 	}
-	s.ro = rollouts{eng: eng, db: db}
+	s.ro = rollouts{eng: eng, events: events, db: db}
 	return nil
 }
 
-// runRollouts advances the rollouts until ctx ends.
+// runRollouts advances the rollouts, and delivers the outgoing events,
+// until ctx ends.
 func (s *Server) runRollouts(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.ro.events.Run(ctx) })
 	if err := s.ro.eng.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Error("fleetd: rollout engine stopped", "err", err)
 	}
@@ -61,6 +78,9 @@ func (s *Server) runRollouts(ctx context.Context) {
 func (s *Server) closeRollouts() error {
 	if s.ro.eng != nil {
 		s.ro.eng.Close()
+	}
+	if s.ro.events != nil {
+		s.ro.events.Close()
 	}
 	if s.ro.db == nil {
 		return nil

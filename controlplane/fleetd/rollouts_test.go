@@ -26,6 +26,23 @@ type rolloutDevice struct {
 	rec     uint64
 }
 
+// rolloutDevices enrols n devices cam-0.. labelled site=plant-7, each
+// online, subscribed to its desired state and reporting active.
+func (ts *testServer) rolloutDevices(t *testing.T, n int, active protocol.BundleID) []*rolloutDevice {
+	t.Helper()
+	var devs []*rolloutDevice
+	for i := range n {
+		id := fmt.Sprintf("cam-%d", i)
+		pw := ts.enroll(t, id, map[string]string{"site": "plant-7"})
+		d := &rolloutDevice{device: mustDialDevice(t, ts.srv.MQTTAddr(), id, pw), active: active, epoch: "e" + id}
+		d.subscribeDesired()
+		d.online()
+		d.reportActive(nil)
+		devs = append(devs, d)
+	}
+	return devs
+}
+
 func (d *rolloutDevice) reportActive(install *protocol.InstallStatus) {
 	d.t.Helper()
 	d.mustPublish(protocol.KindReported, &protocol.ReportedState{V: 1, DeviceID: d.id, Time: time.Now().UTC(),
@@ -62,16 +79,7 @@ func TestRolloutThroughFleetd(t *testing.T) {
 		}
 	}
 	v1 := protocol.BundleID{Name: "vad", Version: "1.0.0"}
-	var devs []*rolloutDevice
-	for i := range 4 {
-		id := fmt.Sprintf("cam-%d", i)
-		pw := ts.enroll(t, id, map[string]string{"site": "plant-7"})
-		d := &rolloutDevice{device: mustDialDevice(t, ts.srv.MQTTAddr(), id, pw), active: v1, epoch: "e" + id}
-		d.subscribeDesired()
-		d.online()
-		d.reportActive(nil)
-		devs = append(devs, d)
-	}
+	devs := ts.rolloutDevices(t, 4, v1)
 
 	// Spec problems come back as 400 with the field named.
 	for spec, want := range map[string]string{

@@ -118,12 +118,16 @@ func (e *Engine) Rollback(ctx context.Context, id, note string) (*Rollout, error
 	}
 	now := e.now()
 	e.runs[id] = rn
-	e.startRollback(ctx, rn, now, withNote("manual rollback by an operator", note))
+	e.startRollback(ctx, rn, now, withNote(ReasonManualRollback, note))
 	if err := e.advance(ctx, rn); err != nil {
 		return nil, err
 	}
 	return rn.snapshot(), nil
 }
+
+// ReasonManualRollback starts the Reason of a rollout an operator rolled
+// back.
+const ReasonManualRollback = "manual rollback by an operator"
 
 // revive loads a finished rollout for a manual rollback, checking that no
 // other active rollout holds its devices.

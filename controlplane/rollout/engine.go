@@ -43,6 +43,20 @@ type Config struct {
 	NewID func() string
 	// Logger receives the engine's logs; nil discards them.
 	Logger *slog.Logger
+	// Emitter, if set, hears of every history event inside the
+	// transaction that records it (fleetd queues its outgoing events
+	// there).
+	Emitter Emitter
+}
+
+// Emitter hears of rollouts' history events (a gate breached, a rollback
+// done, an experiment completed, ...) inside the bbolt transaction that
+// appends them to the history, with the event's Seq set and the rollout
+// as it is being written: what it writes in tx commits with the event or
+// not at all. It must not keep r or call the Engine; an error fails the
+// write, which the engine retries at the next tick.
+type Emitter interface {
+	RolloutEvent(tx *bolt.Tx, r *Rollout, ev Event) error
 }
 
 // Engine runs rollouts and experiments. Its methods are safe for
@@ -58,6 +72,7 @@ type Engine struct {
 	now      func() time.Time
 	newID    func() string
 	log      *slog.Logger
+	emit     Emitter
 	kick     chan struct{}
 
 	mu     sync.Mutex
@@ -79,7 +94,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		db: cfg.DB, inv: cfg.Inventory, bundles: cfg.Bundles, fleet: cfg.Fleet, obs: cfg.Observer,
-		interval: cfg.Interval, now: cfg.Now, newID: cfg.NewID, log: cfg.Logger,
+		interval: cfg.Interval, now: cfg.Now, newID: cfg.NewID, log: cfg.Logger, emit: cfg.Emitter,
 		kick: make(chan struct{}, 1),
 		runs: map[string]*run{},
 	}
@@ -446,7 +461,7 @@ func (e *Engine) create(p *Plan, previous map[string]*protocol.BundleID, from st
 				return err
 			}
 		}
-		return rn.write(tx)
+		return rn.write(tx, e.emit)
 	})
 	if err != nil {
 		return nil, closedErr(err)

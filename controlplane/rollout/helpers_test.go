@@ -319,6 +319,8 @@ type env struct {
 	db    *bolt.DB
 	eng   *Engine
 	ids   int
+	// emitter, if set, is the engine's Emitter.
+	emitter Emitter
 }
 
 // newEnv makes n devices dev-000.. running v1, labelled site a/b/c by
@@ -345,7 +347,7 @@ func (e *env) open() {
 	}
 	eng, err := New(Config{
 		DB: db, Inventory: e.fleet, Bundles: bundles{e.fleet}, Fleet: e.fleet, Observer: e.fleet,
-		Now: e.clock.Now,
+		Now: e.clock.Now, Emitter: e.emitter,
 		NewID: func() string {
 			e.ids++
 			return fmt.Sprintf("ro-test-%d", e.ids)

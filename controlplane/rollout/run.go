@@ -59,8 +59,9 @@ func (rn *run) ids() []string {
 	return out
 }
 
-// write puts the rollout, the dirty devices and the new events in tx.
-func (rn *run) write(tx *bolt.Tx) error {
+// write puts the rollout, the dirty devices and the new events in tx,
+// telling emit (if set) of each event.
+func (rn *run) write(tx *bolt.Tx, emit Emitter) error {
 	for o := range rn.dirty {
 		if err := putDevice(tx, rn.r.ID, rn.devs[o]); err != nil {
 			return err
@@ -69,6 +70,11 @@ func (rn *run) write(tx *bolt.Tx) error {
 	for i := range rn.events {
 		if err := appendEvent(tx, rn.r.ID, &rn.events[i]); err != nil {
 			return err
+		}
+		if emit != nil {
+			if err := emit.RolloutEvent(tx, rn.r, rn.events[i]); err != nil {
+				return fmt.Errorf("rollout %s: emitting %s: %w", rn.r.ID, rn.events[i].Type, err)
+			}
 		}
 	}
 	if rn.acquire {
@@ -102,7 +108,7 @@ func (e *Engine) flush(rn *run) error {
 		}
 	}
 	rn.r.Updated = e.now()
-	if err := e.db.Update(rn.write); err != nil {
+	if err := e.db.Update(func(tx *bolt.Tx) error { return rn.write(tx, e.emit) }); err != nil {
 		return closedErr(err)
 	}
 	rn.clean()
