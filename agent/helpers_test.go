@@ -83,6 +83,8 @@ type spec struct {
 	want float64
 	// minAgent is the bundle's minAgentVersion.
 	minAgent string
+	// sampling is the bundle's sampling policy (testbundle.Silero.Sampling).
+	sampling string
 }
 
 // sileroBundle builds (once per process) and signs a Silero VAD bundle
@@ -91,11 +93,11 @@ type spec struct {
 func sileroBundle(t testing.TB, s spec) built {
 	t.Helper()
 	b := testbundle.SileroFiles(t)
-	b.Version, b.MinAgentVersion, b.SmokeOutput = s.version, s.minAgent, s.want
+	b.Version, b.MinAgentVersion, b.SmokeOutput, b.Sampling = s.version, s.minAgent, s.want, s.sampling
 	if s.want == 0 {
 		b.Check = modelCheck(t)
 	}
-	return fixtureBundle(t, fmt.Sprintf("%s/%g/%s", s.version, s.want, s.minAgent), b)
+	return fixtureBundle(t, fmt.Sprintf("%s/%g/%s/%s", s.version, s.want, s.minAgent, s.sampling), b)
 }
 
 // modelCheck is the build-time check fleetctl runs: model.Check with the

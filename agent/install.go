@@ -442,6 +442,7 @@ func (a *Agent) putInService(m *model.Model) {
 	a.degraded = ""
 	a.modelMu.Unlock()
 	a.driftSwap(m) // before the new version answers
+	a.sampleSwap(m)
 	old, wait := a.reg.Set(m)
 	if prev != nil && prev.Manifest().Name != m.Manifest().Name {
 		// Another bundle name: the previous one leaves the API.

@@ -47,6 +47,8 @@ type Status struct {
 	Trust       TrustStatus      `json:"trust"`
 	Buffer      BufferStatus     `json:"buffer"`
 	Predictions *PredictionStats `json:"predictions,omitempty"`
+	// Samples is the served bundle's data sampling (sample.go), if any.
+	Samples *SampleStats `json:"samples,omitempty"`
 	// Shadow is the candidate running in shadow, if any.
 	Shadow *ShadowStatus `json:"shadow,omitempty"`
 	Uplink *UplinkStatus `json:"uplink,omitempty"`
@@ -129,6 +131,7 @@ func (a *Agent) Status() (Status, error) {
 		a.modelMu.Unlock()
 		ps := a.tel.stats()
 		s.Predictions = &ps
+		s.Samples = a.samples.stats()
 		s.Shadow = a.shadowStatus()
 	}
 	if a.up != nil {

@@ -47,6 +47,7 @@ packages=(
   "e2fsprogs|test|mkfs.ext4, debugfs, e2label for the device image"
   "curl|test|the device smoke's network-rule probe"
   "procps|test|pgrep for the process-cleanup checks"
+  "protobuf-compiler|test|protoc: the test that keeps the generated gRPC code (agent/api/oipgrpc) current regenerates it"
 )
 
 die() { echo "setup: $1" >&2; exit "${2:-1}"; }
@@ -84,12 +85,12 @@ for p in "${wanted[@]}"; do
 done
 command -v go >/dev/null || die "go is required (Go 1.26, https://go.dev/dl/); it is not a Debian package here"
 
-# tools_missing: the pinned Go tools (scripts/tools.sh) that make test needs
-# and that are not built yet.
+# tools_missing: the pinned Go tools (scripts/tools.sh) and Node.js apps
+# (scripts/npm-apps.sh) that make test needs and that are not installed yet.
 tools_missing() {
   [ "$target" = test ] || return 0
   scripts/tools.sh --missing
-  scripts/ortpeer.sh --check || echo ortpeer
+  scripts/npm-apps.sh --check || true
 }
 
 # device_root_missing: whether make test's plain Debian device root (the
@@ -130,8 +131,9 @@ fi
 scripts/deps.sh
 if [ "$target" = test ]; then
   scripts/tools.sh
-  # onnxruntime-node, the peer make bench compares the agent with.
-  scripts/ortpeer.sh
+  # onnxruntime-node, the peer make bench compares the agent with, and
+  # DuckDB, the independent reader of the Parquet sample files.
+  scripts/npm-apps.sh
   # The plain Debian root the "Your first device" doc test installs the
   # agent's package into (debootstrap, once; cached in .cache/roots/).
   if device_root_missing; then

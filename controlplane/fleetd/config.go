@@ -60,6 +60,8 @@ type Config struct {
 	Registry RegistryConfig `yaml:"registry"`
 	Desired  DesiredConfig  `yaml:"desired"`
 	Records  RecordsConfig  `yaml:"records"`
+	Events   EventsConfig   `yaml:"events"`
+	Samples  SamplesConfig  `yaml:"samples"`
 
 	// Logger receives fleetd's logs; nil discards them.
 	Logger *slog.Logger `yaml:"-"`
@@ -68,6 +70,9 @@ type Config struct {
 	Announce io.Writer `yaml:"-"`
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time `yaml:"-"`
+	// EventTiming, if set, replaces the retry timing of event deliveries
+	// (tests).
+	EventTiming *EventTiming `yaml:"-"`
 
 	// src is where LoadConfig found each key, for Validate's errors.
 	src *configfile.Source
@@ -306,6 +311,8 @@ func (c *Config) withDefaults() Config {
 	if d.Records.MaxAge == 0 {
 		d.Records.MaxAge = Duration(telemetry.DefaultMaxAge)
 	}
+	d.Events = d.Events.withDefaults()
+	d.Samples = d.Samples.withDefaults()
 	return d
 }
 
@@ -440,6 +447,8 @@ func (c *Config) Validate() error {
 	if time.Duration(d.Records.MaxAge) < time.Minute {
 		bad("records.maxAge", "must be at least 1m, got %s", d.Records.MaxAge)
 	}
+	validateEvents(d.Events, bad)
+	validateSamples(d.Samples, bad)
 	return configErrors(r.Errors())
 }
 

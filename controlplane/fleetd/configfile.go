@@ -88,7 +88,7 @@ func (c *Config) resolvePaths(dir string) {
 	for _, p := range []*string{
 		&c.DataDir, &c.HTTP.CertFile, &c.HTTP.KeyFile, &c.Auth.OperatorTokenFile,
 		&c.Broker.PasswordFile, &c.Broker.CAFile, &c.Broker.Mosquitto.PasswordFile, &c.Broker.Mosquitto.PIDFile,
-		&c.Registry.Dir, &c.Registry.URLKeyFile, &c.Registry.S3.CredentialsFile,
+		&c.Registry.Dir, &c.Registry.URLKeyFile, &c.Registry.S3.CredentialsFile, &c.Samples.Dir,
 	} {
 		abs(p)
 	}
@@ -105,4 +105,5 @@ func (c *Config) resolvePaths(dir string) {
 	for i := range c.Registry.TrustedKeys {
 		abs(&c.Registry.TrustedKeys[i])
 	}
+	c.Events.resolvePaths(abs)
 }

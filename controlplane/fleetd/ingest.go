@@ -175,7 +175,10 @@ func (s *Server) ingestEvent(device string, payload []byte) error {
 	}
 	rec := telemetry.Record{Device: device, Epoch: e.Epoch, ID: e.ID, Kind: RecordKindEvent, Time: e.Time,
 		Payload: append([]byte(nil), payload...)}
-	return s.storeRecords(device, e.Epoch, []telemetry.Record{rec})
+	if err := s.storeRecords(device, e.Epoch, []telemetry.Record{rec}); err != nil {
+		return err
+	}
+	return s.eventsOfDeviceEvent(device, e) // events.go
 }
 
 // RecordKindEvent is the record kind events are stored under.
@@ -193,7 +196,11 @@ func (s *Server) ingestTelemetry(device string, payload []byte) error {
 	for i, r := range b.Records {
 		recs[i] = telemetry.Record{Device: device, Epoch: b.Epoch, ID: r.ID, Kind: r.Kind, Time: r.Time, Payload: r.Payload}
 	}
-	return s.storeRecords(device, b.Epoch, recs)
+	recs, samples := splitSamples(recs) // samples.go: they go to the Parquet files
+	if err := s.storeRecords(device, b.Epoch, recs); err != nil {
+		return err
+	}
+	return s.storeSamples(device, b.Epoch, samples)
 }
 
 func (s *Server) storeRecords(device, epoch string, recs []telemetry.Record) error {
@@ -204,6 +211,10 @@ func (s *Server) storeRecords(device, epoch string, recs []telemetry.Record) err
 		return refuse(err)
 	}
 	s.drift.stored(device, recs) // drift hours cached before are stale
+	// Drift episodes of the outgoing events (events.go).
+	if err := s.eventsOfRecords(device, recs); err != nil {
+		return err
+	}
 	s.metrics.delivered.Add(float64(res.Delivered))
 	now := s.now()
 	for _, r := range recs {

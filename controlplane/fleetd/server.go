@@ -26,7 +26,9 @@
 // acknowledgements fleetd sends only after storing. Telemetry records and
 // events are deduplicated by (device, epoch, record id) and stored in the
 // telemetry record store; a malformed message is logged, counted and
-// dropped. See docs/operations.md.
+// dropped. Sample records (bundles' data sampling) are staged in the
+// sample lake instead, which writes them as Parquet to the registry's
+// storage (samples.go, controlplane/lake). See docs/operations.md.
 package fleetd
 
 import (
@@ -47,6 +49,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/controlplane/broker"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
+	"github.com/edgefleet/edgefleet/controlplane/lake"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
 	"github.com/edgefleet/edgefleet/shared/bundle"
@@ -100,6 +103,9 @@ type Server struct {
 
 	ro    rollouts   // the rollout engine (rollouts.go)
 	drift driftIndex // drift profiles and merged hours (drift_cache.go, drift_profile.go)
+
+	lake      *lake.Lake // data samples to Parquet (samples.go)
+	samplesAt string     // where the Parquet files go
 
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -193,6 +199,9 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}
 	if err := s.openRegistry(); err != nil {
+		return nil, err
+	}
+	if err := s.openSamples(); err != nil {
 		return nil, err
 	}
 	if err := s.openRollouts(); err != nil {
@@ -474,6 +483,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	s.startLoops(bgCtx)
+	s.bg.Go(func() { s.runSamples(bgCtx) })
 
 	var err error
 	select {
@@ -561,6 +571,7 @@ func (s *Server) closeStores() error {
 		s.broker.Close()
 	}
 	errs = append(errs, s.closeRollouts())
+	errs = append(errs, s.closeSamples())
 	if s.recs != nil {
 		errs = append(errs, s.recs.Close())
 	}

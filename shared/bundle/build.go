@@ -142,7 +142,8 @@ func (s *Spec) stage(ctx context.Context, dir string, lim Limits, log *slog.Logg
 			ExecutionProviders: s.ExecutionProviders,
 			AllowNonFinite:     s.AllowNonFinite,
 		},
-		Lineage: s.Lineage,
+		Lineage:  s.Lineage,
+		Sampling: s.Sampling.policy(),
 	}
 	type source struct{ field, src, name string }
 	sources := []source{{"model", s.Model, ModelFile}}

@@ -35,6 +35,9 @@ type Manifest struct {
 	Smoke []SmokeVector `json:"smoke,omitempty"`
 	// Lineage says where the model came from, if the build knew.
 	Lineage *Lineage `json:"lineage,omitempty"`
+	// Sampling, if set, has devices keep a sample of the model's inputs
+	// and outputs for the feature store (docs/integrations.md).
+	Sampling *Sampling `json:"sampling,omitempty"`
 }
 
 // Lineage says where a bundle's model came from: the training run that

@@ -54,6 +54,8 @@ type Spec struct {
 	// Lineage, optional, says where the model came from (UseModel sets
 	// it from the model's source).
 	Lineage *Lineage `json:"lineage,omitempty"`
+	// Sampling, optional, is the manifest's sampling policy.
+	Sampling *SamplingSpec `json:"sampling,omitempty"`
 
 	dir  string
 	file string // the file it was read from; "" for NewSpec
@@ -195,6 +197,11 @@ func (s *Spec) validate() error {
 	}
 	if s.Lineage != nil {
 		if err := s.Lineage.validate(); err != nil {
+			return err
+		}
+	}
+	if p := s.Sampling.policy(); p != nil {
+		if err := p.validate("sampling"); err != nil {
 			return err
 		}
 	}

@@ -195,6 +195,11 @@ func (m *Manifest) validate() error {
 			return err
 		}
 	}
+	if m.Sampling != nil {
+		if err := m.Sampling.validate("sampling"); err != nil {
+			return err
+		}
+	}
 	if len(m.Files) == 0 {
 		return errors.New(`missing field "files"`)
 	}

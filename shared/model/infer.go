@@ -60,7 +60,7 @@ func (m *Model) Infer(ctx context.Context, in Input) (*Output, error) {
 			return nil, fmt.Errorf("%w: post-processor: %w", ErrProcessor, err)
 		}
 	}
-	out.Tensors = res
+	out.Tensors, out.Inputs = res, inputs
 	return out, nil
 }
 

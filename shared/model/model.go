@@ -75,6 +75,11 @@ type Output struct {
 	// Features are the pre-processor's outputs that are not model inputs
 	// (drift features); empty when the request carried tensors.
 	Features []tensor.Tensor
+	// Inputs are the tensors the model was fed: the pre-processor's
+	// outputs named like model inputs for raw bytes, the request's
+	// tensors otherwise (the same slices, not copies). The agent's data
+	// sampling keeps them (docs/integrations.md).
+	Inputs []tensor.Tensor
 }
 
 // Model is a loaded bundle model, safe for concurrent Infer.

@@ -300,6 +300,9 @@ const (
 	RecordMetrics    = "metrics"
 	RecordDrift      = "drift"
 	RecordShadow     = "shadow"
+	// RecordSample is a bundle's data sample for the feature store
+	// (SampleRecord).
+	RecordSample = "sample"
 )
 
 // Record is one outbox record in a TelemetryBatch.

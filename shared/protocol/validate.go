@@ -265,16 +265,8 @@ func (r *ReportedState) Validate() error {
 	if err := checkSemver(what, "agentVersion", r.AgentVersion); err != nil {
 		return err
 	}
-	if len(r.Labels) > MaxLabels {
-		return invalid(what, "labels", "%d labels, the limit is %d", len(r.Labels), MaxLabels)
-	}
-	for k, v := range r.Labels {
-		if !isLabelKey(k) {
-			return invalid(what, "labels", "key %q: must be 1 to %d bytes of [A-Za-z0-9._/-], starting with a letter or digit", k, maxLabelK)
-		}
-		if err := checkText(what, "labels."+k, v, maxLabelV); err != nil {
-			return err
-		}
+	if err := checkLabels(what, r.Labels); err != nil {
+		return err
 	}
 	for _, b := range []struct {
 		field string
@@ -506,6 +498,23 @@ func (s *Status) Validate() error {
 	}
 	if s.Reason != "" && !isToken(s.Reason, maxToken) {
 		return invalid(what, "reason", "%q: must match [a-z0-9][a-z0-9._-]*", s.Reason)
+	}
+	return nil
+}
+
+// checkLabels checks a record's device labels: at most MaxLabels, each
+// key a label key and each value short printable text.
+func checkLabels(what string, labels map[string]string) error {
+	if len(labels) > MaxLabels {
+		return invalid(what, "labels", "%d labels, the limit is %d", len(labels), MaxLabels)
+	}
+	for k, v := range labels {
+		if !isLabelKey(k) {
+			return invalid(what, "labels", "key %q: must be 1 to %d bytes of [A-Za-z0-9._/-], starting with a letter or digit", k, maxLabelK)
+		}
+		if err := checkText(what, "labels."+k, v, maxLabelV); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -189,6 +189,9 @@ type Silero struct {
 	SmokeOutput float64
 	// Check is the build-time check (model.Check, say); nil: none.
 	Check func(ctx context.Context, dir string, m *bundle.Manifest) error
+	// Sampling, if set, is the spec's sampling policy as a YAML flow
+	// mapping, e.g. "{rate: 1, maxBytesPerDay: 1MiB}".
+	Sampling string
 }
 
 // SileroFiles is a Silero for tests with the real components: the model
@@ -232,6 +235,9 @@ func (p *Publisher) BuildSilero(ctx context.Context, dir string, s Silero) (Bund
 	fmt.Fprintf(&y, "model: %s\npre: %s\n", quote(s.Model), quote(s.Pre))
 	if s.Profile != "" {
 		fmt.Fprintf(&y, "profile: %s\n", quote(s.Profile))
+	}
+	if s.Sampling != "" {
+		fmt.Fprintf(&y, "sampling: %s\n", s.Sampling)
 	}
 	y.WriteString(`inputs:
   - {name: input, datatype: FP32, shape: [-1, 512]}

@@ -11,7 +11,7 @@
 //   - inference (agent/api BenchmarkInfer and BenchmarkInferRaw): Silero VAD
 //     in the agent's process, over the unix socket as OIP JSON and as raw
 //     PCM, against onnxruntime-node 1.24.1 running the same frame in
-//     process (testbed/bench/ortpeer, installed by scripts/ortpeer.sh);
+//     process (testbed/bench/ortpeer, installed by scripts/npm-apps.sh ortpeer);
 //   - concurrency (agent/api BenchmarkInferConcurrent): 2 and 4 clients
 //     keeping requests in flight over the socket against onnxruntime-node
 //     keeping as many session.run calls in flight, requests/s and p99;
@@ -255,14 +255,14 @@ func measure(ctx context.Context, art fleet.Artifacts, work string, g group, rou
 }
 
 // peerCommand is the command line of the onnxruntime-node peer: its
-// script is copied beside the node_modules scripts/ortpeer.sh installed.
+// script is copied beside the node_modules scripts/npm-apps.sh ortpeer installed.
 func peerCommand(art fleet.Artifacts) ([]string, error) {
 	dir := os.Getenv("EDGEFLEET_ORTPEER")
 	if dir == "" {
 		dir = filepath.Join(art.Root, ".cache", "ortpeer")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "onnxruntime-node")); err != nil {
-		return nil, fmt.Errorf("the onnxruntime-node peer is not installed in %s: run scripts/ortpeer.sh (make setup does)", dir)
+		return nil, fmt.Errorf("the onnxruntime-node peer is not installed in %s: run scripts/npm-apps.sh ortpeer (make setup does)", dir)
 	}
 	script, err := os.ReadFile(filepath.Join(art.Root, "testbed", "bench", "ortpeer", "peer.mjs"))
 	if err != nil {
