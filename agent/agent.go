@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -143,6 +144,7 @@ type Agent struct {
 	srv     *api.Server
 	up      *uplink.Uplink
 	tel     *telemetry
+	samples *sampler      // data samples for the feature store (sample.go)
 	shadow  *shadowRunner // set by start
 	drift   *driftWindows
 	runCtx  context.Context
@@ -400,11 +402,15 @@ func (e *ListenError) Unwrap() error { return e.Err }
 // configured, and set to nil when handed to a server.
 type listeners struct {
 	unix, tcp, metrics net.Listener
+	// The gRPC form of the API: its unix socket, its TCP listener and
+	// that listener's mutual TLS.
+	grpcUnix, grpcTCP net.Listener
+	grpcTLS           *tls.Config
 }
 
 // close closes the listeners nobody serves.
 func (l *listeners) close() {
-	for _, ln := range []*net.Listener{&l.unix, &l.tcp, &l.metrics} {
+	for _, ln := range []*net.Listener{&l.unix, &l.tcp, &l.metrics, &l.grpcUnix, &l.grpcTCP} {
 		if *ln != nil {
 			(*ln).Close()
 			*ln = nil
@@ -420,8 +426,9 @@ func take(ln *net.Listener) net.Listener {
 }
 
 // bind listens on every configured address: the TCP ones first, which
-// touch no file, then the unix socket (which replaces a stale socket left
-// by an agent that is gone, see api.ListenUnix). The first failure closes
+// touch no file (after loading the gRPC listener's certificates), then
+// the unix sockets (which replace a stale socket left by an agent that is
+// gone, see api.ListenUnix). The first failure closes
 // what was bound and is a *ListenError.
 func (a *Agent) bind() (*listeners, error) {
 	l := &listeners{}
@@ -434,9 +441,21 @@ func (a *Agent) bind() (*listeners, error) {
 		return nil, &ListenError{Addr: addr, Key: key, Err: err}
 	}
 	var err error
+	if g := a.cfg.API; g.GRPCListen != "" {
+		// The certificates first: a bad file binds nothing.
+		if l.grpcTLS, err = api.MutualTLS(g.GRPCTLS.Cert, g.GRPCTLS.Key, g.GRPCTLS.ClientCA); err != nil {
+			return nil, fmt.Errorf("agent: api.grpcTLS: %w", err)
+		}
+	}
 	if addr := a.cfg.API.TCP; addr != "" {
 		if l.tcp, err = api.ListenTCP(addr); err != nil {
 			return fail("api.tcp", addr, err)
+		}
+	}
+	if addr := a.cfg.API.GRPCListen; addr != "" {
+		// Any address: clients authenticate with certificates.
+		if l.grpcTCP, err = api.ListenAnyTCP(addr); err != nil {
+			return fail("api.grpcListen", addr, err)
 		}
 	}
 	if addr := a.cfg.Metrics.Listen; addr != "" {
@@ -446,6 +465,11 @@ func (a *Agent) bind() (*listeners, error) {
 	}
 	if l.unix, err = api.ListenUnix(a.cfg.API.Socket, os.FileMode(a.cfg.API.SocketMode)); err != nil {
 		return fail("api.socket", a.cfg.API.Socket, err)
+	}
+	if p := a.cfg.API.GRPCSocket; p != "" {
+		if l.grpcUnix, err = api.ListenUnix(p, os.FileMode(a.cfg.API.SocketMode)); err != nil {
+			return fail("api.grpcSocket", p, err)
+		}
 	}
 	return l, nil
 }
@@ -464,9 +488,10 @@ type session struct {
 // start serves on lns (taking the listeners it serves) and loads the
 // active model.
 func (a *Agent) start(ctx context.Context, lns *listeners) (*session, error) {
-	s := &session{errc: make(chan error, 4)}
+	s := &session{errc: make(chan error, 8)}
 	reg := api.NewRegistry()
 	tel := newTelemetry(a.ob, a.log, a.cfg.Buffer.PredictionSampleRate, a.opts.metricsInterval, a.opts.sampleQueue)
+	smp := newSampler(a.ob, a.log, a.cfg.Labels, int(a.cfg.Buffer.MaxRecordBytes))
 	dw := newDriftWindows(a.ob, a.log, a.opts.driftWindow)
 	sh := newShadowRunner(a.ob, a.log, a.opts.shadow)
 	srv, err := api.New(api.Options{
@@ -477,21 +502,23 @@ func (a *Agent) start(ctx context.Context, lns *listeners) (*session, error) {
 			st := a.ob.Stats()
 			return api.BufferStats{Records: st.Records, Bytes: st.Bytes, Dropped: st.Dropped}
 		},
-		OnPrediction: func(p api.Prediction) { tel.observe(p); dw.observe(p); sh.observe(p) },
+		OnPrediction: func(p api.Prediction) { tel.observe(p); dw.observe(p); sh.observe(p); smp.observe(p) },
 		KeepInput:    sh.keep,
 	})
 	if err != nil {
 		return s, fmt.Errorf("agent: %w", err)
 	}
-	if err := errors.Join(tel.register(srv.Registry()), dw.register(srv.Registry())); err != nil {
+	if err := errors.Join(tel.register(srv.Registry()), dw.register(srv.Registry()), smp.register(srv.Registry())); err != nil {
 		srv.Shutdown(ctx)
 		return s, fmt.Errorf("agent: %w", err)
 	}
 	// From here on installs put models into service (isServing).
 	a.mu.Lock()
 	a.reg, a.srv, a.tel, a.drift, a.started = reg, srv, tel, dw, time.Now()
+	a.samples = smp
 	a.mu.Unlock()
 	tel.start()
+	smp.start()
 	a.startShadowRunner(sh)
 	dw.start()
 
@@ -513,6 +540,14 @@ func (a *Agent) start(ctx context.Context, lns *listeners) (*session, error) {
 	if lns.tcp != nil {
 		tln := take(&lns.tcp)
 		a.serve(s, "tcp", func() error { return srv.Serve(ctx, tln) })
+	}
+	if lns.grpcUnix != nil {
+		gln := take(&lns.grpcUnix)
+		a.serve(s, "grpc unix socket", func() error { return srv.ServeGRPC(ctx, gln, nil) })
+	}
+	if lns.grpcTCP != nil {
+		gln, cfg := take(&lns.grpcTCP), lns.grpcTLS
+		a.serve(s, "grpc tcp (mutual TLS)", func() error { return srv.ServeGRPC(ctx, gln, cfg) })
 	}
 	if lns.metrics != nil {
 		addr, mln := a.cfg.Metrics.Listen, take(&lns.metrics)
@@ -633,6 +668,9 @@ func (a *Agent) shutdown(s *session) error {
 	}
 	if a.tel != nil {
 		a.tel.stop()
+	}
+	if a.samples != nil {
+		a.samples.stop()
 	}
 	a.stopShadowRunner()
 	if a.drift != nil {

@@ -23,11 +23,13 @@ type Prediction struct {
 	// Time is when the request arrived.
 	Time time.Time
 	// Latency is the server's time on the request: reading and decoding
-	// the body, inference, encoding and writing the response.
+	// the body, inference, encoding and writing the response (for gRPC,
+	// from the decoded message to the response built).
 	Latency time.Duration
 	// InferLatency is the time in Predictor.Infer alone.
 	InferLatency time.Duration
-	// Code is the HTTP status answered.
+	// Code is the HTTP status answered; for a gRPC call, the status REST
+	// would have answered (its gRPC code maps from it).
 	Code int
 	// Err is why the request failed, nil if it succeeded. Errors wrapping
 	// ErrRequest or model.ErrInput were the caller's fault.

@@ -120,6 +120,8 @@ type demo struct {
 	streamCancel context.CancelFunc
 	streamWG     sync.WaitGroup
 
+	events *eventSink // the CloudEvents receiver (events.go)
+
 	// For the summary.
 	first, second   *rollout.Rollout
 	firstTook       time.Duration
@@ -285,6 +287,7 @@ func (d *demo) cleanup() {
 	}
 	isAgent := func(p *proc) bool { return strings.HasPrefix(p.Name, "edge-agent ") }
 	d.sup.StopAll(25*time.Second, isAgent)
+	d.closeEvents()
 	d.stoppedProcs = len(running)
 	for _, p := range d.sup.Running() {
 		d.stillRunning = append(d.stillRunning, fmt.Sprintf("%s (pid %d)", p.Name, p.Pid()))

@@ -217,6 +217,9 @@ func TestAgentConfig(t *testing.T) {
 		if cfg.API.Socket != dev.Socket {
 			t.Errorf("socket %q, want %q", cfg.API.Socket, dev.Socket)
 		}
+		if want := grpcSocketOf(dev.Socket); cfg.API.GRPCSocket != want || want == dev.Socket {
+			t.Errorf("gRPC socket %q, want %q", cfg.API.GRPCSocket, want)
+		}
 		if cfg.DataDir != filepath.Join(dir, "data") {
 			t.Errorf("data dir %q", cfg.DataDir)
 		}

@@ -187,10 +187,13 @@ func TestDemo(t *testing.T) {
 		"rollout succeeded",
 		"gate latencyP95: breach",
 		"rollout rolled_back: latencyP95 breached",
+		"type dev.edgefleet.rollout.rolled_back, id ",
+		"automatic true, gate latencyP95",
 		"region=eu: no drift",
 		"region=us: DRIFT",
 		"nothing the demo started is still running",
 		"every step did what it said",
+		"fleetd-data/registry/samples/bundle=silero-vad/version=5.0.0/date=", // samples.go
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q", want)

@@ -291,6 +291,9 @@ func (d *demo) stepSecondRollout(ctx context.Context) (string, error) {
 	case r.Breach.Gate != rollout.GateLatencyP95 || r.Breach.Evidence:
 		return "", fmt.Errorf("rollout %s was rolled back, but not for latency: %s", id, r.Reason)
 	}
+	if err := d.showRollbackEvent(ctx, id); err != nil { // events.go
+		return "", err
+	}
 	b := r.Breach
 	return fmt.Sprintf("fleetd rolled %s back by itself: latencyP95 on %q was %.1f× the previous version's (threshold %s×)",
 		d.bad.ID(), b.StepName, b.Value, fmtValue(b.Threshold)), nil

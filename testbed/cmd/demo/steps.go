@@ -173,8 +173,14 @@ func (d *demo) stepFleetd(ctx context.Context) (string, error) {
 	d.mqttAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(mqttPort))
 	server := "http://" + d.httpAddr
 	d.env = append(d.env, "FLEETCTL_SERVER="+server)
+	eventArgs, err := d.startEvents() // events.go
+	if err != nil {
+		return "", err
+	}
 	args := []string{"fleetd", "--data-dir", "fleetd-data", "--http-listen", d.httpAddr, "--mqtt-listen", d.mqttAddr,
 		"--set", "registry.trustedKeys=keys/signing.pub"}
+	args = append(args, eventArgs...)
+	args = append(args, samplesArgs()...) // samples.go
 	logPath := filepath.Join(d.work, "logs", "fleetd.log")
 	d.n.Cmd(append(args, "&"))
 	p, err := d.sup.Start("fleetd", d.work, d.childEnv(), logPath, append([]string{filepath.Join(d.cfg.Bin, "fleetd")}, args[1:]...)...)
@@ -376,6 +382,8 @@ func agentConfig(dev *device, broker, username, trustKey, ortLib string) string 
 		socket = filepath.Base(socket)
 	}
 	fmt.Fprintf(&b, "  socket: %s\n", q(socket))
+	// KServe's gRPC protocol too, on a socket of its own (grpc.go).
+	fmt.Fprintf(&b, "  grpcSocket: %s\n", q(grpcSocketOf(socket)))
 	b.WriteString("runtime:\n")
 	b.WriteString("  executionProviders: [cpu]   # no GPU on this machine\n")
 	b.WriteString("  intraOpThreads: 1           # several agents share a few cores\n")
@@ -561,6 +569,12 @@ func (d *demo) stepStream(ctx context.Context) (string, error) {
 			d.n.Say("%s: %d request(s) failed, the last: %s", dev.ID, st.Failed, st.LastErr)
 		}
 	}
+	if err := d.checkGRPC(ctx); err != nil {
+		return "", err
+	}
+	if err := d.narrateSamples(ctx); err != nil { // samples.go
+		return "", err
+	}
 	return fmt.Sprintf("%d audio streams keep running in the background (%d answers in the first %s)", len(d.devices), total, fmtSeconds(warmup)), nil
 }
 
@@ -635,6 +649,7 @@ func writeMLflowSpec(goodDir, dir string) error {
 	return writeSpec(goodDir, dir, "# The demo's spec for a build from an MLflow model (testbed/cmd/demo): the\n# spec of "+goodDir+
 		"\n# without model, inputs and outputs, which come from the MLflow model.\n", func(s *bundle.Spec) {
 		s.Model, s.Inputs, s.Outputs = "", nil, nil
+		s.Sampling = demoSampling() // samples.go
 	})
 }
 
