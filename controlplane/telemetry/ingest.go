@@ -189,4 +189,3 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 	}
 	return res, nil
 }
-
