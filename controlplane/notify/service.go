@@ -306,6 +306,8 @@ func (s *Service) prune() {
 // waiting after a failure.
 func (s *Service) deliverLoop(ctx context.Context, sb *Subscription, wake chan struct{}) {
 	c := s.client()
+	// Its pooled keep-alive connections end with the loop.
+	defer c.HTTPClient.CloseIdleConnections()
 	failures := 0
 	for {
 		ok, err := s.deliverPending(ctx, sb, c)
