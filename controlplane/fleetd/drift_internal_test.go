@@ -109,7 +109,7 @@ func BenchmarkDriftQuery(b *testing.B) {
 			}
 			recs = append(recs, telemetry.Record{Device: ids[d], Epoch: "e", ID: uint64(w + 1), Kind: protocol.RecordDrift, Time: at, Payload: payloads[(d+w)%len(payloads)]})
 		}
-		if err := s.storeRecords(ids[d], "e", recs); err != nil {
+		if err := s.storeRecords(ids[d], "e", recs, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/broker"
+	"github.com/edgefleet/edgefleet/controlplane/dedup"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
+	"github.com/edgefleet/edgefleet/controlplane/lake"
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
@@ -175,7 +177,7 @@ func (s *Server) ingestEvent(device string, payload []byte) error {
 	}
 	rec := telemetry.Record{Device: device, Epoch: e.Epoch, ID: e.ID, Kind: RecordKindEvent, Time: e.Time,
 		Payload: append([]byte(nil), payload...)}
-	if err := s.storeRecords(device, e.Epoch, []telemetry.Record{rec}); err != nil {
+	if err := s.storeRecords(device, e.Epoch, []telemetry.Record{rec}, nil); err != nil {
 		return err
 	}
 	return s.eventsOfDeviceEvent(device, e) // events.go
@@ -197,18 +199,44 @@ func (s *Server) ingestTelemetry(device string, payload []byte) error {
 		recs[i] = telemetry.Record{Device: device, Epoch: b.Epoch, ID: r.ID, Kind: r.Kind, Time: r.Time, Payload: r.Payload}
 	}
 	recs, samples := splitSamples(recs) // samples.go: they go to the Parquet files
-	if err := s.storeRecords(device, b.Epoch, recs); err != nil {
-		return err
-	}
-	return s.storeSamples(device, b.Epoch, samples)
+	return s.storeRecords(device, b.Epoch, recs, samples)
 }
 
-func (s *Server) storeRecords(device, epoch string, recs []telemetry.Record) error {
-	res, err := s.recs.Ingest(device, epoch, recs, func(ids []uint64) ([]bool, error) {
-		return s.inv.SeenRecords(device, epoch, ids)
-	})
+// storeRecords stores a delivery's records, and its samples in the
+// sample lake, exactly once: both stores stage their share, then one
+// dedup.Settle asks the inventory about every id of the delivery and
+// commits both (controlplane/dedup).
+func (s *Server) storeRecords(device, epoch string, recs []telemetry.Record, samples []lake.Record) error {
+	var res telemetry.Result
+	var sres lake.Result
+	stages := make([]*dedup.Stage, 0, 2)
+	release := func() {
+		for _, st := range stages {
+			if st.Release != nil {
+				st.Release()
+			}
+		}
+	}
+	st, err := s.recs.Stage(device, epoch, recs, &res)
 	if err != nil {
 		return refuse(err)
+	}
+	stages = append(stages, st)
+	if len(samples) > 0 {
+		st, err := s.lake.Stage(device, epoch, samples, &sres)
+		if err != nil {
+			release()
+			return refuse(err) // lake.ErrFull: delivered again later
+		}
+		stages = append(stages, st)
+	}
+	if err := dedup.Settle(func(ids []uint64) ([]bool, error) { return s.inv.SeenRecords(device, epoch, ids) }, stages...); err != nil {
+		return refuse(fmt.Errorf("fleetd: storing the records of %q: %w", device, err))
+	}
+	if len(samples) > 0 {
+		s.log.Debug("fleetd: samples staged", "device", device, "accepted", sres.Accepted, "duplicates", sres.Duplicates, "invalid", sres.Invalid, "dropped", sres.Dropped)
+		s.metrics.delivered.Add(float64(sres.Accepted))
+		s.metrics.duplicates.Add(float64(sres.Duplicates))
 	}
 	s.drift.stored(device, recs) // drift hours cached before are stale
 	// Drift episodes of the outgoing events (events.go).

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -48,9 +47,10 @@ type SamplesConfig struct {
 	FlushAge Duration `yaml:"flushAge"`
 	// RowGroupRows bounds the rows of one Parquet row group.
 	RowGroupRows int `yaml:"rowGroupRows"`
-	// MaxStagedBytes bounds the samples accepted and not written yet;
-	// beyond it new samples are dropped and counted
-	// (fleetd_samples_dropped_total).
+	// MaxStagedBytes bounds the samples accepted and not written yet: a
+	// telemetry batch whose samples would pass it is not acknowledged,
+	// so the device keeps it and delivers it again once files are
+	// written (fleetd_samples_full_total counts such batches).
 	MaxStagedBytes ByteSize `yaml:"maxStagedBytes"`
 }
 
@@ -78,8 +78,8 @@ func (c SamplesConfig) withDefaults() SamplesConfig {
 
 // validateSamples checks the samples section (with defaults).
 func validateSamples(c SamplesConfig, bad func(key, format string, args ...any)) {
-	if p := c.Prefix; strings.HasPrefix(p, "/") || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") || strings.ContainsAny(p, `\`) {
-		bad("samples.prefix", "%q: must be a relative folder such as samples or lake/edge", p)
+	if err := registry.CheckObjectsFolder(c.Prefix); err != nil {
+		bad("samples.prefix", "%s", strings.TrimPrefix(err.Error(), registry.ErrInvalid.Error()+": "))
 	}
 	if c.FlushRows < 1 || c.FlushRows > 10_000_000 {
 		bad("samples.flushRows", "must be 1 to 10000000, got %d", c.FlushRows)
@@ -93,8 +93,9 @@ func validateSamples(c SamplesConfig, bad func(key, format string, args ...any))
 	if c.RowGroupRows < 1 {
 		bad("samples.rowGroupRows", "must be at least 1, got %d", c.RowGroupRows)
 	}
-	if c.MaxStagedBytes < c.FlushBytes {
-		bad("samples.maxStagedBytes", "must be at least samples.flushBytes (%s), got %s", c.FlushBytes, c.MaxStagedBytes)
+	if c.MaxStagedBytes < c.FlushBytes || c.MaxStagedBytes < 4*protocol.MaxPayloadSize {
+		bad("samples.maxStagedBytes", "must be at least samples.flushBytes (%s) and %s (4 telemetry batches), got %s",
+			c.FlushBytes, ByteSize(4*protocol.MaxPayloadSize), c.MaxStagedBytes)
 	}
 }
 
@@ -107,9 +108,9 @@ func (s *Server) samplesStore() (lake.Store, error) {
 	}
 	switch r := s.reg.(type) {
 	case *registry.FS:
-		return r.Objects(c.Prefix), nil
+		return r.Objects(c.Prefix)
 	case *registry.S3:
-		return r.Objects(c.Prefix), nil
+		return r.Objects(c.Prefix)
 	}
 	return nil, errors.New("fleetd: samples: the registry has no object storage; set samples.dir")
 }
@@ -124,7 +125,7 @@ func (s *Server) openSamples() error {
 	s.lake, err = lake.Open(filepath.Join(s.cfg.DataDir, SamplesFile), lake.Options{
 		Store: store, FlushRows: c.FlushRows, FlushBytes: int64(c.FlushBytes), FlushAge: time.Duration(c.FlushAge),
 		RowGroupRows: c.RowGroupRows, MaxStagedBytes: int64(c.MaxStagedBytes), Now: s.now,
-		Logger: s.log.With("component", "samples"),
+		Policy: s.samplingPolicy, Logger: s.log.With("component", "samples"),
 	})
 	if err != nil {
 		return fmt.Errorf("fleetd: %w", err)
@@ -135,8 +136,11 @@ func (s *Server) openSamples() error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetd_samples_accepted_total",
 			Help: "Data samples (sample records) accepted and staged for the Parquet files."}, func() float64 { return float64(s.lake.Stats().Accepted) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetd_samples_dropped_total",
-			Help: "Data samples dropped at ingest: not valid sample records, or the staging area (samples.maxStagedBytes) full."},
+			Help: "Data samples dropped at ingest: not valid sample records, of a bundle version without a sampling policy, or beyond the device's daily budget (sampling.maxBytesPerDay)."},
 			func() float64 { st := s.lake.Stats(); return float64(st.Invalid + st.Dropped) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetd_samples_full_total",
+			Help: "Telemetry batches not acknowledged because their samples did not fit the staging area (samples.maxStagedBytes); the devices deliver them again."},
+			func() float64 { return float64(s.lake.Stats().Full) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetd_samples_rows_written_total",
 			Help: "Data samples written to Parquet files."}, func() float64 { return float64(s.lake.Stats().Rows) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetd_samples_files_written_total",
@@ -214,20 +218,39 @@ func splitSamples(recs []telemetry.Record) (rest []telemetry.Record, samples []l
 	return rest, samples
 }
 
-// storeSamples stages a batch's sample records (after its other records
-// were stored): an error makes the device deliver the batch again.
-func (s *Server) storeSamples(device, epoch string, samples []lake.Record) error {
-	if len(samples) == 0 {
-		return nil
+// samplingPolicy is the lake's Options.Policy: the daily budget of the
+// sampling policy of bundle version model ("name@version") in the
+// registry, 0 if it has none or is not in the registry. Versions are
+// immutable, so answers are kept (up to policyCacheSize of them).
+func (s *Server) samplingPolicy(model string) (int64, error) {
+	s.policyMu.Lock()
+	v, ok := s.policies[model]
+	s.policyMu.Unlock()
+	if ok {
+		return v, nil
 	}
-	res, err := s.lake.Ingest(device, epoch, samples, func(ids []uint64) ([]bool, error) {
-		return s.inv.SeenRecords(device, epoch, ids)
-	})
-	if err != nil {
-		return refuse(err)
+	name, version, _ := strings.Cut(model, "@")
+	ctx, cancel := context.WithTimeout(context.Background(), policyTimeout)
+	defer cancel()
+	e, err := s.reg.Get(ctx, name, version)
+	switch {
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrInvalid):
+		v = 0
+	case err != nil:
+		return 0, err
+	case e.Manifest.Sampling != nil:
+		v = e.Manifest.Sampling.MaxBytesPerDay
 	}
-	s.log.Debug("fleetd: samples staged", "device", device, "accepted", res.Accepted, "duplicates", res.Duplicates, "invalid", res.Invalid, "dropped", res.Dropped)
-	s.metrics.delivered.Add(float64(res.Accepted))
-	s.metrics.duplicates.Add(float64(res.Duplicates))
-	return nil
+	s.policyMu.Lock()
+	if len(s.policies) >= policyCacheSize {
+		clear(s.policies)
+	}
+	s.policies[model] = v
+	s.policyMu.Unlock()
+	return v, nil
 }
+
+const (
+	policyCacheSize = 4096
+	policyTimeout   = 10 * time.Second
+)

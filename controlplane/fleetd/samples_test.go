@@ -17,6 +17,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/fleetd"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
+	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 	"github.com/edgefleet/edgefleet/shared/testenv"
@@ -85,12 +86,16 @@ func TestSamplesParquet(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				objects = reg.Objects("lake")
+				if objects, err = reg.Objects("lake"); err != nil {
+					t.Fatal(err)
+				}
 			} else {
 				objects = &registry.DirObjects{Dir: filepath.Join(cfg.DataDir, fleetd.RegistryDir, "lake")}
 			}
 			cfg.Samples = fleetd.SamplesConfig{Prefix: "lake", FlushRows: 4, RowGroupRows: 2}
 			ts := startServer(t, cfg)
+			pushSampled(t, ts, "vad", "1.0.0", "1MiB")
+			pushSampled(t, ts, "vad", "2.0.0", "1MiB")
 
 			versions := map[string]string{"dev-a": "1.0.0", "dev-bb": "1.0.0", "dev-ccc": "2.0.0"}
 			passwords := map[string]string{}
@@ -195,6 +200,115 @@ func TestSamplesParquet(t *testing.T) {
 
 func telemetryQuery(kind string) telemetry.Query { return telemetry.Query{Kind: kind} }
 
+// pushSampled builds, signs and pushes name@version, a bundle of
+// testbundle.BuildFake's shape with the sampling policy {rate: 1,
+// maxBytesPerDay: budget}.
+func pushSampled(t testing.TB, ts *testServer, name, version, budget string) {
+	t.Helper()
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "spec")
+	if err := os.Mkdir(spec, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	y := fmt.Sprintf("name: %s\nversion: %s\nmodel: model.onnx\n"+
+		"inputs: [{name: x, datatype: FP32, shape: [-1, 1]}]\noutputs: [{name: \"y\", datatype: FP32, shape: [-1, 1]}]\n"+
+		"sampling: {rate: 1, maxBytesPerDay: %s}\n", name, version, budget)
+	if err := os.WriteFile(filepath.Join(spec, bundle.SpecName), []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(spec, "model.onnx"), []byte("not run: "+name+version), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := testPublisher(t).Build(context.Background(), spec, filepath.Join(dir, name+"-"+version+".bundle"), bundle.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ts.api.Push(context.Background(), b.Path, b.Sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSamplesRefused: fleetd keeps a device's samples to its bundle's
+// policy whatever the device sends: samples of a bundle version without
+// a sampling policy, or not in the registry, and those beyond the
+// device's daily budget are dropped and counted; when the staging area
+// is full, the batch is not acknowledged, nothing of it stored, and it is
+// accepted whole once files are written.
+func TestSamplesRefused(t *testing.T) {
+	ctx := context.Background()
+	cfg := baseConfig(t)
+	cfg.Samples = fleetd.SamplesConfig{FlushRows: 1000, FlushAge: fleetd.Duration(time.Hour), FlushBytes: 64 << 10, MaxStagedBytes: fleetd.ByteSize(4 * protocol.MaxPayloadSize)}
+	ts := startServer(t, cfg)
+	one := sampleBatch(t, "dev-a", "e1", "1.0.0", 1, 1).Records[0].Payload
+	pushSampled(t, ts, "vad", "1.0.0", "1KiB")
+	ts.push(t, testPublisher(t), "vad", "3.0.0", 64) // no sampling policy
+	pw := ts.enroll(t, "dev-a", nil)
+	d := mustDialDevice(t, ts.srv.MQTTAddr(), "dev-a", pw)
+
+	// Budget and policy: the first fit samples fit the day's budget, the
+	// next two do not; then one of a bundle version without a policy,
+	// one of a version not in the registry.
+	fit := uint64(1024 / len(one))
+	b := sampleBatch(t, "dev-a", "e1", "1.0.0", 1, fit+2)
+	b.Records = b.Records[:fit+2]
+	b.Records = append(b.Records, sampleBatch(t, "dev-a", "e1", "3.0.0", fit+3, fit+3).Records[0],
+		sampleBatch(t, "dev-a", "e1", "4.0.0", fit+4, fit+4).Records[0])
+	d.mustPublish(protocol.KindTelemetry, b)
+	if st := ts.srv.SampleStats(); st.Accepted != fit || st.Dropped != 2 || st.Invalid != 2 {
+		t.Fatalf("after the batch: %+v, want %d accepted, 2 beyond the budget, 2 without a policy", st, fit)
+	}
+
+	// A full staging area: dev-b's batches of big samples, one partition
+	// (day) each so that none is due for a file, until one is refused.
+	pushSampled(t, ts, "vad", "2.0.0", "1GiB")
+	pw2 := ts.enroll(t, "dev-b", nil)
+	d2 := mustDialDevice(t, ts.srv.MQTTAddr(), "dev-b", pw2)
+	batch := func(n uint64) []byte {
+		b := &protocol.TelemetryBatch{V: 1, DeviceID: "dev-b", Epoch: "e1"}
+		for i := n; i < n+4; i++ {
+			at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC).AddDate(0, 0, -int(i))
+			x := make([]float32, 8000)
+			x[0] = float32(i)
+			p, err := json.Marshal(protocol.SampleRecord{Time: at, Model: "vad@2.0.0",
+				Inputs:  []protocol.SampleTensor{protocol.NewSampleTensor(tensor.Tensor{Name: "x", Datatype: tensor.FP32, Shape: []int64{1, 8000}, Data: x})},
+				Outputs: []protocol.SampleTensor{protocol.NewSampleTensor(tensor.Tensor{Name: "y", Datatype: tensor.FP32, Shape: []int64{1}, Data: []float32{1}})}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Records = append(b.Records, protocol.Record{ID: i, Kind: protocol.RecordSample, Time: at, Payload: p})
+		}
+		p, err := protocol.Encode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var refused []byte
+	for n := uint64(1); n < 200 && refused == nil; n += 4 {
+		before := ts.srv.SampleStats()
+		if err := d2.publish(protocol.KindTelemetry, batch(n)); err != nil {
+			refused = batch(n)
+			if st := ts.srv.SampleStats(); st.Full != 1 || st.StagedBytes != before.StagedBytes || st.Accepted != before.Accepted {
+				t.Fatalf("refused batch (%v): stats %+v, before %+v: want nothing of it staged", err, st, before)
+			}
+		}
+	}
+	if refused == nil {
+		t.Fatal("the staging area never filled")
+	}
+	accepted := ts.srv.SampleStats().Accepted
+	if _, err := ts.srv.FlushSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d2 = mustDialDevice(t, ts.srv.MQTTAddr(), "dev-b", pw2)
+	if err := d2.publish(protocol.KindTelemetry, refused); err != nil {
+		t.Fatalf("the refused batch, delivered again after the flush: %v", err)
+	}
+	if st := ts.srv.SampleStats(); st.Accepted != accepted+4 || st.Duplicates != 0 {
+		t.Fatalf("after the redelivery: %+v, want %d accepted", st, accepted+4)
+	}
+}
+
 // TestSamplesConfig: the samples section is checked, each problem naming
 // its key; relative paths are the file's.
 func TestSamplesConfig(t *testing.T) {
@@ -205,6 +319,9 @@ func TestSamplesConfig(t *testing.T) {
 		{"samples:\n  flushAge: 2s\n  flushRows: 10\n  dir: lake\n", ""},
 		{"samples:\n  prefix: ../up\n", "samples.prefix"},
 		{"samples:\n  prefix: /abs\n", "samples.prefix"},
+		{"samples:\n  prefix: .\n", `samples.prefix: folder ".": must be a relative folder`},
+		{"samples:\n  prefix: tmp\n", `samples.prefix: folder "tmp": tmp/ is the registry's own`},
+		{"samples:\n  prefix: bundles/x\n", `samples.prefix: folder "bundles/x": bundles/ is the registry's own`},
 		{"samples:\n  flushRows: -1\n", "samples.flushRows: must be 1 to 10000000"},
 		{"samples:\n  flushBytes: 1KiB\n", "samples.flushBytes: must be at least 64KiB"},
 		{"samples:\n  flushAge: 100ms\n", "samples.flushAge: must be 1s to 24h"},

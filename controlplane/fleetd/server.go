@@ -93,8 +93,11 @@ type Server struct {
 	ingestWG     sync.WaitGroup
 	cancelWills  func()
 
-	touchMu   sync.Mutex
-	touched   map[string]time.Time
+	touchMu sync.Mutex
+	touched map[string]time.Time
+
+	policyMu  sync.Mutex
+	policies  map[string]int64 // samplingPolicy's answers, by bundle version
 	touchCh   chan touchReq
 	touchDone chan struct{}
 
@@ -124,7 +127,7 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	s := &Server{cfg: c, log: c.Logger, now: c.Now, touched: map[string]time.Time{},
+	s := &Server{cfg: c, log: c.Logger, now: c.Now, touched: map[string]time.Time{}, policies: map[string]int64{},
 		unpublished: map[string]bool{}, closed: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

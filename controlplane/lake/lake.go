@@ -9,8 +9,10 @@
 // Ingest stages the records in a bbolt file of fleetd's data directory
 // before the device's delivery is acknowledged, deduplicated by (device,
 // outbox epoch, record id) in the three durable steps of
-// controlplane/telemetry (stage; ask the dedup oracle, the inventory's
-// SeenRecords; commit). The flusher then moves a partition's rows into a
+// controlplane/dedup (stage; ask the dedup oracle, the inventory's
+// SeenRecords; commit). A delivery that does not fit the staging area is
+// refused whole (ErrFull) and delivered again later, so a sample is never
+// acknowledged without being staged. The flusher then moves a partition's rows into a
 // flush of their own, which names its file, writes the file (a temporary
 // file renamed into place, or one S3 PutObject) and only then deletes the
 // flush. A flush interrupted by a crash is written again under the same
@@ -25,6 +27,7 @@
 //	rows   partition 0 seq(8)     -> row (JSON), confirmed, in staging order
 //	parts  partition              -> rows(8) bytes(8)
 //	flush  seq(8) -> bucket: "meta" -> {partition, key}; row key -> row
+//	budget device 0 bundle@version 0 YYYY-MM-DD -> bytes(8) staged that day
 package lake
 
 import (
@@ -44,6 +47,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/controlplane/dedup"
 	"github.com/edgefleet/edgefleet/controlplane/keylock"
 	"github.com/edgefleet/edgefleet/shared/protocol"
 )
@@ -59,6 +63,10 @@ const (
 
 // ErrInvalid: a device id, epoch or option is not valid.
 var ErrInvalid = errors.New("lake: invalid argument")
+
+// ErrFull: the staging area (Options.MaxStagedBytes) cannot take a
+// delivery until files are written; the device delivers it again.
+var ErrFull = errors.New("lake: staging area full")
 
 // Store is where the Parquet files go: registry.ObjectStore (a directory
 // or a prefix of an S3 bucket).
@@ -82,9 +90,16 @@ type Options struct {
 	FlushAge   time.Duration
 	// RowGroupRows bounds the rows of one Parquet row group.
 	RowGroupRows int
-	// MaxStagedBytes bounds the records staged and not yet written;
-	// records beyond it are dropped (and counted) at Ingest.
+	// MaxStagedBytes bounds the records staged and not yet written: a
+	// delivery whose new records would pass it is refused (ErrFull), to
+	// be delivered again once files are written.
 	MaxStagedBytes int64
+	// Policy, if set, returns the daily budget (sampling.maxBytesPerDay)
+	// of a bundle version "name@version", 0 if it has no sampling policy:
+	// samples of such a version, or beyond a device's budget for the
+	// version and the sample's UTC day, are dropped and counted. An error
+	// refuses the delivery (it is delivered again).
+	Policy func(model string) (maxBytesPerDay int64, err error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives the lake's logs; nil discards them.
@@ -99,25 +114,24 @@ type Record struct {
 	Payload []byte
 }
 
-// SeenFunc is the dedup oracle, as in controlplane/telemetry: it records
-// ids of one device and epoch as seen, durably, and reports for each
-// whether it was seen before (inventory.Store.SeenRecords).
-type SeenFunc func(ids []uint64) (duplicate []bool, err error)
-
 // Result says what Ingest did with the records.
 type Result struct {
 	// Accepted counts the records staged for the first time.
 	Accepted int
 	// Duplicates counts those delivered before.
 	Duplicates int
-	// Invalid counts those that were not valid sample records; Dropped
-	// those refused because the staging area was full. Both are gone.
+	// Invalid counts those that were not valid sample records or were of
+	// a bundle version without a sampling policy; Dropped those beyond
+	// the device's daily budget. Both are gone.
 	Invalid, Dropped int
 }
 
 // Stats are the lake's counters since it was opened, and what is staged.
 type Stats struct {
 	Accepted, Duplicates, Invalid, Dropped uint64
+	// Full counts the deliveries refused (to be delivered again) because
+	// the staging area was full.
+	Full uint64
 	// Files and Rows count what was written; FlushErrors the failed
 	// writes (retried).
 	Files, Rows, FlushErrors uint64
@@ -141,18 +155,20 @@ type Lake struct {
 
 	staged                                 atomic.Int64
 	accepted, duplicates, invalid, dropped atomic.Uint64
+	full                                   atomic.Uint64
 	files, rows, flushErrors               atomic.Uint64
 }
 
 var (
-	bucketMeta  = []byte("meta")
-	bucketIdx   = []byte("idx")
-	bucketPend  = []byte("pend")
-	bucketRows  = []byte("rows")
-	bucketParts = []byte("parts")
-	bucketFlush = []byte("flush")
-	keyToken    = []byte("token")
-	keyFlush    = []byte("meta") // inside a flush bucket
+	bucketMeta   = []byte("meta")
+	bucketIdx    = []byte("idx")
+	bucketPend   = []byte("pend")
+	bucketRows   = []byte("rows")
+	bucketParts  = []byte("parts")
+	bucketFlush  = []byte("flush")
+	bucketBudget = []byte("budget")
+	keyToken     = []byte("token")
+	keyFlush     = []byte("meta") // inside a flush bucket
 )
 
 const (
@@ -212,7 +228,7 @@ func Open(path string, opts Options) (*Lake, error) {
 	}
 	var staged int64
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketIdx, bucketPend, bucketRows, bucketParts, bucketFlush} {
+		for _, name := range [][]byte{bucketMeta, bucketIdx, bucketPend, bucketRows, bucketParts, bucketFlush, bucketBudget} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -263,7 +279,7 @@ func Open(path string, opts Options) (*Lake, error) {
 // Stats returns the lake's counters.
 func (l *Lake) Stats() Stats {
 	return Stats{
-		Accepted: l.accepted.Load(), Duplicates: l.duplicates.Load(), Invalid: l.invalid.Load(), Dropped: l.dropped.Load(),
+		Accepted: l.accepted.Load(), Duplicates: l.duplicates.Load(), Invalid: l.invalid.Load(), Dropped: l.dropped.Load(), Full: l.full.Load(),
 		Files: l.files.Load(), Rows: l.rows.Load(), FlushErrors: l.flushErrors.Load(), StagedBytes: l.staged.Load(),
 	}
 }
@@ -303,78 +319,93 @@ func Partition(s *protocol.SampleRecord) string {
 	return "bundle=" + name + "/version=" + version + "/date=" + s.Time.UTC().Format(time.DateOnly)
 }
 
-// per-record outcome of the stage step.
-const (
-	outInserted = iota
-	outRecovering
-	outPresent
-	outGone // invalid or dropped: only shown to the oracle
-)
-
 // Ingest stages recs, "sample" records device delivered from outbox
-// epoch, counting exactly those not delivered before. What it staged is
-// durable when it returns without error; after an error the caller
-// refuses the delivery and the device delivers again. Records that are
-// not valid sample records, or that do not fit MaxStagedBytes, are
-// dropped and counted (their ids still go to the oracle).
-func (l *Lake) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Result, error) {
+// epoch, counting exactly those not delivered before: Stage, then
+// dedup.Settle with seen. What it staged is durable when it returns
+// without error; after an error (ErrFull included) the caller refuses
+// the delivery and the device delivers it again.
+func (l *Lake) Ingest(device, epoch string, recs []Record, seen dedup.Oracle) (Result, error) {
+	var res Result
+	st, err := l.Stage(device, epoch, recs, &res)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := dedup.Settle(seen, st); err != nil {
+		return Result{}, fmt.Errorf("lake: device %q: %w", device, err)
+	}
+	return res, nil
+}
+
+// Stage is Ingest's first step, for a delivery whose records go to
+// several stores (fleetd stages a telemetry batch's other records in
+// controlplane/telemetry): it stages recs and returns the stage for
+// dedup.Settle, whose commit fills *res and the lake's counters. The
+// stage holds device's lock until it is settled or released.
+//
+// Records that are not valid sample records, are of a bundle version
+// without a sampling policy (Options.Policy), or are beyond the device's
+// budget for the bundle version and day, are not staged, and counted;
+// their ids still go to the oracle. When the delivery's new records do
+// not fit Options.MaxStagedBytes, Stage stages none of them and returns
+// ErrFull.
+func (l *Lake) Stage(device, epoch string, recs []Record, res *Result) (*dedup.Stage, error) {
 	if err := protocol.ValidateDeviceID(device); err != nil {
-		return Result{}, fmt.Errorf("%w: device %q: %w", ErrInvalid, device, err)
+		return nil, fmt.Errorf("%w: device %q: %w", ErrInvalid, device, err)
 	}
 	if epoch != "" {
 		if err := protocol.ValidateDeviceID(epoch); err != nil {
-			return Result{}, fmt.Errorf("%w: epoch %q: %w", ErrInvalid, epoch, err)
+			return nil, fmt.Errorf("%w: epoch %q: %w", ErrInvalid, epoch, err)
 		}
 	}
 	if len(recs) == 0 {
-		return Result{}, nil
+		return &dedup.Stage{Commit: func([]bool) error { return nil }}, nil
 	}
 	now := l.now().UTC()
-	var res Result
-	outs := make([]int, len(recs))
+	ids := make([]uint64, len(recs))
+	outs := make([]dedup.Outcome, len(recs))
 	vals := make([][]byte, len(recs))
 	parts := make([][]byte, len(recs))
-	var adding int64
+	budgets := make([][]byte, len(recs)) // budget keys
+	limits := map[string]int64{}         // by model: bytes a day; 0 none
+	var invalid int
 	for i, r := range recs {
-		s, err := protocol.DecodeSampleRecord(r.Payload)
-		if err != nil || r.ID == 0 {
-			if err == nil {
-				err = errors.New("record id 0")
-			}
-			l.log.Warn("lake: sample record refused", "device", device, "record", r.ID, "err", err)
-			res.Invalid++
-			outs[i] = outGone
+		ids[i] = r.ID
+		s, err := l.decode(device, now, r, limits)
+		if errors.Is(err, errNoRecord) {
+			invalid++
+			outs[i] = dedup.Gone
 			continue
+		}
+		if err != nil {
+			return nil, err
 		}
 		v, err := json.Marshal(row{Device: device, Epoch: epoch, ID: r.ID, Received: now, Sample: r.Payload})
 		if err != nil {
-			return Result{}, fmt.Errorf("lake: encoding record %d of %q: %w", r.ID, device, err)
+			return nil, fmt.Errorf("lake: encoding record %d of %q: %w", r.ID, device, err)
 		}
 		vals[i], parts[i] = v, []byte(Partition(s))
+		budgets[i] = budgetKey(device, s.Model, s.Time)
 	}
 
-	defer l.locks.Lock(device)()
+	unlock := l.locks.Lock(device)
+	var once sync.Once
+	release := func() { once.Do(unlock) }
 
 	// 1. Stage.
+	var adding int64
 	err := l.db.Batch(func(tx *bolt.Tx) error {
 		adding = 0
 		idx, pend := tx.Bucket(bucketIdx), tx.Bucket(bucketPend)
-		staged := l.staged.Load()
 		inBatch := map[uint64]bool{}
 		for i, r := range recs {
 			if vals[i] == nil {
-				outs[i] = outGone
-				continue
+				continue // Gone
 			}
 			k := devKey(device, epoch, r.ID)
 			switch v := idx.Get(k); {
 			case inBatch[r.ID]:
-				outs[i] = outPresent
+				outs[i] = dedup.Present
 			case v == nil:
-				if staged+adding+int64(len(vals[i])) > l.opts.MaxStagedBytes {
-					outs[i] = outGone
-					continue
-				}
 				if err := pend.Put(k, vals[i]); err != nil {
 					return err
 				}
@@ -382,64 +413,102 @@ func (l *Lake) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resul
 					return err
 				}
 				adding += int64(len(vals[i]))
-				outs[i] = outInserted
+				outs[i] = dedup.Inserted
 			case v[0] == statePending:
-				outs[i] = outRecovering
+				outs[i] = dedup.Recovering
 			default:
-				outs[i] = outPresent
+				outs[i] = dedup.Present
 			}
 			inBatch[r.ID] = true
+		}
+		if staged := l.staged.Load(); adding > 0 && staged+adding > l.opts.MaxStagedBytes {
+			return fmt.Errorf("%w: %d bytes staged, %d more would pass the limit of %d (samples.maxStagedBytes): the delivery of device %q waits for the files to be written",
+				ErrFull, staged, adding, l.opts.MaxStagedBytes, device)
 		}
 		return nil
 	})
 	if err != nil {
-		return Result{}, fmt.Errorf("lake: staging %d records of %q: %w", len(recs), device, err)
+		release()
+		if errors.Is(err, ErrFull) {
+			l.full.Add(1)
+			l.log.Warn("lake: staging area full: delivery refused until files are written", "device", device, "err", err)
+			return nil, err
+		}
+		return nil, fmt.Errorf("lake: staging %d records of %q: %w", len(recs), device, err)
 	}
 	l.staged.Add(adding)
-	for i := range recs {
-		if outs[i] == outGone && vals[i] != nil {
-			res.Dropped++
+	return &dedup.Stage{IDs: ids, Outs: outs, Release: release, Commit: func(dup []bool) error {
+		if err := l.commit(device, epoch, recs, outs, dup, parts, budgets, limits, res); err != nil {
+			return err
 		}
-	}
-	if res.Dropped > 0 {
-		l.log.Warn("lake: staging area full (samples.maxStagedBytes): sample records dropped", "device", device, "records", res.Dropped)
-	}
+		res.Invalid = invalid
+		l.invalid.Add(uint64(invalid))
+		return nil
+	}}, nil
+}
 
-	// 2. Ask the oracle about everything not held yet.
-	var ask []uint64
-	for i, o := range outs {
-		if o != outPresent {
-			ask = append(ask, recs[i].ID)
-		}
-	}
-	var dup []bool
-	if len(ask) > 0 {
-		if dup, err = seen(ask); err != nil {
-			return Result{}, fmt.Errorf("lake: dedup of %d records of %q: %w", len(ask), device, err)
-		}
-		if len(dup) != len(ask) {
-			return Result{}, fmt.Errorf("lake: dedup of %q answered %d results for %d ids", device, len(dup), len(ask))
-		}
-	}
+// errNoRecord: a record that is not a valid sample record (decode logged
+// why).
+var errNoRecord = errors.New("not a sample record")
 
-	// 3. Commit.
+// decode decodes a delivered sample record and checks it against its
+// bundle version's policy, filling limits; errNoRecord refuses the
+// record, other errors the delivery.
+func (l *Lake) decode(device string, now time.Time, r Record, limits map[string]int64) (*protocol.SampleRecord, error) {
+	refuse := func(err error) (*protocol.SampleRecord, error) {
+		l.log.Warn("lake: sample record refused", "device", device, "record", r.ID, "err", err)
+		return nil, errNoRecord
+	}
+	s, err := protocol.DecodeSampleRecord(r.Payload)
+	if err != nil {
+		return refuse(err)
+	}
+	if r.ID == 0 {
+		return refuse(errors.New("record id 0"))
+	}
+	if s.Time.After(now.Add(maxAhead)) {
+		return refuse(fmt.Errorf("time %s is more than %s ahead of fleetd's clock", s.Time.Format(time.RFC3339), maxAhead))
+	}
+	limit, ok := limits[s.Model]
+	if !ok && l.opts.Policy != nil {
+		if limit, err = l.opts.Policy(s.Model); err != nil {
+			return nil, fmt.Errorf("lake: the sampling policy of %s: %w", s.Model, err)
+		}
+		limits[s.Model] = limit
+	}
+	if l.opts.Policy != nil && limit == 0 {
+		return refuse(fmt.Errorf("bundle %s has no sampling policy", s.Model))
+	}
+	return s, nil
+}
+
+// maxAhead is how far ahead of fleetd's clock a sample's time may be.
+const maxAhead = 24 * time.Hour
+
+// commit is the third step of Ingest.
+func (l *Lake) commit(device, epoch string, recs []Record, outs []dedup.Outcome, dup []bool, parts, budgets [][]byte, limits map[string]int64, res *Result) error {
 	var removed int64
 	kick := false
-	err = l.db.Batch(func(tx *bolt.Tx) error {
-		res.Accepted, res.Duplicates, removed, kick = 0, 0, 0, false
-		idx, pend, rows, pb := tx.Bucket(bucketIdx), tx.Bucket(bucketPend), tx.Bucket(bucketRows), tx.Bucket(bucketParts)
-		j := 0
+	err := l.db.Batch(func(tx *bolt.Tx) error {
+		res.Accepted, res.Duplicates, res.Dropped, removed, kick = 0, 0, 0, 0, false
+		idx, pend, rows, pb, bud := tx.Bucket(bucketIdx), tx.Bucket(bucketPend), tx.Bucket(bucketRows), tx.Bucket(bucketParts), tx.Bucket(bucketBudget)
+		spent := map[string]int64{}
+		now := l.now().UTC()
+		drop := func(k, v []byte) error {
+			removed += int64(len(v))
+			if err := pend.Delete(k); err != nil {
+				return err
+			}
+			return idx.Delete(k)
+		}
 		for i, r := range recs {
 			switch outs[i] {
-			case outPresent:
+			case dedup.Present:
 				res.Duplicates++
 				continue
-			case outGone:
-				j++
+			case dedup.Gone:
 				continue
 			}
-			d := dup[j]
-			j++
 			k := devKey(device, epoch, r.ID)
 			v := pend.Get(k)
 			if v == nil {
@@ -447,18 +516,28 @@ func (l *Lake) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resul
 				res.Duplicates++
 				continue
 			}
-			if outs[i] == outInserted && d {
+			if outs[i] == dedup.Inserted && dup[i] {
 				// A redelivery of a record written long ago.
-				removed += int64(len(v))
-				if err := pend.Delete(k); err != nil {
-					return err
-				}
-				if err := idx.Delete(k); err != nil {
+				if err := drop(k, v); err != nil {
 					return err
 				}
 				res.Duplicates++
 				continue
 			}
+			// The device's budget for the bundle version and day.
+			bk := string(budgets[i])
+			used, ok := spent[bk]
+			if !ok {
+				used = int64(getU64(bud, budgets[i]))
+			}
+			if limit := limits[modelOfBudget(budgets[i])]; limit > 0 && used+int64(len(r.Payload)) > limit {
+				if err := drop(k, v); err != nil {
+					return err
+				}
+				res.Dropped++
+				continue
+			}
+			spent[bk] = used + int64(len(r.Payload))
 			seq, err := rows.NextSequence()
 			if err != nil {
 				return err
@@ -485,23 +564,76 @@ func (l *Lake) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resul
 			}
 			res.Accepted++
 		}
+		for bk, used := range spent {
+			if err := putBudget(bud, []byte(bk), used, now); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
-		return Result{}, fmt.Errorf("lake: committing %d records of %q: %w", len(recs), device, err)
+		return fmt.Errorf("lake: committing %d records of %q: %w", len(recs), device, err)
 	}
 	l.staged.Add(-removed)
 	l.accepted.Add(uint64(res.Accepted))
 	l.duplicates.Add(uint64(res.Duplicates))
-	l.invalid.Add(uint64(res.Invalid))
 	l.dropped.Add(uint64(res.Dropped))
+	if res.Dropped > 0 {
+		l.log.Warn("lake: samples beyond the device's daily budget (sampling.maxBytesPerDay) dropped", "device", device, "records", res.Dropped)
+	}
 	if kick {
 		select {
 		case l.kick <- struct{}{}:
 		default:
 		}
 	}
-	return res, nil
+	return nil
+}
+
+// budgetKey is the key of a device's budget for a bundle version and UTC
+// day: device 0 model 0 date.
+func budgetKey(device, model string, t time.Time) []byte {
+	return []byte(device + "\x00" + model + "\x00" + t.UTC().Format(time.DateOnly))
+}
+
+func modelOfBudget(k []byte) string {
+	_, rest, _ := bytes.Cut(k, []byte{0})
+	m, _, _ := bytes.Cut(rest, []byte{0})
+	return string(m)
+}
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	if v := b.Get(k); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// budgetDays is how many days a device's budgets are kept: a sample
+// delivered later than that (a long cut) starts a fresh one.
+const budgetDays = 7
+
+// putBudget records a budget and, when it is a new one, deletes the
+// device's budgets of days before budgetDays ago.
+func putBudget(b *bolt.Bucket, k []byte, used int64, now time.Time) error {
+	if b.Get(k) == nil {
+		device, _, _ := bytes.Cut(k, []byte{0})
+		prefix := append(bytes.Clone(device), 0)
+		oldest := now.AddDate(0, 0, -budgetDays).Format(time.DateOnly)
+		var old [][]byte
+		c := b.Cursor()
+		for bk, _ := c.Seek(prefix); bk != nil && bytes.HasPrefix(bk, prefix); bk, _ = c.Next() {
+			if i := bytes.LastIndexByte(bk, 0); string(bk[i+1:]) < oldest {
+				old = append(old, bytes.Clone(bk))
+			}
+		}
+		for _, bk := range old {
+			if err := b.Delete(bk); err != nil {
+				return err
+			}
+		}
+	}
+	return b.Put(k, u64(uint64(used)))
 }
 
 // partOfRow is the partition of a staged row (its sample was validated

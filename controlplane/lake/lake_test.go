@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/edgefleet/edgefleet/controlplane/dedup"
 	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
 	"github.com/edgefleet/edgefleet/shared/protocol"
@@ -29,7 +31,7 @@ type oracle struct {
 	seen map[string]bool
 }
 
-func (o *oracle) seenBy(device, epoch string) SeenFunc {
+func (o *oracle) seenBy(device, epoch string) dedup.Oracle {
 	return func(ids []uint64) ([]bool, error) {
 		o.mu.Lock()
 		defer o.mu.Unlock()
@@ -232,11 +234,13 @@ func TestLakeRecovery(t *testing.T) {
 	l := openLake(t, dir, Options{Store: store, FlushRows: 4})
 	sent := simulate(t, l, o, 6)
 	ctx := t.Context()
+	// The first file's write fails, the next one's answer is lost: both
+	// flushes stay pending, the other partitions' files are written.
 	if _, err := l.Flush(ctx); err == nil {
-		t.Fatal("flush with an unreachable store succeeded")
+		t.Fatal("flush with an unreachable store and a lost answer succeeded")
 	}
-	if _, err := l.Flush(ctx); err == nil {
-		t.Fatal("flush whose answer was lost succeeded")
+	if seqs, err := l.pendingFlushes(); err != nil || len(seqs) != 2 {
+		t.Fatalf("pending flushes after the failures: %d %v, want 2", len(seqs), err)
 	}
 	// A crash after planning: the staging file is closed as it is.
 	if _, ok, err := l.plan(true); err != nil || !ok {
@@ -263,14 +267,18 @@ func TestLakeRecovery(t *testing.T) {
 	if st := l.Stats(); st.StagedBytes != 0 {
 		t.Errorf("staged after close: %+v", st)
 	}
-	// Every flush wrote one name: the first three times (unreachable,
-	// answer lost, then done), the others once.
+	// Every flush wrote one name: the first two twice (unreachable, then
+	// done; answer lost, then done), the others once.
 	counts := map[string]int{}
+	var names []string // in the order first written
 	for _, k := range store.puts {
+		if counts[k] == 0 {
+			names = append(names, k)
+		}
 		counts[k]++
 	}
-	for i, k := range slices.Compact(slices.Clone(store.puts)) {
-		if want := map[bool]int{true: 3, false: 1}[i == 0]; counts[k] != want {
+	for i, k := range names {
+		if want := map[bool]int{true: 2, false: 1}[i < 2]; counts[k] != want {
 			t.Errorf("%s written %d times, want %d (%v)", k, counts[k], want, store.puts)
 		}
 	}
@@ -339,22 +347,39 @@ func TestLakeFlushAge(t *testing.T) {
 	}
 }
 
-// TestLakeRefuses: invalid records are dropped and counted, records over
-// the staging bound too; the rest of the delivery is staged.
+// TestLakeRefuses: records that are not valid sample records, of a
+// bundle version without a sampling policy, too far ahead of the clock or
+// beyond the device's daily budget are dropped and counted; the rest of
+// the delivery is staged.
 func TestLakeRefuses(t *testing.T) {
 	dir := t.TempDir()
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	good := sample(t, "1.0.0", at, "", []float32{1})
+	budget := func(model string) (int64, error) {
+		switch model {
+		case "vad@1.0.0":
+			return int64(len(good)) * 2, nil
+		case "vad@9.0.0":
+			return 0, errors.New("registry down")
+		}
+		return 0, nil
+	}
 	tests := []struct {
-		name string
-		opts Options
-		recs []Record
-		want Result
+		name    string
+		recs    []Record
+		want    Result
+		wantErr string
 	}{
-		{"invalid", Options{}, []Record{{ID: 1, Payload: []byte(`{"time":"x"}`)}, {ID: 2, Payload: good}, {ID: 0, Payload: good}},
-			Result{Accepted: 1, Invalid: 2}},
-		{"staging full", Options{MaxStagedBytes: int64(len(good)) + 200}, []Record{{ID: 1, Payload: good}, {ID: 2, Payload: good}},
-			Result{Accepted: 1, Dropped: 1}},
+		{"invalid", []Record{{ID: 1, Payload: []byte(`{"time":"x"}`)}, {ID: 2, Payload: good}, {ID: 0, Payload: good}},
+			Result{Accepted: 1, Invalid: 2}, ""},
+		{"no sampling policy", []Record{{ID: 1, Payload: sample(t, "2.0.0", at, "", []float32{1})}, {ID: 2, Payload: good}},
+			Result{Accepted: 1, Invalid: 1}, ""},
+		{"ahead of the clock", []Record{{ID: 1, Payload: sample(t, "1.0.0", at.Add(25*time.Hour), "", []float32{1})}},
+			Result{Invalid: 1}, ""},
+		{"over the budget", []Record{{ID: 1, Payload: good}, {ID: 2, Payload: good}, {ID: 3, Payload: good}, {ID: 4, Payload: sample(t, "1.0.0", at.AddDate(0, 0, -1), "", []float32{1})}},
+			Result{Accepted: 3, Dropped: 1}, ""},
+		{"policy unknown", []Record{{ID: 1, Payload: sample(t, "9.0.0", at, "", []float32{1})}},
+			Result{}, "registry down"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -362,9 +387,15 @@ func TestLakeRefuses(t *testing.T) {
 			if err := os.Mkdir(sub, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			l := openLake(t, sub, tc.opts)
+			l := openLake(t, sub, Options{Policy: budget, Now: func() time.Time { return at }})
 			defer l.Close(t.Context())
 			res, err := l.Ingest("d", "e", tc.recs, (&oracle{}).seenBy("d", "e"))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Ingest: %+v %v, want an error with %q", res, err, tc.wantErr)
+				}
+				return
+			}
 			if err != nil || res != tc.want {
 				t.Fatalf("Ingest: %+v %v, want %+v", res, err, tc.want)
 			}
@@ -372,6 +403,70 @@ func TestLakeRefuses(t *testing.T) {
 	}
 	if _, err := Open(filepath.Join(dir, "x.db"), Options{}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Open without a store: %v", err)
+	}
+}
+
+// TestLakeBudgetDurable: a device's daily budget spent before a restart
+// stays spent; a redelivery does not spend it twice; the next day has a
+// fresh one.
+func TestLakeBudgetDurable(t *testing.T) {
+	dir := t.TempDir()
+	clock := cptest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	rec := func(id uint64) Record {
+		return Record{ID: id, Payload: sample(t, "1.0.0", clock.Now(), "", []float32{1})}
+	}
+	budget := func(string) (int64, error) { return int64(len(rec(1).Payload)) * 2, nil }
+	o := &oracle{}
+	l := openLake(t, dir, Options{Policy: budget, Now: clock.Now})
+	if res, err := l.Ingest("d", "", []Record{rec(1), rec(1)}, o.seenBy("d", "")); err != nil || res != (Result{Accepted: 1, Duplicates: 1}) {
+		t.Fatalf("first delivery: %+v %v", res, err)
+	}
+	if err := l.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	l = openLake(t, dir, Options{Policy: budget, Now: clock.Now})
+	defer l.Close(t.Context())
+	if res, err := l.Ingest("d", "", []Record{rec(1), rec(2), rec(3)}, o.seenBy("d", "")); err != nil || res != (Result{Accepted: 1, Duplicates: 1, Dropped: 1}) {
+		t.Fatalf("after the restart: %+v %v", res, err)
+	}
+	if res, err := l.Ingest("e", "", []Record{rec(1), rec(2)}, o.seenBy("e", "")); err != nil || res != (Result{Accepted: 2}) {
+		t.Fatalf("another device: %+v %v", res, err)
+	}
+	clock.Advance(24 * time.Hour)
+	if res, err := l.Ingest("d", "", []Record{rec(4)}, o.seenBy("d", "")); err != nil || res != (Result{Accepted: 1}) {
+		t.Fatalf("the next day: %+v %v", res, err)
+	}
+}
+
+// TestLakeFullRefusesDelivery: a delivery that does not fit the staging
+// area is refused whole, none of it staged or shown to the oracle, and
+// accepted when it is delivered again after a flush made room.
+func TestLakeFullRefusesDelivery(t *testing.T) {
+	dir := t.TempDir()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	rec := func(id uint64) Record {
+		return Record{ID: id, Payload: sample(t, "1.0.0", at, "", []float32{float32(id)})}
+	}
+	o := &oracle{}
+	l := openLake(t, dir, Options{MaxStagedBytes: int64(len(rec(1).Payload))*3/2 + 200, FlushRows: 1000, Now: func() time.Time { return at }})
+	defer l.Close(t.Context())
+	if res, err := l.Ingest("d", "", []Record{rec(1)}, o.seenBy("d", "")); err != nil || res.Accepted != 1 {
+		t.Fatalf("first delivery: %+v %v", res, err)
+	}
+	if _, err := l.Ingest("d", "", []Record{rec(2), rec(3)}, o.seenBy("d", "")); !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "samples.maxStagedBytes") {
+		t.Fatalf("delivery into a full staging area: %v, want ErrFull naming samples.maxStagedBytes", err)
+	}
+	if o.seen["d//2"] || o.seen["d//3"] {
+		t.Fatalf("the refused records were shown to the oracle: %v", o.seen)
+	}
+	if st := l.Stats(); st.Full != 1 || st.Accepted != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if res, err := l.flush(t.Context(), true); err != nil || res.Rows != 1 {
+		t.Fatalf("flush: %+v %v", res, err)
+	}
+	if res, err := l.Ingest("d", "", []Record{rec(2)}, o.seenBy("d", "")); err != nil || res.Accepted != 1 {
+		t.Fatalf("redelivery after the flush: %+v %v", res, err)
 	}
 }
 

@@ -56,10 +56,28 @@ type DirObjects struct {
 
 var _ ObjectStore = (*DirObjects)(nil)
 
+// CheckObjectsFolder checks sub, a folder of a registry's storage for
+// other objects (Objects): a relative slash-separated path, clean, that
+// is neither the registry's own folders (bundles, tmp) nor holds them.
+func CheckObjectsFolder(sub string) error {
+	first, _, _ := strings.Cut(sub, "/")
+	switch {
+	case sub == "" || sub == "." || strings.HasPrefix(sub, "/") || strings.ContainsAny(sub, `\`) || path.Clean(sub) != sub ||
+		sub == ".." || strings.HasPrefix(sub, "../"):
+		return fmt.Errorf("%w: folder %q: must be a relative folder such as samples or lake/edge", ErrInvalid, sub)
+	case first == "bundles" || first == "tmp":
+		return fmt.Errorf("%w: folder %q: %s/ is the registry's own (bundles/ holds the bundles, tmp/ what is being pushed or deleted)", ErrInvalid, sub, first)
+	}
+	return nil
+}
+
 // Objects is the ObjectStore in the folder sub of the registry's
-// directory (Dir/sub).
-func (f *FS) Objects(sub string) *DirObjects {
-	return &DirObjects{Dir: filepath.Join(f.cfg.Dir, filepath.FromSlash(sub))}
+// directory (Dir/sub); sub must pass CheckObjectsFolder.
+func (f *FS) Objects(sub string) (*DirObjects, error) {
+	if err := CheckObjectsFolder(sub); err != nil {
+		return nil, err
+	}
+	return &DirObjects{Dir: filepath.Join(f.cfg.Dir, filepath.FromSlash(sub))}, nil
 }
 
 // PutObject implements ObjectStore.
@@ -156,9 +174,13 @@ type S3Objects struct {
 var _ ObjectStore = (*S3Objects)(nil)
 
 // Objects is the ObjectStore under the key prefix PREFIX+sub+"/" of the
-// registry's bucket (PREFIX is S3Config.Prefix).
-func (s *S3) Objects(sub string) *S3Objects {
-	return &S3Objects{s: s, prefix: s.cfg.Prefix + strings.Trim(sub, "/") + "/"}
+// registry's bucket (PREFIX is S3Config.Prefix); sub must pass
+// CheckObjectsFolder.
+func (s *S3) Objects(sub string) (*S3Objects, error) {
+	if err := CheckObjectsFolder(sub); err != nil {
+		return nil, err
+	}
+	return &S3Objects{s: s, prefix: s.cfg.Prefix + sub + "/"}, nil
 }
 
 // PutObject implements ObjectStore.

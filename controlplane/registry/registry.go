@@ -152,6 +152,8 @@ type Summary struct {
 	UnpackedSize int64         `json:"unpackedSize"`
 	// Lineage is where the model came from (an MLflow run, say).
 	Lineage *bundle.Lineage `json:"lineage,omitempty"`
+	// Sampling is the bundle's data sampling policy, if it has one.
+	Sampling *bundle.Sampling `json:"sampling,omitempty"`
 }
 
 func summarize(m *bundle.Manifest) Summary {
@@ -167,6 +169,7 @@ func summarize(m *bundle.Manifest) Summary {
 		Smoke:              len(m.Smoke),
 		Files:              m.Files,
 		Lineage:            m.Lineage,
+		Sampling:           m.Sampling,
 	}
 	if m.Runtime.Pre != nil {
 		s.Pre = m.Runtime.Pre.Module

@@ -7,8 +7,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgefleet/edgefleet/controlplane/dedup"
 )
 
 // Result says what Ingest did with a batch.
@@ -20,59 +23,66 @@ type Result struct {
 	Duplicates int
 }
 
-// SeenFunc is the dedup oracle Ingest consults: it records ids (of one
-// device and epoch) as seen, durably, and reports for each whether it was
-// seen before. fleetd passes inventory.Store.SeenRecords.
-type SeenFunc func(ids []uint64) (duplicate []bool, err error)
-
-// per-record outcome of the stage step.
-const (
-	outInserted   = iota // written now, pending
-	outRecovering        // found pending from an interrupted Ingest
-	outPresent           // held and confirmed: a duplicate
-)
-
 // Ingest stores recs, delivered by device from outbox epoch, and counts
 // exactly the records not delivered before (see the package
-// documentation). Every record's Device and Epoch must be device and
-// epoch; Received is set to now. What Ingest stored is durable when it
-// returns without error; after an error the caller refuses the delivery
-// and the device delivers again.
-func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Result, error) {
-	if err := checkIDs(device, epoch); err != nil {
+// documentation and controlplane/dedup). Every record's Device and Epoch
+// must be device and epoch; Received is set to now. What Ingest stored is
+// durable when it returns without error; after an error the caller
+// refuses the delivery and the device delivers again.
+func (s *Store) Ingest(device, epoch string, recs []Record, seen dedup.Oracle) (Result, error) {
+	var res Result
+	st, err := s.Stage(device, epoch, recs, &res)
+	if err != nil {
 		return Result{}, err
 	}
+	if err := dedup.Settle(seen, st); err != nil {
+		return Result{}, fmt.Errorf("telemetry: device %q: %w", device, err)
+	}
+	return res, nil
+}
+
+// Stage is Ingest's first step, for a delivery whose records go to
+// several stores: it stages recs and returns the stage for dedup.Settle,
+// whose commit fills *res. The stage holds device's lock until it is
+// settled or released.
+func (s *Store) Stage(device, epoch string, recs []Record, res *Result) (*dedup.Stage, error) {
+	if err := checkIDs(device, epoch); err != nil {
+		return nil, err
+	}
 	if len(recs) == 0 {
-		return Result{}, nil
+		return &dedup.Stage{Commit: func([]bool) error { return nil }}, nil
 	}
 	now := s.now()
 	vals := make([][]byte, len(recs))
 	for i := range recs {
 		r := &recs[i]
 		if r.Device != device || r.Epoch != epoch {
-			return Result{}, fmt.Errorf("%w: record %d is of device %q epoch %q, not %q %q", ErrInvalid, i, r.Device, r.Epoch, device, epoch)
+			return nil, fmt.Errorf("%w: record %d is of device %q epoch %q, not %q %q", ErrInvalid, i, r.Device, r.Epoch, device, epoch)
 		}
 		if r.ID == 0 {
-			return Result{}, fmt.Errorf("%w: device %q: record at index %d has id 0", ErrInvalid, device, i)
+			return nil, fmt.Errorf("%w: device %q: record at index %d has id 0", ErrInvalid, device, i)
 		}
 		if !validKind(r.Kind) {
-			return Result{}, fmt.Errorf("%w: device %q: record %d: kind %q is not a token", ErrInvalid, device, r.ID, r.Kind)
+			return nil, fmt.Errorf("%w: device %q: record %d: kind %q is not a token", ErrInvalid, device, r.ID, r.Kind)
 		}
 		if len(r.Payload) == 0 {
-			return Result{}, fmt.Errorf("%w: device %q: record %d has no payload", ErrInvalid, device, r.ID)
+			return nil, fmt.Errorf("%w: device %q: record %d has no payload", ErrInvalid, device, r.ID)
 		}
 		r.Received = now
 		v, err := json.Marshal(r)
 		if err != nil {
-			return Result{}, fmt.Errorf("telemetry: encoding record %d of %q: %w", r.ID, device, err)
+			return nil, fmt.Errorf("telemetry: encoding record %d of %q: %w", r.ID, device, err)
 		}
 		vals[i] = v
 	}
 
-	defer s.locks.Lock(device)()
+	unlock := s.locks.Lock(device)
+	var once sync.Once
+	release := func() { once.Do(unlock) }
 
 	// 1. Stage.
-	outs := make([]int, len(recs))
+	ids := make([]uint64, len(recs))
+	outs := make([]dedup.Outcome, len(recs))
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		db, err := deviceBucket(tx, device, true)
 		if err != nil {
@@ -82,10 +92,11 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 		held := getU64(mb, keyHeld)
 		inBatch := make(map[uint64]bool, len(recs))
 		for i, r := range recs {
+			ids[i] = r.ID
 			ik := idxKey(epoch, r.ID)
 			switch v := kb.Get(ik); {
 			case inBatch[r.ID]:
-				outs[i] = outPresent
+				outs[i] = dedup.Present
 			case v == nil:
 				tk := append(timeKey(r.Time), ik...)
 				if err := tb.Put(tk, vals[i]); err != nil {
@@ -95,55 +106,40 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 					return err
 				}
 				held++
-				outs[i] = outInserted
+				outs[i] = dedup.Inserted
 			case len(v) == 9 && v[8] == statePending:
-				outs[i] = outRecovering
+				outs[i] = dedup.Recovering
 			default:
-				outs[i] = outPresent
+				outs[i] = dedup.Present
 			}
 			inBatch[r.ID] = true
 		}
 		return mb.Put(keyHeld, u64(held))
 	})
 	if err != nil {
-		return Result{}, fmt.Errorf("telemetry: staging %d records of %q: %w", len(recs), device, err)
+		release()
+		return nil, fmt.Errorf("telemetry: staging %d records of %q: %w", len(recs), device, err)
 	}
+	return &dedup.Stage{IDs: ids, Outs: outs, Release: release,
+		Commit: func(dup []bool) error { return s.commit(device, epoch, recs, outs, dup, res) }}, nil
+}
 
-	// 2. Ask the oracle about what was staged.
-	var ask []uint64
-	for i, o := range outs {
-		if o != outPresent {
-			ask = append(ask, recs[i].ID)
-		}
-	}
-	var dup []bool
-	if len(ask) > 0 {
-		if dup, err = seen(ask); err != nil {
-			return Result{}, fmt.Errorf("telemetry: dedup of %d records of %q: %w", len(ask), device, err)
-		}
-		if len(dup) != len(ask) {
-			return Result{}, fmt.Errorf("telemetry: dedup of %q answered %d results for %d ids", device, len(dup), len(ask))
-		}
-	}
-
-	// 3. Commit.
-	var res Result
-	err = s.db.Batch(func(tx *bolt.Tx) error {
-		res = Result{}
+// commit is the third step of Ingest.
+func (s *Store) commit(device, epoch string, recs []Record, outs []dedup.Outcome, dup []bool, res *Result) error {
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		*res = Result{}
 		db, err := deviceBucket(tx, device, true)
 		if err != nil {
 			return err
 		}
 		tb, kb, mb := db.Bucket(bucketTime), db.Bucket(bucketKeys), db.Bucket(bucketCounts)
 		held := getU64(mb, keyHeld)
-		j := 0
 		for i, r := range recs {
-			if outs[i] == outPresent {
+			if outs[i] == dedup.Present {
 				res.Duplicates++
 				continue
 			}
-			d := dup[j]
-			j++
+			d := dup[i]
 			ik := idxKey(epoch, r.ID)
 			v := kb.Get(ik)
 			if len(v) != 9 || v[8] != statePending {
@@ -156,7 +152,7 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 				}
 				continue
 			}
-			if outs[i] == outInserted && d {
+			if outs[i] == dedup.Inserted && d {
 				// A redelivery of a record pruned long ago.
 				if err := tb.Delete(append(bytes.Clone(v[:8]), ik...)); err != nil {
 					return err
@@ -185,7 +181,7 @@ func (s *Store) Ingest(device, epoch string, recs []Record, seen SeenFunc) (Resu
 		return addU64(mb, keyDuplicates, uint64(res.Duplicates))
 	})
 	if err != nil {
-		return Result{}, fmt.Errorf("telemetry: committing %d records of %q: %w", len(recs), device, err)
+		return fmt.Errorf("telemetry: committing %d records of %q: %w", len(recs), device, err)
 	}
-	return res, nil
+	return nil
 }

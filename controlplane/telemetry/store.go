@@ -23,7 +23,10 @@
 // interrupted attempt, but it was never counted. So a record is stored
 // before its delivery is acknowledged, is counted once, and a crash at any
 // point neither loses nor double-counts it. Ingest calls for one device
-// are serialized.
+// are serialized. Steps 2 and 3 are controlplane/dedup's: Stage runs step
+// 1 alone, for a delivery whose records go to several stores (fleetd's
+// sample lake takes a batch's samples), so that one oracle call covers
+// the whole delivery.
 //
 // # Layout
 //

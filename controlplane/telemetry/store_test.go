@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/dedup"
 	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 )
@@ -60,7 +61,7 @@ func (e *env) enroll(t *testing.T, ids ...string) {
 	}
 }
 
-func (e *env) seen(dev, epoch string) SeenFunc {
+func (e *env) seen(dev, epoch string) dedup.Oracle {
 	return func(ids []uint64) ([]bool, error) { return e.inv.SeenRecords(dev, epoch, ids) }
 }
 
@@ -141,12 +142,12 @@ func TestIngestInterrupted(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// seen runs in the first, interrupted attempt.
-		seen func(e *env) SeenFunc
+		seen func(e *env) dedup.Oracle
 	}{
-		{"before the oracle recorded", func(e *env) SeenFunc {
+		{"before the oracle recorded", func(e *env) dedup.Oracle {
 			return func([]uint64) ([]bool, error) { return nil, boom }
 		}},
-		{"after the oracle recorded", func(e *env) SeenFunc {
+		{"after the oracle recorded", func(e *env) dedup.Oracle {
 			return func(ids []uint64) ([]bool, error) {
 				if _, err := e.seen("dev-1", "e1")(ids); err != nil {
 					return nil, err
