@@ -57,35 +57,77 @@ func (l *Lake) Close(ctx context.Context) error {
 
 // flush finishes the pending flushes, then plans and writes a flush for
 // every partition that is due (all of them with force).
+//
+// A partition whose flush fails is left for the next cycle (Run's tick):
+// its pending flushes after the failed one are not tried in this cycle,
+// nor is it planned again in it, so that a file that cannot be written
+// (a key or a prefix the store refuses, a row that does not encode)
+// holds back neither the other partitions nor the cycle. The failed
+// flush stays pending and is written again, under the same name, first
+// in the next cycle. The errors, one per failed partition, are returned
+// together. A partition is planned again in a cycle only after its
+// flush succeeded, which consumed staged rows: the cycle ends.
 func (l *Lake) flush(ctx context.Context, force bool) (FlushResult, error) {
 	l.flushMu.Lock()
 	defer l.flushMu.Unlock()
 	var res FlushResult
 	var errs []error
+	failed := map[string]bool{} // partitions whose flush failed in this cycle
+	fail := func(part string, err error) {
+		if part == "" { // unreadable flush: finish's error names it
+			errs = append(errs, err)
+			return
+		}
+		failed[part] = true
+		errs = append(errs, fmt.Errorf("lake: partition %s: %w", part, err))
+	}
 	seqs, err := l.pendingFlushes()
 	if err != nil {
 		return res, err
 	}
 	for _, seq := range seqs {
-		if err := l.finish(ctx, seq, &res); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return res, errors.Join(errs...) // the same store will refuse new ones too
-	}
-	for {
-		seq, ok, err := l.plan(force)
-		if err != nil || !ok {
-			return res, err
+		part := l.flushPartition(seq)
+		if part != "" && failed[part] {
+			continue
 		}
 		if err := l.finish(ctx, seq, &res); err != nil {
-			return res, err
+			fail(part, err)
 		}
 		if ctx.Err() != nil {
-			return res, ctx.Err()
+			return res, errors.Join(append(errs, ctx.Err())...)
 		}
 	}
+	for {
+		seq, part, err := l.planExcept(force, failed)
+		if err != nil {
+			// The staging file refuses writes: the next plans would fail too.
+			return res, errors.Join(append(errs, err)...)
+		}
+		if seq == nil {
+			return res, errors.Join(errs...)
+		}
+		if err := l.finish(ctx, seq, &res); err != nil {
+			fail(part, err)
+		}
+		if ctx.Err() != nil {
+			return res, errors.Join(append(errs, ctx.Err())...)
+		}
+	}
+}
+
+// flushPartition is the partition of pending flush seq; "" when its
+// meta cannot be read (finish then says why).
+func (l *Lake) flushPartition(seq []byte) string {
+	var meta flushMeta
+	l.db.View(func(tx *bolt.Tx) error {
+		if f := tx.Bucket(bucketFlush).Bucket(seq); f != nil {
+			if v := f.Get(keyFlush); v != nil {
+				json.Unmarshal(v, &meta)
+			}
+		}
+		return nil
+	})
+	return meta.Partition
 }
 
 func (l *Lake) pendingFlushes() ([][]byte, error) {
@@ -103,20 +145,27 @@ func (l *Lake) pendingFlushes() ([][]byte, error) {
 // one due partition into a new flush and returns its sequence number;
 // false when none is due.
 func (l *Lake) plan(force bool) ([]byte, bool, error) {
+	seq, _, err := l.planExcept(force, nil)
+	return seq, seq != nil, err
+}
+
+// planExcept is plan, skipping the partitions in skip; it returns the
+// new flush's sequence number and partition, nil when none is due.
+func (l *Lake) planExcept(force bool, skip map[string]bool) ([]byte, string, error) {
 	now := l.now().UTC()
 	// Most cycles find nothing due: look in a read transaction first.
 	var due []byte
 	if err := l.db.View(func(tx *bolt.Tx) error {
-		due = l.duePartition(tx, now, force)
+		due = l.duePartition(tx, now, force, skip)
 		return nil
 	}); err != nil || due == nil {
-		return nil, false, err
+		return nil, "", err
 	}
-	var seq []byte
+	var seq, part []byte
 	err := l.db.Update(func(tx *bolt.Tx) error {
-		seq = nil
+		seq, part = nil, nil
 		pb, rows, fb := tx.Bucket(bucketParts), tx.Bucket(bucketRows), tx.Bucket(bucketFlush)
-		part := l.duePartition(tx, now, force)
+		part = l.duePartition(tx, now, force, skip)
 		if part == nil {
 			return nil
 		}
@@ -160,20 +209,20 @@ func (l *Lake) plan(force bool) ([]byte, bool, error) {
 		return addPart(pb, part, -taken, -bytesTaken)
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("lake: planning a flush: %w", err)
+		return nil, "", fmt.Errorf("lake: planning a flush: %w", err)
 	}
-	return seq, seq != nil, nil
+	return seq, string(part), nil
 }
 
 // duePartition is the first partition that is due (any with rows, with
 // force): FlushRows or FlushBytes reached, or its oldest row staged
-// FlushAge ago.
-func (l *Lake) duePartition(tx *bolt.Tx, now time.Time, force bool) []byte {
+// FlushAge ago. Partitions in skip are not.
+func (l *Lake) duePartition(tx *bolt.Tx, now time.Time, force bool, skip map[string]bool) []byte {
 	rows := tx.Bucket(bucketRows)
 	c := tx.Bucket(bucketParts).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		n, b := partStats(v)
-		if n == 0 {
+		if n == 0 || skip[string(k)] {
 			continue
 		}
 		if force || n >= uint64(l.opts.FlushRows) || int64(b) >= l.opts.FlushBytes {
