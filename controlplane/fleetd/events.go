@@ -46,10 +46,12 @@ type EventsConfig struct {
 	// DriftShare is the drift score (share of drifted features) at which
 	// a window counts as drifted.
 	DriftShare float64 `yaml:"driftShare"`
-	// MaxAge is how long a delivery is retried before it is failed.
+	// MaxAge is how long a delivery is retried before it is failed,
+	// counted from when the event was queued.
 	MaxAge Duration `yaml:"maxAge"`
-	// Retention is how long events are kept (and listed) once no
-	// delivery of theirs is pending.
+	// Retention is how long events are kept (and listed) once each of
+	// their deliveries is done (delivered or failed), counted from when
+	// the last was done; a pending event is never pruned.
 	Retention Duration `yaml:"retention"`
 	// Subscriptions are the receivers.
 	Subscriptions []SubscriptionConfig `yaml:"subscriptions"`
@@ -176,8 +178,11 @@ func validateEvents(e EventsConfig, bad func(key, format string, args ...any)) {
 	if time.Duration(e.MaxAge) < time.Minute {
 		bad("events.maxAge", "must be at least 1m, got %s", e.MaxAge)
 	}
-	if e.Retention < e.MaxAge {
-		bad("events.maxAge", "%s is longer than events.retention (%s): events would be pruned while still retried", time.Duration(e.MaxAge), time.Duration(e.Retention))
+	// The retention counts from when an event's deliveries are all done
+	// (delivered or failed), so it need not cover events.maxAge: a
+	// pending event is never pruned.
+	if time.Duration(e.Retention) < time.Minute {
+		bad("events.retention", "must be at least 1m, got %s", e.Retention)
 	}
 	seen := map[string]int{}
 	for i, s := range e.Subscriptions {

@@ -51,7 +51,8 @@ func TestEventsConfigInvalid(t *testing.T) {
 		{"events:\n  subscriptions:\n    - name: a\n      url: http://127.0.0.1/\n      username: admin\n", "events.subscriptions[0].username: username and passwordFile go together"},
 		{"events:\n  driftWindows: 0\n  driftShare: 1.5\n", "events.driftShare: must be above 0 and at most 1, got 1.5"},
 		{"events:\n  maxAge: 10s\n", "events.maxAge: must be at least 1m"},
-		{"events:\n  maxAge: 30d\n", "config.yaml:2:11: events.maxAge: 720h0m0s is longer than events.retention (168h0m0s)"},
+		{"events:\n  retention: 30s\n", "config.yaml:2:14: events.retention: must be at least 1m, got 30s"},
+		{"events:\n  maxAge: 2d\n  retention: -1h\n", "config.yaml:3:14: events.retention: must be at least 1m, got -1h0m0s"},
 		{"events:\n  source: 'has space'\n", "events.source"},
 		{"events:\n  subscriptions:\n    - name: a\n      url: http://127.0.0.1/\n      colour: red\n", "events.subscriptions[0].colour: unknown key"},
 	} {
@@ -61,6 +62,25 @@ func TestEventsConfigInvalid(t *testing.T) {
 		}
 		if !errors.Is(err, fleetd.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q:\n  %v\n  want ErrConfig containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// TestEventsRetentionConfig: events.retention counts from when an
+// event's deliveries are done, so it may be shorter than events.maxAge
+// (a pending event is never pruned); the shortest is 1m.
+func TestEventsRetentionConfig(t *testing.T) {
+	for _, y := range []string{
+		"events:\n  maxAge: 30d\n",
+		"events:\n  maxAge: 2d\n  retention: 1h\n",
+		"events:\n  maxAge: 1m\n  retention: 1m\n",
+	} {
+		c, err := fleetd.ParseConfig([]byte(y), "config.yaml", t.TempDir())
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil {
+			t.Errorf("%q: %v", y, err)
 		}
 	}
 }

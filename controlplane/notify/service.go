@@ -59,8 +59,9 @@ type Config struct {
 	DriftWindows int
 	DriftShare   float64
 	// MaxAge is how long a delivery is retried before it fails (default
-	// 24h); Retention how long events are kept once no delivery of
-	// theirs is pending (default 7d).
+	// 24h), counted from when the event was queued; Retention how long
+	// an event is kept once each of its deliveries is done, delivered
+	// or failed (default 7d), counted from when the last was done.
 	MaxAge, Retention time.Duration
 	// RetryMax, RetryWaitMin and RetryWaitMax are go-retryablehttp's:
 	// the quick retries of one attempt (defaults 3, 500ms, 5s).
@@ -282,24 +283,35 @@ func (s *Service) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-func (s *Service) prune() {
+// prune deletes the events done (every delivery of theirs delivered or
+// failed) more than the retention ago, in transactions of at most 1000
+// (and at most 100 of them a round: the rest waits for the next); it
+// returns how many it deleted.
+func (s *Service) prune() int {
 	cutoff := s.now().Add(-s.cfg.Retention)
+	total := 0
 	for range 100 {
 		var n int
+		var more bool
 		err := s.db.Update(func(tx *bolt.Tx) (err error) {
-			n, err = prune(tx, cutoff, 1000)
+			n, more, err = prune(tx, cutoff, 1000)
 			return err
 		})
 		if err != nil {
 			if !errors.Is(err, berrors.ErrDatabaseNotOpen) {
 				s.log.Error("notify: pruning events", "err", err)
 			}
-			return
+			return total
 		}
-		if n < 1000 {
-			return
+		total += n
+		if !more {
+			break
 		}
 	}
+	if total > 0 {
+		s.log.Info("notify: pruned events", "events", total, "retention", s.cfg.Retention)
+	}
+	return total
 }
 
 // deliverLoop delivers sb's pending events in order until ctx ends,

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -12,8 +13,9 @@ import (
 )
 
 // schemaVersion is the layout of the notify bucket this code reads and
-// writes.
-const schemaVersion = 1
+// writes. Version 1 had no done index (bucket "done"); a store of version
+// 1 is upgraded when opened (migrateV1).
+const schemaVersion = 2
 
 // Layout: one top-level bucket, so that the queue can share a bbolt file
 // (and transactions) with the rollout engine.
@@ -24,7 +26,15 @@ const schemaVersion = 1
 //	  id/ event id  -> seq(8 BE)
 //	  d/  sub/  seq -> JSON api.Delivery
 //	  p/  sub/  seq -> "" (pending deliveries)
+//	  done/ time(8 BE, Unix ns) seq(8 BE) -> "" (the done index)
 //	  drift/ device "\x00" bundle -> JSON driftState
+//
+// The done index holds the events none of whose deliveries is pending,
+// by when they were done: the latest Done of their deliveries (when the
+// last one was delivered or failed), or, for an event no subscription
+// selected, when it was queued. Pruning walks it oldest first, so that
+// an event is kept the retention after it was done, however long it was
+// pending before.
 var (
 	bucketRoot    = []byte("notify")
 	bucketEvents  = []byte("e")
@@ -32,6 +42,7 @@ var (
 	bucketDeliver = []byte("d")
 	bucketPending = []byte("p")
 	bucketDrift   = []byte("drift")
+	bucketDone    = []byte("done")
 	keySchema     = []byte("schema")
 )
 
@@ -47,7 +58,7 @@ func initDB(db *bolt.DB) error {
 		if err != nil {
 			return err
 		}
-		for _, b := range [][]byte{bucketEvents, bucketIDs, bucketDeliver, bucketPending, bucketDrift} {
+		for _, b := range [][]byte{bucketEvents, bucketIDs, bucketDeliver, bucketPending, bucketDrift, bucketDone} {
 			if _, err := root.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -55,11 +66,100 @@ func initDB(db *bolt.DB) error {
 		switch v := root.Get(keySchema); {
 		case v == nil:
 			return root.Put(keySchema, binary.BigEndian.AppendUint64(nil, schemaVersion))
+		case len(v) == 8 && binary.BigEndian.Uint64(v) == 1:
+			if err := migrateV1(tx); err != nil {
+				return fmt.Errorf("upgrading the notify store from schema 1: %w", err)
+			}
+			return root.Put(keySchema, binary.BigEndian.AppendUint64(nil, schemaVersion))
 		case len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion:
 			return fmt.Errorf("notify store schema %x, this fleetd reads %d", v, schemaVersion)
 		}
 		return nil
 	})
+}
+
+// migrateV1 fills in the done index of a store of schema 1: an event
+// none of whose deliveries is pending is done at the latest Done of its
+// deliveries, or, with none recorded (no subscription selected it), at
+// when it was queued. The pending ones enter the index when their last
+// delivery is done, as with this version.
+func migrateV1(tx *bolt.Tx) error {
+	type entry struct {
+		k      []byte
+		queued time.Time
+	}
+	var es []entry
+	err := sub(tx, bucketEvents).ForEach(func(k, v []byte) error {
+		var r record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("notify: decoding event #%d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		es = append(es, entry{append([]byte(nil), k...), r.Queued})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		if busy(tx, e.k) {
+			continue
+		}
+		t, err := doneAt(tx, e.k, e.queued)
+		if err != nil {
+			return err
+		}
+		if err := sub(tx, bucketDone).Put(doneKey(t, e.k), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// doneKey is the done index's key of event k (seq) done at t.
+func doneKey(t time.Time, k []byte) []byte {
+	var ns uint64
+	if t.After(time.Unix(0, 0)) {
+		ns = uint64(t.UnixNano())
+	}
+	return append(binary.BigEndian.AppendUint64(nil, ns), k...)
+}
+
+// busy reports whether a delivery of event k (seq) is pending.
+func busy(tx *bolt.Tx, k []byte) bool {
+	found := false
+	p := sub(tx, bucketPending)
+	_ = p.ForEachBucket(func(name []byte) error {
+		if b := p.Bucket(name); b != nil && b.Get(k) != nil {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+// doneAt is when event k (seq) was done: the latest Done of its
+// deliveries, or queued if none has one.
+func doneAt(tx *bolt.Tx, k []byte, queued time.Time) (time.Time, error) {
+	var t time.Time
+	d := sub(tx, bucketDeliver)
+	err := d.ForEachBucket(func(name []byte) error {
+		v := d.Bucket(name).Get(k)
+		if v == nil {
+			return nil
+		}
+		var dv api.Delivery
+		if err := json.Unmarshal(v, &dv); err != nil {
+			return fmt.Errorf("notify: decoding delivery #%d to %s: %w", binary.BigEndian.Uint64(k), name, err)
+		}
+		if dv.Done.After(t) {
+			t = dv.Done
+		}
+		return nil
+	})
+	if t.IsZero() {
+		t = queued
+	}
+	return t, err
 }
 
 func sub(tx *bolt.Tx, name []byte) *bolt.Bucket { return tx.Bucket(bucketRoot).Bucket(name) }
@@ -99,10 +199,12 @@ func add(tx *bolt.Tx, ev *Event, subs []*Subscription, now time.Time) (added boo
 	if err := ids.Put([]byte(ev.ID), k); err != nil {
 		return false, err
 	}
+	selected := false
 	for _, s := range subs {
 		if !s.Filter.Match(ev) {
 			continue
 		}
+		selected = true
 		d, _ := json.Marshal(api.Delivery{Subscription: s.Name, State: api.DeliveryPending})
 		db, err := subBucket(tx, bucketDeliver, s.Name, true)
 		if err != nil {
@@ -116,6 +218,12 @@ func add(tx *bolt.Tx, ev *Event, subs []*Subscription, now time.Time) (added boo
 			return false, err
 		}
 		if err := pb.Put(k, nil); err != nil {
+			return false, err
+		}
+	}
+	if !selected {
+		// Nothing to deliver: done as queued.
+		if err := sub(tx, bucketDone).Put(doneKey(now, k), nil); err != nil {
 			return false, err
 		}
 	}
@@ -151,14 +259,16 @@ func getDelivery(tx *bolt.Tx, name string, seq uint64) (api.Delivery, error) {
 }
 
 // putDelivery records d; a delivery no longer pending leaves the pending
-// index.
+// index, and when it was the event's last pending one the event enters
+// the done index.
 func putDelivery(tx *bolt.Tx, seq uint64, d api.Delivery) error {
+	k := seqKey(seq)
 	b, err := subBucket(tx, bucketDeliver, d.Subscription, true)
 	if err != nil {
 		return err
 	}
 	v, _ := json.Marshal(d)
-	if err := b.Put(seqKey(seq), v); err != nil {
+	if err := b.Put(k, v); err != nil {
 		return err
 	}
 	if d.State == api.DeliveryPending {
@@ -168,7 +278,24 @@ func putDelivery(tx *bolt.Tx, seq uint64, d api.Delivery) error {
 	if err != nil {
 		return err
 	}
-	return p.Delete(seqKey(seq))
+	if p.Get(k) == nil {
+		return nil // not pending before: indexed already, if done
+	}
+	if err := p.Delete(k); err != nil {
+		return err
+	}
+	if busy(tx, k) {
+		return nil
+	}
+	r, err := getRecord(tx, seq)
+	if err != nil {
+		return err
+	}
+	t, err := doneAt(tx, k, r.Queued)
+	if err != nil {
+		return err
+	}
+	return sub(tx, bucketDone).Put(doneKey(t, k), nil)
 }
 
 // dropRemoved fails the pending deliveries of subscriptions no longer
@@ -282,53 +409,54 @@ func list(tx *bolt.Tx, q Query, names []string) ([]api.Event, error) {
 	return out, nil
 }
 
-// prune deletes, oldest first, events queued before cutoff none of whose
-// deliveries is pending, at most max of them; it returns how many.
-func prune(tx *bolt.Tx, cutoff time.Time, max int) (int, error) {
+// prune deletes, oldest done first, events done (every delivery of
+// theirs delivered or failed) before cutoff: it goes through at most max
+// entries of the done index and returns how many events it deleted, and
+// whether entries before cutoff may be left (it stopped at max).
+func prune(tx *bolt.Tx, cutoff time.Time, max int) (deleted int, more bool, err error) {
 	var subs [][]byte
 	_ = sub(tx, bucketDeliver).ForEachBucket(func(k []byte) error {
 		subs = append(subs, append([]byte(nil), k...))
 		return nil
 	})
-	evs, ids := sub(tx, bucketEvents), sub(tx, bucketIDs)
-	n := 0
-	var dels [][]byte
-	var idDels []string
-	c := evs.Cursor()
-	for k, v := c.First(); k != nil && n < max; k, v = c.Next() {
-		var r record
-		if err := json.Unmarshal(v, &r); err != nil {
-			return n, fmt.Errorf("notify: decoding event #%d: %w", binary.BigEndian.Uint64(k), err)
-		}
-		if !r.Queued.Before(cutoff) {
+	evs, ids, idx := sub(tx, bucketEvents), sub(tx, bucketIDs), sub(tx, bucketDone)
+	end := doneKey(cutoff, seqKey(0))
+	var keys [][]byte
+	c := idx.Cursor()
+	for k, _ := c.First(); k != nil && bytes.Compare(k, end) < 0; k, _ = c.Next() {
+		if len(keys) == max {
+			more = true
 			break
 		}
-		busy := false
-		for _, s := range subs {
-			if p := sub(tx, bucketPending).Bucket(s); p != nil && p.Get(k) != nil {
-				busy = true
-				break
-			}
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	for _, ik := range keys {
+		if err := idx.Delete(ik); err != nil {
+			return deleted, more, err
 		}
-		if busy {
+		k := ik[8:]
+		v := evs.Get(k)
+		if v == nil || busy(tx, k) {
+			// Stale: the event is gone, or a delivery of it is pending
+			// (it is indexed again when that one is done).
 			continue
 		}
-		dels = append(dels, append([]byte(nil), k...))
-		idDels = append(idDels, r.ID)
-		n++
-	}
-	for i, key := range dels {
+		var r record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return deleted, more, fmt.Errorf("notify: decoding event #%d: %w", binary.BigEndian.Uint64(k), err)
+		}
 		for _, s := range subs {
-			if err := sub(tx, bucketDeliver).Bucket(s).Delete(key); err != nil {
-				return 0, err
+			if err := sub(tx, bucketDeliver).Bucket(s).Delete(k); err != nil {
+				return deleted, more, err
 			}
 		}
-		if err := ids.Delete([]byte(idDels[i])); err != nil {
-			return 0, err
+		if err := ids.Delete([]byte(r.ID)); err != nil {
+			return deleted, more, err
 		}
-		if err := evs.Delete(key); err != nil {
-			return 0, err
+		if err := evs.Delete(k); err != nil {
+			return deleted, more, err
 		}
+		deleted++
 	}
-	return n, nil
+	return deleted, more, nil
 }
