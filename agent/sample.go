@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,8 +49,10 @@ type SampleStats struct {
 	Bundle         string  `json:"bundle,omitempty"`
 	Rate           float64 `json:"rate,omitempty"`
 	MaxBytesPerDay int64   `json:"maxBytesPerDay,omitempty"`
-	// Day is the UTC day the budget counts (YYYY-MM-DD), BytesToday the
-	// encoded bytes appended for the bundle on it.
+	// Day is the latest UTC day the budget counted (YYYY-MM-DD),
+	// BytesToday the encoded bytes appended for the bundle on it, before
+	// a restart too (after a crash: what DATA/sample-budget.json had
+	// reserved, up to a 16th of the budget more).
 	Day        string `json:"day,omitempty"`
 	BytesToday int64  `json:"bytesToday"`
 	// Picked counts the requests the rate picked; Appended those
@@ -96,10 +99,8 @@ type sampler struct {
 	done    chan struct{}
 	started bool
 
-	mu    sync.Mutex // the budget below: of bundle budID on day
-	budID string
-	day   string
-	used  int64
+	mu  sync.Mutex // guards bud
+	bud sampleBudget
 
 	picked, appended, budget, tooLarge, queue, failed atomic.Uint64
 }
@@ -113,7 +114,18 @@ func newSampler(ob *outbox.Outbox, log *slog.Logger, labels map[string]string, m
 	return &sampler{
 		ob: ob, log: log, labels: maps.Clone(labels), maxRecord: min(maxRecord, protocol.MaxSampleRecordBytes),
 		draw: rand.Float64, jobs: make(chan sampleJob, dataSampleQueue), done: make(chan struct{}),
+		bud: sampleBudget{log: log},
 	}
+}
+
+// persist keeps the budget's spend in the file path (SampleBudgetFile
+// under the data directory), starting from what it says; the first call
+// counts, and it must come before the first swap to a policy (so before
+// any sample is appended) for the spend saved before to count.
+func (s *sampler) persist(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bud.attach(path)
 }
 
 // register adds the sampling counters to the API's metrics registry.
@@ -195,8 +207,8 @@ func (s *sampler) start() {
 	}()
 }
 
-// stop appends what is queued. The API server must have stopped calling
-// observe.
+// stop appends what is queued and saves the budget's exact spend. The
+// API server must have stopped calling observe.
 func (s *sampler) stop() {
 	s.closeMu.Lock()
 	if s.closed {
@@ -209,6 +221,9 @@ func (s *sampler) stop() {
 	if s.started {
 		<-s.done
 	}
+	s.mu.Lock()
+	s.bud.flush()
+	s.mu.Unlock()
 }
 
 // record is j's sample record.
@@ -230,7 +245,8 @@ func (s *sampler) record(j sampleJob) protocol.SampleRecord {
 }
 
 // append encodes j and appends it within the size limits and the day's
-// budget.
+// budget of its bundle version (saving the spend ahead of it: see
+// sample_budget.go).
 func (s *sampler) append(j sampleJob) {
 	b, err := json.Marshal(s.record(j))
 	if err != nil {
@@ -243,25 +259,18 @@ func (s *sampler) append(j sampleJob) {
 		return
 	}
 	n := int64(len(b))
-	day := j.at.UTC().Format(time.DateOnly)
 	s.mu.Lock()
-	if day != s.day || j.pol.id != s.budID {
-		s.day, s.budID, s.used = day, j.pol.id, 0 // a new UTC day or bundle version: a fresh budget
-	}
-	if s.used+n > j.pol.maxBytes {
-		s.mu.Unlock()
+	ok := s.bud.take(j.pol.id, j.at, n, j.pol.maxBytes)
+	s.mu.Unlock()
+	if !ok {
 		s.budget.Add(1)
 		return
 	}
-	s.used += n
-	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
 	defer cancel()
 	if _, err := s.ob.Append(ctx, protocol.RecordSample, b); err != nil {
 		s.mu.Lock()
-		if s.day == day && s.budID == j.pol.id {
-			s.used -= n
-		}
+		s.bud.refund(j.pol.id, j.at.UTC().Format(time.DateOnly), n)
 		s.mu.Unlock()
 		s.failed.Add(1)
 		s.log.Warn("telemetry record not appended", "kind", protocol.RecordSample, "err", err)
@@ -285,15 +294,17 @@ func (s *sampler) stats() *SampleStats {
 		st.Bundle, st.Rate, st.MaxBytesPerDay = pol.id, pol.rate, pol.maxBytes
 	}
 	s.mu.Lock()
-	st.Day, st.BytesToday = s.day, s.used
+	st.Day, st.BytesToday = s.bud.today(st.Bundle)
 	s.mu.Unlock()
 	return st
 }
 
 // sampleSwap is putInService's hook: the sampling policy follows the
-// served model.
+// served model. The first swap (before any sample is picked) attaches
+// the budget's state file.
 func (a *Agent) sampleSwap(m *model.Model) {
 	if a.samples != nil {
+		a.samples.persist(filepath.Join(a.cfg.DataDir, SampleBudgetFile))
 		a.samples.swap(m.Manifest())
 	}
 }

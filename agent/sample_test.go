@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -188,6 +189,10 @@ func TestAgentSamples(t *testing.T) {
 		t.Errorf("status samples %+v", st.Samples)
 	}
 	r.stop(t)
+	// The day's spend is saved for the next run.
+	if got := readBudgetFile(t, filepath.Join(s.dataDir, SampleBudgetFile)); got["silero-vad@1.0.0 "+st.Samples.Day] != st.Samples.BytesToday {
+		t.Errorf("budget file %v, status samples %+v", got, st.Samples)
+	}
 	recs, _ := records(t, s.dataDir)
 	var got []protocol.SampleRecord
 	for _, p := range byKind(t, recs)[protocol.RecordSample] {
@@ -232,6 +237,12 @@ func TestAgentSamples(t *testing.T) {
 		if err != nil || !near(float64(out.Data.([]float32)[0]), sileroOutput) {
 			t.Errorf("output %v, %v", out, err)
 		}
+	}
+	// A restarted agent carries on with the day's spend.
+	r = startAgent(t, s)
+	rst, err := r.Status()
+	if err != nil || rst.Samples == nil || rst.Samples.Day != st.Samples.Day || rst.Samples.BytesToday != st.Samples.BytesToday || rst.Samples.Appended != 0 {
+		t.Errorf("after a restart: samples %+v (%v), before %+v", rst.Samples, err, st.Samples)
 	}
 }
 
