@@ -14,12 +14,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	agentapi "github.com/edgefleet/edgefleet/agent/api"
 	"github.com/edgefleet/edgefleet/agent/api/oipgrpc"
 	"github.com/edgefleet/edgefleet/shared/tensor"
 )
@@ -87,8 +89,7 @@ func (d *demo) checkGRPC(ctx context.Context) error {
 	}
 	d.n.Out(fmt.Sprintf("%-12s REST  %s  speech probability %.7f", dev.ID, restVersion, restP))
 	d.n.Out(fmt.Sprintf("%-12s gRPC  %s  speech probability %.7f", dev.ID, resp.GetModelName()+"@"+resp.GetModelVersion(), grpcP))
-	// REST writes the shortest decimal that reads back as the float32.
-	if grpcP != restP || resp.GetModelName()+"@"+resp.GetModelVersion() != restVersion {
+	if restNumber(grpcP) != restP || resp.GetModelName()+"@"+resp.GetModelVersion() != restVersion {
 		return fmt.Errorf("%s answers gRPC (%s: %v) and REST (%s: %v) differently", dev.ID, resp.GetModelVersion(), grpcP, restVersion, restP)
 	}
 	d.n.Say("Both answers are the same bits, from the same version.")
@@ -96,8 +97,9 @@ func (d *demo) checkGRPC(ctx context.Context) error {
 }
 
 // restProbability POSTs the inputs (JSON) to model on the REST socket and
-// returns output "output" and the bundle that answered.
-func restProbability(ctx context.Context, socket, model string, inputs []byte) (float32, string, error) {
+// returns the first value of output "output" (FP32), as api.Response
+// reads it, and the bundle that answered.
+func restProbability(ctx context.Context, socket, model string, inputs []byte) (float64, string, error) {
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", socket)
@@ -121,21 +123,30 @@ func restProbability(ctx context.Context, socket, model string, inputs []byte) (
 	if resp.StatusCode != http.StatusOK {
 		return 0, "", fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
 	}
-	var r struct {
-		ModelName    string `json:"model_name"`
-		ModelVersion string `json:"model_version"`
-		Outputs      []struct {
-			Name string    `json:"name"`
-			Data []float32 `json:"data"`
-		} `json:"outputs"`
-	}
+	var r agentapi.Response
 	if err := json.Unmarshal(b, &r); err != nil {
 		return 0, "", fmt.Errorf("decoding the answer: %w", err)
 	}
 	for _, o := range r.Outputs {
 		if o.Name == "output" && len(o.Data) > 0 {
+			if o.Datatype != string(tensor.FP32) {
+				return 0, "", fmt.Errorf("output \"output\" is %s, not %s", o.Datatype, tensor.FP32)
+			}
 			return o.Data[0], r.ModelName + "@" + r.ModelVersion, nil
 		}
 	}
 	return 0, "", fmt.Errorf("no output \"output\" in the answer")
+}
+
+// restNumber is the number the agent's REST answer carries for the FP32
+// value x, as api.Response reads it: the shortest decimal that reads back
+// as x (agent/api/encode.go), read as the nearest float64. Distinct
+// float32 have distinct decimals of at most 9 digits, too far apart to
+// read as the same float64, so restNumber(x) == restNumber(y) exactly when
+// x and y are the same bits. Narrowing the float64 instead would not do:
+// for some float32 (7.038531e-26 is one) the nearest float64 to the
+// decimal is the midpoint between two float32 and narrows to the other.
+func restNumber(x float32) float64 {
+	f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(x), 'g', -1, 32), 64)
+	return f
 }

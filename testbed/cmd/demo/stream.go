@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	agentapi "github.com/edgefleet/edgefleet/agent/api"
 	"github.com/edgefleet/edgefleet/testbed/audio"
 )
 
@@ -113,16 +114,6 @@ func (s *streamer) run(ctx context.Context) error {
 	}
 }
 
-// inferResponse is the part of an Open Inference Protocol response the
-// demo reads.
-type inferResponse struct {
-	ModelVersion string `json:"model_version"`
-	Outputs      []struct {
-		Name string    `json:"name"`
-		Data []float64 `json:"data"`
-	} `json:"outputs"`
-}
-
 func (s *streamer) infer(ctx context.Context, frame []byte) {
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/v2/models/"+s.model+"/infer", bytes.NewReader(frame))
@@ -149,17 +140,12 @@ func (s *streamer) infer(ctx context.Context, frame []byte) {
 		s.fail(fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body)))
 		return
 	}
-	var r inferResponse
+	var r agentapi.Response
 	if err := json.Unmarshal(body, &r); err != nil {
 		s.fail(fmt.Errorf("decoding the answer: %w", err))
 		return
 	}
-	p, found := 0.0, false
-	for _, o := range r.Outputs {
-		if o.Name == "output" && len(o.Data) > 0 {
-			p, found = o.Data[0], true
-		}
-	}
+	p, found := r.Output("output")
 	if !found {
 		s.fail(fmt.Errorf("no output tensor in the answer"))
 		return
