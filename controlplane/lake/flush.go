@@ -29,14 +29,16 @@ func (l *Lake) Run(ctx context.Context) {
 	tick := time.NewTicker(min(max(l.opts.FlushAge/4, 100*time.Millisecond), 10*time.Second))
 	defer tick.Stop()
 	for {
+		kick := l.kick
 		if _, err := l.flush(ctx, false); err != nil && ctx.Err() == nil {
 			l.log.Error("lake: writing sample files (retried)", "err", err)
+			kick = nil // a failing store is retried at the tick, not at every delivery
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-l.kick:
+		case <-kick:
 		}
 	}
 }
