@@ -2,9 +2,13 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/client"
 )
 
 func newAssignCmd(a *app) *cobra.Command {
@@ -24,27 +28,20 @@ device ran before.`,
 			if !strings.Contains(args[1], "@") {
 				return usagef("bundle %q: want NAME@VERSION", args[1])
 			}
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
 			action := "install"
 			if rollback {
 				action = "rollback"
 			}
-			res, err := c.Assign(cmd.Context(), args[0], args[1], action)
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, res)
-			}
-			d := res.Desired
-			fmt.Fprintf(a.stdout, "%s: desired seq %d: %s %s (expires %s)\n", d.DeviceID, d.Seq, d.Action, d.Bundle.ID(), formatTime(d.ExpiresAt))
-			if !res.Published {
-				fmt.Fprintln(a.stdout, "  not on the broker yet: fleetd keeps retrying")
-			}
-			return nil
+			return fetchAndPrint(a, &rf, out, func(c *client.Client) (*api.Assignment, error) {
+				return c.Assign(cmd.Context(), args[0], args[1], action)
+			}, func(w io.Writer, res *api.Assignment) error {
+				d := res.Desired
+				fmt.Fprintf(w, "%s: desired seq %d: %s %s (expires %s)\n", d.DeviceID, d.Seq, d.Action, d.Bundle.ID(), formatTime(d.ExpiresAt))
+				if !res.Published {
+					fmt.Fprintln(w, "  not on the broker yet: fleetd keeps retrying")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&rollback, "rollback", false, "mark this as a rollback to a version the device ran before")

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,43 +40,43 @@ wants them to run, when they were last heard from and how many records they
 delivered. --selector picks devices by label, e.g. "ring=canary,hw!=pi4,gpu".`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			devs, err := c.Devices(cmd.Context(), selector)
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, api.DeviceList{Devices: devs})
-			}
-			tw := newTable(a.stdout)
-			head := "ID\tSTATE\tACTIVE\tDESIRED\tAPPLIED\tLAST SEEN\tRECORDS\tLABELS"
-			if out.wide() {
-				head += "\tAGENT\tPROVIDER\tBUFFERED"
-			}
-			fmt.Fprintln(tw, head)
-			for _, d := range devs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", d.ID, state(&d), active(&d), desired(&d), applied(&d),
-					formatTime(d.LastSeen), d.Records.Delivered, labels(d.EffectiveLabels()))
-				if out.wide() {
-					agent, provider, buffered := "-", "-", "-"
-					if r := d.Reported; r != nil {
-						agent, provider = orDash(r.AgentVersion), orDash(r.Provider)
-						buffered = fmt.Sprint(r.Buffer.Records)
-					}
-					fmt.Fprintf(tw, "\t%s\t%s\t%s", agent, provider, buffered)
-				}
-				fmt.Fprintln(tw)
-			}
-			return tw.Flush()
+			return fetchAndPrint(a, &rf, out, func(c *client.Client) (api.DeviceList, error) {
+				devs, err := c.Devices(cmd.Context(), selector)
+				return api.DeviceList{Devices: devs}, err
+			}, func(w io.Writer, l api.DeviceList) error {
+				return printDevices(w, l.Devices, out.wide())
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. ring=canary,hw!=pi4")
 	rf.register(cmd)
 	out.register(cmd)
 	return cmd
+}
+
+// printDevices is the table of devices list; wide adds the agent's
+// version, the execution provider and the records buffered.
+func printDevices(w io.Writer, devs []api.Device, wide bool) error {
+	tw := newTable(w)
+	head := "ID\tSTATE\tACTIVE\tDESIRED\tAPPLIED\tLAST SEEN\tRECORDS\tLABELS"
+	if wide {
+		head += "\tAGENT\tPROVIDER\tBUFFERED"
+	}
+	fmt.Fprintln(tw, head)
+	for _, d := range devs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", d.ID, state(&d), active(&d), desired(&d), applied(&d),
+			formatTime(d.LastSeen), d.Records.Delivered, labels(d.EffectiveLabels()))
+		if wide {
+			agent, provider, buffered := "-", "-", "-"
+			if r := d.Reported; r != nil {
+				agent, provider = orDash(r.AgentVersion), orDash(r.Provider)
+				buffered = fmt.Sprint(r.Buffer.Records)
+			}
+			fmt.Fprintf(tw, "\t%s\t%s\t%s", agent, provider, buffered)
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
 }
 
 func state(d *api.Device) string {
@@ -145,30 +146,14 @@ func labels(m map[string]string) string {
 }
 
 func newDevicesShowCmd(a *app) *cobra.Command {
-	var rf remoteFlags
-	out := &outputFlag{}
 	cmd := &cobra.Command{
 		Use:   "show DEVICE",
 		Short: "Show one device in detail",
 		Args:  exactArgs("DEVICE"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			d, err := c.Device(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, d)
-			}
-			return printDevice(a.stdout, d)
-		},
 	}
-	rf.register(cmd)
-	out.register(cmd)
-	return cmd
+	return newFetchCmd(a, cmd, func(ctx context.Context, c *client.Client, args []string) (*api.Device, error) {
+		return c.Device(ctx, args[0])
+	}, printDevice)
 }
 
 func printDevice(w io.Writer, d *api.Device) error {
@@ -247,33 +232,9 @@ or yaml the records come in the same order.`,
 			if q.Limit < 0 {
 				return usagef("--limit %d: want a number from 1 to %d (0: fleetd's default)", q.Limit, telemetry.MaxQueryLimit)
 			}
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			r, err := c.Records(cmd.Context(), args[0], q)
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, r)
-			}
-			fmt.Fprintf(a.stdout, "%s: %d delivered, %d duplicates dropped, %d held; showing %d, newest first\n",
-				r.Device, r.Stats.Delivered, r.Stats.Duplicates, r.Stats.Held, len(r.Records))
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "TIME\tKIND\tEPOCH\tID\tPAYLOAD")
-			for _, rec := range r.Records {
-				var buf bytes.Buffer
-				p := string(rec.Payload)
-				if json.Compact(&buf, rec.Payload) == nil {
-					p = buf.String()
-				}
-				if len(p) > 80 {
-					p = p[:77] + "..."
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", formatTime(rec.Time), rec.Kind, orDash(rec.Epoch), rec.ID, p)
-			}
-			return tw.Flush()
+			return fetchAndPrint(a, &rf, out, func(c *client.Client) (*api.Records, error) {
+				return c.Records(cmd.Context(), args[0], q)
+			}, printRecords)
 		},
 	}
 	cmd.Flags().StringVar(&q.Kind, "kind", "", "only records of this kind (prediction, metrics, event, ...)")
@@ -283,6 +244,28 @@ or yaml the records come in the same order.`,
 	rf.register(cmd)
 	out.register(cmd)
 	return cmd
+}
+
+// printRecords is what devices records prints: the device's counts, then
+// a table of the records with their payloads compacted and cut to 80
+// characters.
+func printRecords(w io.Writer, r *api.Records) error {
+	fmt.Fprintf(w, "%s: %d delivered, %d duplicates dropped, %d held; showing %d, newest first\n",
+		r.Device, r.Stats.Delivered, r.Stats.Duplicates, r.Stats.Held, len(r.Records))
+	tw := newTable(w)
+	fmt.Fprintln(tw, "TIME\tKIND\tEPOCH\tID\tPAYLOAD")
+	for _, rec := range r.Records {
+		var buf bytes.Buffer
+		p := string(rec.Payload)
+		if json.Compact(&buf, rec.Payload) == nil {
+			p = buf.String()
+		}
+		if len(p) > 80 {
+			p = p[:77] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", formatTime(rec.Time), rec.Kind, orDash(rec.Epoch), rec.ID, p)
+	}
+	return tw.Flush()
 }
 
 // parseTimeFlag reads a --since or --until value: an RFC 3339 time, or a

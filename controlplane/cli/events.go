@@ -43,18 +43,15 @@ see docs/integrations.md).`,
 			if q.Limit < 0 || q.Limit > 1000 {
 				return usagef("--limit %d: want 1 to 1000", q.Limit)
 			}
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			l, err := c.Events(cmd.Context(), q)
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, *l)
-			}
-			return printEvents(a.stdout, l, out.wide())
+			return fetchAndPrint(a, &rf, out, func(c *client.Client) (api.EventList, error) {
+				l, err := c.Events(cmd.Context(), q)
+				if err != nil {
+					return api.EventList{}, err
+				}
+				return *l, nil
+			}, func(w io.Writer, l api.EventList) error {
+				return printEvents(w, &l, out.wide())
+			})
 		},
 	}
 	cmd.Flags().StringVar(&q.Type, "type", "", "only events of this type (e.g. dev.edgefleet.rollout.gate_breached)")

@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 )
 
@@ -53,8 +56,6 @@ its PKIX DER, the id fleetd and devices name keys by.`,
 }
 
 func newKeysListCmd(a *app) *cobra.Command {
-	var rf remoteFlags
-	out := &outputFlag{}
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the publisher keys fleetd accepts pushes from",
@@ -62,32 +63,20 @@ func newKeysListCmd(a *app) *cobra.Command {
 one of them made its signature. Devices trust their own pinned keys
 (trust.publicKeys in their configuration), which fleetd cannot change.`,
 		Args: exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			k, err := c.Keys(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, k)
-			}
-			switch {
-			case len(k.Keys) == 0 && k.InsecureAcceptAnyKey:
-				fmt.Fprintln(a.stdout, "fleetd trusts no key and stores any signed bundle (registry.insecureAcceptAnyKey)")
-				return nil
-			case len(k.Keys) == 0:
-				fmt.Fprintln(a.stdout, "fleetd trusts no key: every push is refused (set registry.trustedKeys)")
-				return nil
-			}
-			return printKeys(a.stdout, k.Keys)
-		},
 	}
-	rf.register(cmd)
-	out.register(cmd)
-	return cmd
+	return newFetchCmd(a, cmd, func(ctx context.Context, c *client.Client, _ []string) (*api.Keys, error) {
+		return c.Keys(ctx)
+	}, func(w io.Writer, k *api.Keys) error {
+		switch {
+		case len(k.Keys) == 0 && k.InsecureAcceptAnyKey:
+			fmt.Fprintln(w, "fleetd trusts no key and stores any signed bundle (registry.insecureAcceptAnyKey)")
+			return nil
+		case len(k.Keys) == 0:
+			fmt.Fprintln(w, "fleetd trusts no key: every push is refused (set registry.trustedKeys)")
+			return nil
+		}
+		return printKeys(w, k.Keys)
+	})
 }
 
 // printKeys is the table of keys fingerprint and keys list.

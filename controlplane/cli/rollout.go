@@ -115,36 +115,26 @@ order) without starting anything.`,
 }
 
 func newRolloutListCmd(a *app) *cobra.Command {
-	var rf remoteFlags
-	out := &outputFlag{}
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List rollouts and experiments, newest first",
 		Args:  exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			rs, err := c.Rollouts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, api.RolloutList{Rollouts: rs})
-			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "ID\tSTATE\tWHAT\tSTEP\tINSTALLED\tFAILED\tCREATED\tREASON")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", r.ID, r.State, what(r), stepText(r),
-					r.Progress.Installed, r.Devices, r.Progress.Failed, formatTime(r.Created), orDash(r.Reason))
-			}
-			return tw.Flush()
-		},
 	}
-	rf.register(cmd)
-	out.register(cmd)
-	return cmd
+	return newFetchCmd(a, cmd, func(ctx context.Context, c *client.Client, _ []string) (api.RolloutList, error) {
+		rs, err := c.Rollouts(ctx)
+		return api.RolloutList{Rollouts: rs}, err
+	}, printRollouts)
+}
+
+// printRollouts is the table of rollout list.
+func printRollouts(w io.Writer, l api.RolloutList) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tSTATE\tWHAT\tSTEP\tINSTALLED\tFAILED\tCREATED\tREASON")
+	for _, r := range l.Rollouts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", r.ID, r.State, what(r), stepText(r),
+			r.Progress.Installed, r.Devices, r.Progress.Failed, formatTime(r.Created), orDash(r.Reason))
+	}
+	return tw.Flush()
 }
 
 func newRolloutStatusCmd(a *app) *cobra.Command {
@@ -167,19 +157,14 @@ experiment: completed or promoted) and 5 if it was rolled back or
 aborted.`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !watch {
+				return fetchAndPrint(a, &rf, out, func(c *client.Client) (*api.RolloutStatus, error) {
+					return c.Rollout(cmd.Context(), args[0], devices)
+				}, printStatus)
+			}
 			c, err := rf.client()
 			if err != nil {
 				return err
-			}
-			if !watch {
-				st, err := c.Rollout(cmd.Context(), args[0], devices)
-				if err != nil {
-					return err
-				}
-				if out.machine() {
-					return out.write(a.stdout, st)
-				}
-				return printStatus(a.stdout, st)
 			}
 			v := newView(a.stdout, out)
 			st, err := watchRollout(cmd.Context(), a, c, args[0], devices, interval, func(st *api.RolloutStatus) bool {
@@ -359,39 +344,29 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 func newRolloutHistoryCmd(a *app) *cobra.Command {
-	var rf remoteFlags
-	out := &outputFlag{}
 	cmd := &cobra.Command{
 		Use:   "history ID",
 		Short: "Show what happened to a rollout, oldest first",
 		Args:  exactArgs("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			h, err := c.RolloutHistory(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, h)
-			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "TIME\tEVENT\tSTEP\tMESSAGE")
-			for _, ev := range h.Events {
-				step := "-"
-				if ev.Step >= 0 {
-					step = fmt.Sprint(ev.Step + 1)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", formatTime(ev.Time), ev.Type, step, ev.Message)
-			}
-			return tw.Flush()
-		},
 	}
-	rf.register(cmd)
-	out.register(cmd)
-	return cmd
+	return newFetchCmd(a, cmd, func(ctx context.Context, c *client.Client, args []string) (*api.RolloutHistory, error) {
+		return c.RolloutHistory(ctx, args[0])
+	}, printHistory)
+}
+
+// printHistory is the table of rollout history, a step numbered from 1
+// ("-": none).
+func printHistory(w io.Writer, h *api.RolloutHistory) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "TIME\tEVENT\tSTEP\tMESSAGE")
+	for _, ev := range h.Events {
+		step := "-"
+		if ev.Step >= 0 {
+			step = fmt.Sprint(ev.Step + 1)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", formatTime(ev.Time), ev.Type, step, ev.Message)
+	}
+	return tw.Flush()
 }
 
 func newRolloutActionCmd(a *app, action, short string) *cobra.Command {
@@ -403,19 +378,12 @@ func newRolloutActionCmd(a *app, action, short string) *cobra.Command {
 		Short: short,
 		Args:  exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			r, err := c.RolloutAction(cmd.Context(), args[0], action, api.RolloutAction{Note: note})
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, r)
-			}
-			fmt.Fprintf(a.stdout, "%s: %s\n", r.ID, r.State)
-			return nil
+			return fetchAndPrint(a, &rf, out, func(c *client.Client) (*rollout.Rollout, error) {
+				return c.RolloutAction(cmd.Context(), args[0], action, api.RolloutAction{Note: note})
+			}, func(w io.Writer, r *rollout.Rollout) error {
+				fmt.Fprintf(w, "%s: %s\n", r.ID, r.State)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&note, "note", "", "why (kept in the history)")
@@ -451,23 +419,16 @@ experiment.`,
 				}
 				req.Spec = string(b)
 			}
-			c, err := rf.client()
-			if err != nil {
-				return err
-			}
-			r, err := c.RolloutAction(cmd.Context(), args[0], "promote", req)
-			if err != nil {
-				return err
-			}
-			if out.machine() {
-				return out.write(a.stdout, r)
-			}
-			if arm != "" {
-				fmt.Fprintf(a.stdout, "promoted arm %s of %s into %s: %s\n", arm, args[0], r.ID, what(r))
-				return printStatus(a.stdout, &api.RolloutStatus{Rollout: *r})
-			}
-			fmt.Fprintf(a.stdout, "%s: %s, %s\n", r.ID, r.State, stepText(r))
-			return nil
+			return fetchAndPrint(a, &rf, out, func(c *client.Client) (*rollout.Rollout, error) {
+				return c.RolloutAction(cmd.Context(), args[0], "promote", req)
+			}, func(w io.Writer, r *rollout.Rollout) error {
+				if arm != "" {
+					fmt.Fprintf(w, "promoted arm %s of %s into %s: %s\n", arm, args[0], r.ID, what(r))
+					return printStatus(w, &api.RolloutStatus{Rollout: *r})
+				}
+				fmt.Fprintf(w, "%s: %s, %s\n", r.ID, r.State, stepText(r))
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&note, "note", "", "why (kept in the history)")
@@ -559,30 +520,15 @@ func printStatus(w io.Writer, st *api.RolloutStatus) error {
 	}
 	if len(r.Gates) > 0 {
 		fmt.Fprintln(w)
-		tw = newTable(w)
-		fmt.Fprintln(tw, "GATE\tSTATUS\tVALUE\tTHRESHOLD\tREPORTS\tDETAIL")
-		for _, g := range r.Gates {
-			fmt.Fprintf(tw, "%s\t%s\t%.4g\t%.4g\t%d/%d\t%s\n", g.Gate, g.Status, g.Value, g.Threshold, g.Reports, g.MinReports, g.Detail)
-		}
-		if err := tw.Flush(); err != nil {
+		if err := printGates(w, r.Gates); err != nil {
 			return err
 		}
 	}
 	if cmp := r.Comparison; cmp != nil {
 		fmt.Fprintln(w)
-		tw = newTable(w)
-		fmt.Fprintln(tw, "ARM\tBUNDLE\tDEVICES\tREPORTING\tREQUESTS\tERROR RATE\tP95 MS (MEAN)\tOUTPUT MEAN")
-		for _, arm := range cmp.Arms {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\t%d\t%.3g%%\t%.3g\t%.4g\n", arm.Name, arm.Bundle.ID(), arm.Devices, arm.Reporting, arm.MinReports,
-				arm.Requests, 100*arm.ErrorRate, arm.LatencyP95Ms.Mean, arm.Output.Mean)
-		}
-		if err := tw.Flush(); err != nil {
+		if err := printComparison(w, cmp); err != nil {
 			return err
 		}
-		for _, t := range []rollout.Test{cmp.ErrorRate, cmp.Latency, cmp.Output} {
-			fmt.Fprintf(w, "  %s: %s\n", t.Method, t.Statement)
-		}
-		fmt.Fprintf(w, "verdict: %s\n", cmp.Verdict)
 	}
 	if len(r.Steps) > 0 {
 		fmt.Fprintln(w)
@@ -592,23 +538,57 @@ func printStatus(w io.Writer, st *api.RolloutStatus) error {
 	}
 	if len(st.DeviceList) > 0 {
 		fmt.Fprintln(w)
-		tw = newTable(w)
-		fmt.Fprintln(tw, "DEVICE\tONLINE\tMODE\tPHASE\tPREVIOUS\tACTIVE\tROLLBACK\tERROR")
-		for _, d := range st.DeviceList {
-			prev := "-"
-			if d.Previous != nil {
-				prev = d.Previous.ID()
-			}
-			act := "-"
-			if d.Active != nil {
-				act = d.Active.ID()
-			}
-			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Online, orDash(string(d.Mode)), orDash(string(d.Phase)), prev, act,
-				orDash(string(d.Rollback)), orDash(d.Error+d.Note))
-		}
-		return tw.Flush()
+		return printRolloutDevices(w, st.DeviceList)
 	}
 	return nil
+}
+
+// printGates is the table of the latest evaluation of a rollout's gates.
+func printGates(w io.Writer, gates []rollout.GateResult) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "GATE\tSTATUS\tVALUE\tTHRESHOLD\tREPORTS\tDETAIL")
+	for _, g := range gates {
+		fmt.Fprintf(tw, "%s\t%s\t%.4g\t%.4g\t%d/%d\t%s\n", g.Gate, g.Status, g.Value, g.Threshold, g.Reports, g.MinReports, g.Detail)
+	}
+	return tw.Flush()
+}
+
+// printComparison is an experiment's arms side by side, then the tests'
+// statements and the verdict.
+func printComparison(w io.Writer, cmp *rollout.Comparison) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ARM\tBUNDLE\tDEVICES\tREPORTING\tREQUESTS\tERROR RATE\tP95 MS (MEAN)\tOUTPUT MEAN")
+	for _, arm := range cmp.Arms {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\t%d\t%.3g%%\t%.3g\t%.4g\n", arm.Name, arm.Bundle.ID(), arm.Devices, arm.Reporting, arm.MinReports,
+			arm.Requests, 100*arm.ErrorRate, arm.LatencyP95Ms.Mean, arm.Output.Mean)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, t := range []rollout.Test{cmp.ErrorRate, cmp.Latency, cmp.Output} {
+		fmt.Fprintf(w, "  %s: %s\n", t.Method, t.Statement)
+	}
+	fmt.Fprintf(w, "verdict: %s\n", cmp.Verdict)
+	return nil
+}
+
+// printRolloutDevices is the table of status --devices.
+func printRolloutDevices(w io.Writer, devs []rollout.DeviceStatus) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "DEVICE\tONLINE\tMODE\tPHASE\tPREVIOUS\tACTIVE\tROLLBACK\tERROR")
+	for _, d := range devs {
+		prev := "-"
+		if d.Previous != nil {
+			prev = d.Previous.ID()
+		}
+		act := "-"
+		if d.Active != nil {
+			act = d.Active.ID()
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Online, orDash(string(d.Mode)), orDash(string(d.Phase)), prev, act,
+			orDash(string(d.Rollback)), orDash(d.Error+d.Note))
+	}
+	return tw.Flush()
 }
 
 // newExperimentCmd is the A/B face of the rollout commands: an experiment
