@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ waves: [{count: 1, bake: 1m}]
 gates: {errorRate: {max: 0.05, minReports: 1}}
 `)
 	wantTypes := []EventType{EventCreated, EventStepStarted, EventStepBaking}
-	if got := em.types(); !equalTypes(got, wantTypes) {
+	if got := em.types(); !slices.Equal(got, wantTypes) {
 		t.Fatalf("emitted %v, want %v", got, wantTypes)
 	}
 	// The breach's write fails in the emitter: nothing of it is written.
@@ -82,7 +83,7 @@ gates: {errorRate: {max: 0.05, minReports: 1}}
 	wantState(t, e.get(r.ID), StateRolledBack)
 	got := em.types()
 	want := append(wantTypes, EventBreach, EventRollback, EventRolledBack)
-	if !equalTypes(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("emitted %v, want %v", got, want)
 	}
 	h, err := e.eng.History(r.ID)
@@ -97,16 +98,4 @@ gates: {errorRate: {max: 0.05, minReports: 1}}
 	if b := em.evs[3].Breach; b == nil || b.Gate != GateErrorRate {
 		t.Errorf("breach event %+v", em.evs[3])
 	}
-}
-
-func equalTypes(a, b []EventType) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

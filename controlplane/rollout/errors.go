@@ -61,11 +61,7 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
-	ids := make([]string, 0, len(e.Holders))
-	for id := range e.Holders {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := e.HolderIDs()
 	parts := make([]string, len(ids))
 	for i, id := range ids {
 		devs := e.Holders[id]

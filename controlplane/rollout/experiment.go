@@ -115,9 +115,9 @@ func (e *Engine) compare(ctx context.Context, rn *run, now time.Time) (*Comparis
 		if d.Mode != ModeInstall || d.Phase != PhaseInstalled {
 			continue
 		}
-		h, err := e.obs.Health(ctx, HealthQuery{Device: d.ID, Bundle: r.Arms[d.Arm], Since: d.AssignedAt})
+		h, err := e.health(ctx, HealthQuery{Device: d.ID, Bundle: r.Arms[d.Arm], Since: d.AssignedAt})
 		if err != nil {
-			return nil, fmt.Errorf("health of %s on %s: %w", r.Arms[d.Arm].ID(), d.ID, err)
+			return nil, err
 		}
 		if h.Requests <= 0 {
 			continue

@@ -73,6 +73,16 @@ func (rn *run) installGate(step Step) installResult {
 	return res
 }
 
+// health asks the observer for q; its error names the bundle and the
+// device.
+func (e *Engine) health(ctx context.Context, q HealthQuery) (Health, error) {
+	h, err := e.obs.Health(ctx, q)
+	if err != nil {
+		return Health{}, fmt.Errorf("health of %s on %s: %w", q.Bundle.ID(), q.Device, err)
+	}
+	return h, nil
+}
+
 // evaluate evaluates every gate of the step after its bake.
 func (e *Engine) evaluate(ctx context.Context, rn *run, step Step, inst GateResult) ([]GateResult, error) {
 	r := rn.r
@@ -91,9 +101,9 @@ func (e *Engine) evaluate(ctx context.Context, rn *run, step Step, inst GateResu
 			if d.Mode != want || d.Phase != PhaseInstalled {
 				continue
 			}
-			h, err := e.obs.Health(ctx, HealthQuery{Device: d.ID, Bundle: r.Bundle, Since: d.AssignedAt})
+			h, err := e.health(ctx, HealthQuery{Device: d.ID, Bundle: r.Bundle, Since: d.AssignedAt})
 			if err != nil {
-				return nil, fmt.Errorf("health of %s on %s: %w", r.Bundle.ID(), d.ID, err)
+				return nil, err
 			}
 			if h.ShadowSamples > 0 {
 				gr.Reports++
@@ -130,9 +140,9 @@ func (e *Engine) evaluate(ctx context.Context, rn *run, step Step, inst GateResu
 		if d.Mode != want || d.Phase != PhaseInstalled {
 			continue
 		}
-		h, err := e.obs.Health(ctx, HealthQuery{Device: d.ID, Bundle: r.Bundle, Since: d.AssignedAt})
+		h, err := e.health(ctx, HealthQuery{Device: d.ID, Bundle: r.Bundle, Since: d.AssignedAt})
 		if err != nil {
-			return nil, fmt.Errorf("health of %s on %s: %w", r.Bundle.ID(), d.ID, err)
+			return nil, err
 		}
 		if h.Requests > 0 {
 			errRate.Reports++
@@ -143,12 +153,12 @@ func (e *Engine) evaluate(ctx context.Context, rn *run, step Step, inst GateResu
 			scores = append(scores, h.DriftScore)
 		}
 		if latencyGate != nil && prevOK && h.Requests > 0 && h.LatencyP95Ms > 0 {
-			base, err := e.obs.Health(ctx, HealthQuery{
+			base, err := e.health(ctx, HealthQuery{
 				Device: d.ID, Bundle: *d.Previous,
 				Since: d.AssignedAt.Add(-latencyGate.Baseline.D()), Until: d.AssignedAt,
 			})
 			if err != nil {
-				return nil, fmt.Errorf("health of %s on %s: %w", d.Previous.ID(), d.ID, err)
+				return nil, err
 			}
 			if base.Requests > 0 && base.LatencyP95Ms > 0 {
 				haveBaseline++

@@ -117,14 +117,18 @@ func (e *Engine) flush(rn *run) error {
 }
 
 // snapshot returns a deep copy of the status.
-func (rn *run) snapshot() *Rollout {
-	b, err := json.Marshal(rn.r)
+func (rn *run) snapshot() *Rollout { return deepCopy(rn.r, "status") }
+
+// deepCopy copies v through its JSON form, which covers every field of
+// the spec and the status; what names v should that fail.
+func deepCopy[T any](v *T, what string) *T {
+	b, err := json.Marshal(v)
 	if err != nil {
-		panic(fmt.Sprintf("rollout: encoding status: %v", err))
+		panic(fmt.Sprintf("rollout: encoding %s: %v", what, err))
 	}
-	var r Rollout
-	if err := json.Unmarshal(b, &r); err != nil {
-		panic(fmt.Sprintf("rollout: decoding status: %v", err))
+	var c T
+	if err := json.Unmarshal(b, &c); err != nil {
+		panic(fmt.Sprintf("rollout: decoding %s: %v", what, err))
 	}
-	return &r
+	return &c
 }

@@ -44,17 +44,7 @@ func TestSpecJSONRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := s.Normalize()
-	j, err := json.Marshal(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := ParseSpec(j)
-	if err != nil {
-		t.Fatalf("ParseSpec(JSON %s): %v", j, err)
-	}
-	if !reflect.DeepEqual(back, n) {
-		t.Fatalf("round trip:\n%+v\n%+v", back, n)
-	}
+	j := checkJSONRoundTrip(t, n)
 	var viaJSON Spec
 	if err := json.Unmarshal(j, &viaJSON); err != nil || !reflect.DeepEqual(&viaJSON, n) {
 		t.Fatalf("json.Unmarshal: %v", err)
@@ -264,18 +254,26 @@ func FuzzParseSpec(f *testing.F) {
 		if err := n.Validate(); err != nil {
 			t.Fatalf("normalized spec invalid: %v", err)
 		}
-		j, err := json.Marshal(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		back, err := ParseSpec(j)
-		if err != nil {
-			t.Fatalf("ParseSpec of its JSON %s: %v", j, err)
-		}
-		if !reflect.DeepEqual(back, n) {
-			t.Fatalf("JSON round trip differs:\n%s", j)
-		}
+		checkJSONRoundTrip(t, n)
 	})
+}
+
+// checkJSONRoundTrip checks that the JSON form of the normalized spec n
+// reads back the same, and returns it.
+func checkJSONRoundTrip(t *testing.T, n *Spec) []byte {
+	t.Helper()
+	j, err := json.Marshal(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseSpec(j)
+	if err != nil {
+		t.Fatalf("ParseSpec of its JSON %s: %v", j, err)
+	}
+	if !reflect.DeepEqual(back, n) {
+		t.Fatalf("JSON round trip differs:\n%s\n%+v\n%+v", j, back, n)
+	}
+	return j
 }
 
 // TestCheckSpecOnePass: type and value problems come back together, each

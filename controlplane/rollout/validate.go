@@ -1,7 +1,6 @@
 package rollout
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
@@ -392,14 +391,4 @@ func (s *Spec) Normalize() *Spec {
 }
 
 // clone deep-copies s (through its JSON form, which covers every field).
-func (s *Spec) clone() *Spec {
-	b, err := json.Marshal(s)
-	if err != nil {
-		panic(fmt.Sprintf("rollout: encoding a spec: %v", err))
-	}
-	var n Spec
-	if err := json.Unmarshal(b, &n); err != nil {
-		panic(fmt.Sprintf("rollout: decoding a spec: %v", err))
-	}
-	return &n
-}
+func (s *Spec) clone() *Spec { return deepCopy(s, "a spec") }

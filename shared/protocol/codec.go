@@ -77,10 +77,7 @@ func (c *Codec) EncodeTelemetry(b *TelemetryBatch) ([]byte, error) {
 	if b == nil {
 		return nil, errors.New("protocol: encode: nil telemetry batch")
 	}
-	if err := b.Validate(); err != nil {
-		return nil, err
-	}
-	js, err := jsonMarshal(b)
+	js, err := validJSON(b)
 	if err != nil {
 		return nil, err
 	}

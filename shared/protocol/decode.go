@@ -7,15 +7,25 @@ import (
 	"fmt"
 )
 
-// validator is the pointer side of a Message type, for the generic decoder.
+// validator is the pointer side of a payload type (a Message or a record
+// payload), for the generic decoder.
 type validator[T any] interface {
 	*T
-	Message
+	Validate() error
 }
 
 // decode parses b (at most limit bytes) as a JSON object into a new T and
-// validates it.
+// validates it. A newer version of a message may change a field's type:
+// when the JSON does not fit T, an envelope version "v" other than
+// Version is an ErrVersion rather than ErrMalformed.
 func decode[T any, P validator[T]](what string, b []byte, limit int) (*T, error) {
+	return decodeObject[T, P](what, b, limit, probeVersion)
+}
+
+// decodeObject parses b (at most limit bytes) as a JSON object into a new
+// T and validates it. probe, if not nil, may explain JSON that does not
+// fit T better than ErrMalformed.
+func decodeObject[T any, P validator[T]](what string, b []byte, limit int, probe func(what string, b []byte) error) (*T, error) {
 	if len(b) > limit {
 		return nil, fmt.Errorf("%w: %s: %d bytes, the limit is %d", ErrTooLarge, what, len(b), limit)
 	}
@@ -24,10 +34,10 @@ func decode[T any, P validator[T]](what string, b []byte, limit int) (*T, error)
 	}
 	m := new(T)
 	if err := json.Unmarshal(b, m); err != nil {
-		// A newer version may change a field's type; say so rather than
-		// calling it malformed.
-		if verr := probeVersion(what, b); verr != nil {
-			return nil, verr
+		if probe != nil {
+			if perr := probe(what, b); perr != nil {
+				return nil, perr
+			}
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, what, err)
 	}
@@ -99,10 +109,7 @@ func Encode(m Message) ([]byte, error) {
 	if m == nil {
 		return nil, errors.New("protocol: encode: nil message")
 	}
-	if err := m.Validate(); err != nil {
-		return nil, err
-	}
-	b, err := jsonMarshal(m)
+	b, err := validJSON(m)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +119,11 @@ func Encode(m Message) ([]byte, error) {
 	return b, nil
 }
 
-func jsonMarshal(m Message) ([]byte, error) {
+// validJSON validates m and returns its compact JSON.
+func validJSON(m Message) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: encode %T: %w", m, err)

@@ -322,6 +322,15 @@ func checkBundleID(what, field, s string) error {
 	return nil
 }
 
+// checkRequest checks the fields of a record about one request: when it
+// arrived and the bundle that answered.
+func checkRequest(what string, t time.Time, model string) error {
+	if t.IsZero() {
+		return invalid(what, "time", "required")
+	}
+	return checkBundleID(what, "model", model)
+}
+
 // checkSpan checks the start and end of a window.
 func checkSpan(what string, start, end time.Time) error {
 	if start.IsZero() {
@@ -355,13 +364,6 @@ func checkMeasures(what string, ms ...measure) error {
 func checkShare(what, field string, v float64) error {
 	if !(v >= 0 && v <= 1) {
 		return invalid(what, field, "%v: must be 0 to 1", v)
-	}
-	return nil
-}
-
-func checkProvider(what, p string) error {
-	if p != "" && !isToken(p, maxToken) {
-		return invalid(what, "provider", "%q: must match [a-z0-9][a-z0-9._-]*", p)
 	}
 	return nil
 }
@@ -410,13 +412,10 @@ func (r *PredictionRecord) Validate() error {
 	if r == nil {
 		return fmt.Errorf("%w: %s: nil", ErrInvalid, what)
 	}
-	if r.Time.IsZero() {
-		return invalid(what, "time", "required")
-	}
-	if err := checkBundleID(what, "model", r.Model); err != nil {
+	if err := checkRequest(what, r.Time, r.Model); err != nil {
 		return err
 	}
-	if err := checkProvider(what, r.Provider); err != nil {
+	if err := checkOptToken(what, "provider", r.Provider); err != nil {
 		return err
 	}
 	if err := checkText(what, "requestId", r.RequestID, maxText); err != nil {
@@ -453,7 +452,7 @@ func (r *MetricsRecord) Validate() error {
 	if err := checkBundleID(what, "model", r.Model); err != nil {
 		return err
 	}
-	if err := checkProvider(what, r.Provider); err != nil {
+	if err := checkOptToken(what, "provider", r.Provider); err != nil {
 		return err
 	}
 	if r.Errors > r.Requests {

@@ -17,6 +17,16 @@ type record interface{ Validate() error }
 
 func ptr[T any](v T) *T { return &v }
 
+// changed returns a copy of the record g, a *T, with f applied.
+func changed[T any, P interface {
+	*T
+	record
+}](g record, f func(P)) record {
+	r := *g.(P)
+	f(&r)
+	return P(&r)
+}
+
 // recordGoldens are the record examples of docs/protocol.md, written to
 // testdata/record-KIND.json (go test -run Golden -update).
 func recordGoldens() []struct {
@@ -188,26 +198,10 @@ func TestRecordValidate(t *testing.T) {
 	for _, g := range recordGoldens() {
 		golden[g.name] = g.rec
 	}
-	pred := func(f func(*PredictionRecord)) record {
-		r := *golden[RecordPrediction].(*PredictionRecord)
-		f(&r)
-		return &r
-	}
-	met := func(f func(*MetricsRecord)) record {
-		r := *golden[RecordMetrics].(*MetricsRecord)
-		f(&r)
-		return &r
-	}
-	dri := func(f func(*DriftRecord)) record {
-		r := *golden[RecordDrift].(*DriftRecord)
-		f(&r)
-		return &r
-	}
-	sha := func(f func(*ShadowRecord)) record {
-		r := *golden[RecordShadow].(*ShadowRecord)
-		f(&r)
-		return &r
-	}
+	pred := func(f func(*PredictionRecord)) record { return changed(golden[RecordPrediction], f) }
+	met := func(f func(*MetricsRecord)) record { return changed(golden[RecordMetrics], f) }
+	dri := func(f func(*DriftRecord)) record { return changed(golden[RecordDrift], f) }
+	sha := func(f func(*ShadowRecord)) record { return changed(golden[RecordShadow], f) }
 	for _, c := range []struct {
 		rec   record
 		field string

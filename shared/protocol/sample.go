@@ -6,8 +6,6 @@ package protocol
 // renamed, retyped or given another meaning.
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -79,21 +77,7 @@ func (s SampleTensor) Tensor() (tensor.Tensor, error) {
 // at most MaxSampleRecordBytes of one JSON object (ErrTooLarge,
 // ErrMalformed), every field checked (ErrInvalid).
 func DecodeSampleRecord(b []byte) (*SampleRecord, error) {
-	const what = "sample record"
-	if len(b) > MaxSampleRecordBytes {
-		return nil, fmt.Errorf("%w: %s: %d bytes, the limit is %d", ErrTooLarge, what, len(b), MaxSampleRecordBytes)
-	}
-	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return nil, fmt.Errorf("%w: %s: not a JSON object", ErrMalformed, what)
-	}
-	r := new(SampleRecord)
-	if err := json.Unmarshal(b, r); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, what, err)
-	}
-	if err := r.Validate(); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return decodeObject[SampleRecord]("sample record", b, MaxSampleRecordBytes, nil)
 }
 
 // Validate checks every field of r; the error wraps ErrInvalid and names
@@ -103,10 +87,7 @@ func (r *SampleRecord) Validate() error {
 	if r == nil {
 		return fmt.Errorf("%w: %s: nil", ErrInvalid, what)
 	}
-	if r.Time.IsZero() {
-		return invalid(what, "time", "required")
-	}
-	if err := checkBundleID(what, "model", r.Model); err != nil {
+	if err := checkRequest(what, r.Time, r.Model); err != nil {
 		return err
 	}
 	if err := checkText(what, "requestId", r.RequestID, maxText); err != nil {

@@ -38,6 +38,15 @@ func checkVersion(what string, v int) error {
 	return fmt.Errorf("%w: %s: v=%d, this code speaks v=%d", ErrVersion, what, v, Version)
 }
 
+// checkEnvelope checks the fields every message starts with: the envelope
+// version and the device id.
+func checkEnvelope(what string, v int, deviceID string) error {
+	if err := checkVersion(what, v); err != nil {
+		return err
+	}
+	return checkDeviceID(what, deviceID)
+}
+
 func checkDeviceID(what, id string) error {
 	if id == "" {
 		return invalid(what, "deviceId", "required")
@@ -65,6 +74,33 @@ func isToken(s string, maxLen int) bool {
 		}
 	}
 	return true
+}
+
+// checkEither checks a required field whose value must be a or b.
+func checkEither[T ~string](what, field string, v, a, b T) error {
+	switch v {
+	case a, b:
+		return nil
+	case "":
+		return invalid(what, field, "required (%q or %q)", a, b)
+	}
+	return invalid(what, field, "%q: must be %q or %q", v, a, b)
+}
+
+// checkToken checks a required enumerated value (isToken).
+func checkToken(what, field, s string) error {
+	if s == "" {
+		return invalid(what, field, "required")
+	}
+	return checkOptToken(what, field, s)
+}
+
+// checkOptToken checks an optional enumerated value (isToken).
+func checkOptToken(what, field, s string) error {
+	if s != "" && !isToken(s, maxToken) {
+		return invalid(what, field, "%q: must match [a-z0-9][a-z0-9._-]*", s)
+	}
+	return nil
 }
 
 // isIdent reports whether s is 1..max bytes of [A-Za-z0-9._-] starting
@@ -207,10 +243,7 @@ func (d *DesiredState) Validate() error {
 	if d == nil {
 		return fmt.Errorf("%w: %s: nil", ErrInvalid, what)
 	}
-	if err := checkVersion(what, d.V); err != nil {
-		return err
-	}
-	if err := checkDeviceID(what, d.DeviceID); err != nil {
+	if err := checkEnvelope(what, d.V, d.DeviceID); err != nil {
 		return err
 	}
 	if d.Seq == 0 {
@@ -225,12 +258,8 @@ func (d *DesiredState) Validate() error {
 	if !d.ExpiresAt.After(d.IssuedAt) {
 		return invalid(what, "expiresAt", "must be after issuedAt")
 	}
-	switch d.Action {
-	case ActionInstall, ActionRollback:
-	case "":
-		return invalid(what, "action", "required (%q or %q)", ActionInstall, ActionRollback)
-	default:
-		return invalid(what, "action", "%q: must be %q or %q", d.Action, ActionInstall, ActionRollback)
+	if err := checkEither(what, "action", d.Action, ActionInstall, ActionRollback); err != nil {
+		return err
 	}
 	if err := d.Bundle.validate(what, "bundle"); err != nil {
 		return err
@@ -240,10 +269,7 @@ func (d *DesiredState) Validate() error {
 			return err
 		}
 	}
-	if d.RolloutID != "" && !isIdent(d.RolloutID, maxName) {
-		return invalid(what, "rolloutId", "%q: must match [A-Za-z0-9][A-Za-z0-9._-]* (at most %d bytes)", d.RolloutID, maxName)
-	}
-	return nil
+	return checkRolloutID(what, d.RolloutID)
 }
 
 // Validate checks every field of r; the error wraps ErrVersion or
@@ -253,10 +279,7 @@ func (r *ReportedState) Validate() error {
 	if r == nil {
 		return fmt.Errorf("%w: %s: nil", ErrInvalid, what)
 	}
-	if err := checkVersion(what, r.V); err != nil {
-		return err
-	}
-	if err := checkDeviceID(what, r.DeviceID); err != nil {
+	if err := checkEnvelope(what, r.V, r.DeviceID); err != nil {
 		return err
 	}
 	if r.Time.IsZero() {
@@ -278,8 +301,8 @@ func (r *ReportedState) Validate() error {
 			}
 		}
 	}
-	if r.Provider != "" && !isToken(r.Provider, maxToken) {
-		return invalid(what, "provider", "%q: must match [a-z0-9][a-z0-9._-]*", r.Provider)
+	if err := checkOptToken(what, "provider", r.Provider); err != nil {
+		return err
 	}
 	if in := r.Install; in != nil {
 		if in.Seq == 0 {
@@ -288,11 +311,8 @@ func (r *ReportedState) Validate() error {
 		if err := in.Bundle.validate(what, "install.bundle"); err != nil {
 			return err
 		}
-		if in.Phase == "" {
-			return invalid(what, "install.phase", "required")
-		}
-		if !isToken(string(in.Phase), maxToken) {
-			return invalid(what, "install.phase", "%q: must match [a-z0-9][a-z0-9._-]*", in.Phase)
+		if err := checkToken(what, "install.phase", string(in.Phase)); err != nil {
+			return err
 		}
 		if in.Progress != nil {
 			if err := in.Progress.validate(what, "install.progress"); err != nil {
@@ -302,8 +322,8 @@ func (r *ReportedState) Validate() error {
 		if err := checkText(what, "install.error", in.Error, maxText); err != nil {
 			return err
 		}
-		if in.Reason != "" && !isToken(in.Reason, maxToken) {
-			return invalid(what, "install.reason", "%q: must match [a-z0-9][a-z0-9._-]*", in.Reason)
+		if err := checkOptToken(what, "install.reason", in.Reason); err != nil {
+			return err
 		}
 		if in.Attempt < 0 {
 			return invalid(what, "install.attempt", "%d: must be >= 0", in.Attempt)
@@ -347,6 +367,13 @@ func isLabelKey(k string) bool {
 	return true
 }
 
+func checkRolloutID(what, id string) error {
+	if id != "" && !isIdent(id, maxName) {
+		return invalid(what, "rolloutId", "%q: must match [A-Za-z0-9][A-Za-z0-9._-]* (at most %d bytes)", id, maxName)
+	}
+	return nil
+}
+
 func checkEpoch(what, epoch string) error {
 	if epoch != "" && !isIdent(epoch, MaxDeviceIDLen) {
 		return invalid(what, "epoch", "%q: must match [A-Za-z0-9][A-Za-z0-9._-]* (at most %d bytes)", epoch, MaxDeviceIDLen)
@@ -361,10 +388,7 @@ func (e *Event) Validate() error {
 	if e == nil {
 		return fmt.Errorf("%w: %s: nil", ErrInvalid, what)
 	}
-	if err := checkVersion(what, e.V); err != nil {
-		return err
-	}
-	if err := checkDeviceID(what, e.DeviceID); err != nil {
+	if err := checkEnvelope(what, e.V, e.DeviceID); err != nil {
 		return err
 	}
 	if err := checkEpoch(what, e.Epoch); err != nil {
@@ -376,14 +400,11 @@ func (e *Event) Validate() error {
 	if e.Time.IsZero() {
 		return invalid(what, "time", "required")
 	}
-	if e.Type == "" {
-		return invalid(what, "type", "required")
+	if err := checkToken(what, "type", string(e.Type)); err != nil {
+		return err
 	}
-	if !isToken(string(e.Type), maxToken) {
-		return invalid(what, "type", "%q: must match [a-z0-9][a-z0-9._-]*", e.Type)
-	}
-	if e.RolloutID != "" && !isIdent(e.RolloutID, maxName) {
-		return invalid(what, "rolloutId", "%q: must match [A-Za-z0-9][A-Za-z0-9._-]* (at most %d bytes)", e.RolloutID, maxName)
+	if err := checkRolloutID(what, e.RolloutID); err != nil {
+		return err
 	}
 	if e.Bundle != nil {
 		if err := e.Bundle.validate(what, "bundle"); err != nil {
@@ -395,8 +416,8 @@ func (e *Event) Validate() error {
 			return err
 		}
 	}
-	if e.Reason != "" && !isToken(e.Reason, maxToken) {
-		return invalid(what, "reason", "%q: must match [a-z0-9][a-z0-9._-]*", e.Reason)
+	if err := checkOptToken(what, "reason", e.Reason); err != nil {
+		return err
 	}
 	if err := checkText(what, "message", e.Message, maxText); err != nil {
 		return err
@@ -424,10 +445,7 @@ func (b *TelemetryBatch) Validate() error {
 	if b == nil {
 		return fmt.Errorf("%w: %s: nil", ErrInvalid, what)
 	}
-	if err := checkVersion(what, b.V); err != nil {
-		return err
-	}
-	if err := checkDeviceID(what, b.DeviceID); err != nil {
+	if err := checkEnvelope(what, b.V, b.DeviceID); err != nil {
 		return err
 	}
 	if err := checkEpoch(what, b.Epoch); err != nil {
@@ -450,11 +468,8 @@ func (b *TelemetryBatch) Validate() error {
 			return invalid(what, field+".id", "%d is not above the previous record's %d (records go in increasing id order)", r.ID, prev)
 		}
 		prev = r.ID
-		if r.Kind == "" {
-			return invalid(what, field+".kind", "required")
-		}
-		if !isToken(r.Kind, maxToken) {
-			return invalid(what, field+".kind", "%q: must match [a-z0-9][a-z0-9._-]*", r.Kind)
+		if err := checkToken(what, field+".kind", r.Kind); err != nil {
+			return err
 		}
 		if r.Time.IsZero() {
 			return invalid(what, field+".time", "required")
@@ -477,18 +492,11 @@ func (s *Status) Validate() error {
 	if s == nil {
 		return fmt.Errorf("%w: %s: nil", ErrInvalid, what)
 	}
-	if err := checkVersion(what, s.V); err != nil {
+	if err := checkEnvelope(what, s.V, s.DeviceID); err != nil {
 		return err
 	}
-	if err := checkDeviceID(what, s.DeviceID); err != nil {
+	if err := checkEither(what, "state", s.State, StateOnline, StateOffline); err != nil {
 		return err
-	}
-	switch s.State {
-	case StateOnline, StateOffline:
-	case "":
-		return invalid(what, "state", "required (%q or %q)", StateOnline, StateOffline)
-	default:
-		return invalid(what, "state", "%q: must be %q or %q", s.State, StateOnline, StateOffline)
 	}
 	if s.Session == 0 {
 		return invalid(what, "session", "required, must be > 0")
@@ -496,8 +504,8 @@ func (s *Status) Validate() error {
 	if s.AgentVersion != "" && !isSemver(s.AgentVersion) {
 		return invalid(what, "agentVersion", "%q is not a semantic version like 1.4.0", s.AgentVersion)
 	}
-	if s.Reason != "" && !isToken(s.Reason, maxToken) {
-		return invalid(what, "reason", "%q: must match [a-z0-9][a-z0-9._-]*", s.Reason)
+	if err := checkOptToken(what, "reason", s.Reason); err != nil {
+		return err
 	}
 	return nil
 }
