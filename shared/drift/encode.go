@@ -610,17 +610,15 @@ func (r *reader) uvarint() uint64 {
 	return v
 }
 
+// varint reads a zig-zag encoded signed varint, decoding it as
+// binary.Varint does.
 func (r *reader) varint() int64 {
-	if r.err != nil {
-		return 0
+	ux := r.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("bad or truncated varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
+	return x
 }
 
 // bounded reads a number of at most limit.

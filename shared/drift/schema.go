@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -141,28 +142,15 @@ var DefaultOptions = Options{
 // withDefaults fills zero fields from DefaultOptions.
 func (o Options) withDefaults() Options {
 	d := DefaultOptions
-	if o.Bins != 0 {
-		d.Bins = o.Bins
+	return Options{
+		Bins:           cmp.Or(o.Bins, d.Bins),
+		SampleSize:     cmp.Or(o.SampleSize, d.SampleSize),
+		SketchAccuracy: cmp.Or(o.SketchAccuracy, d.SketchAccuracy),
+		SketchBins:     cmp.Or(o.SketchBins, d.SketchBins),
+		MaxCategories:  cmp.Or(o.MaxCategories, d.MaxCategories),
+		MinSamples:     cmp.Or(o.MinSamples, d.MinSamples),
+		DriftShare:     cmp.Or(o.DriftShare, d.DriftShare),
 	}
-	if o.SampleSize != 0 {
-		d.SampleSize = o.SampleSize
-	}
-	if o.SketchAccuracy != 0 {
-		d.SketchAccuracy = o.SketchAccuracy
-	}
-	if o.SketchBins != 0 {
-		d.SketchBins = o.SketchBins
-	}
-	if o.MaxCategories != 0 {
-		d.MaxCategories = o.MaxCategories
-	}
-	if o.MinSamples != 0 {
-		d.MinSamples = o.MinSamples
-	}
-	if o.DriftShare != 0 {
-		d.DriftShare = o.DriftShare
-	}
-	return d
 }
 
 // validate checks resolved options (no zero fields).

@@ -120,26 +120,38 @@ func fromValue(name string, v ort.Value) (tensor.Tensor, error) {
 	return t, nil
 }
 
-// newScalarOutput preallocates a rank-0 output, which onnxruntime_go
-// cannot allocate itself.
-func newScalarOutput(dt tensor.Datatype) (ort.Value, error) {
+// newOutput preallocates a Go-backed output of dt that ONNX Runtime
+// writes into: an ONNX scalar when scalar is set (rank-0 outputs, which
+// onnxruntime_go cannot allocate itself), else a tensor of shape.
+func newOutput(dt tensor.Datatype, scalar bool, shape []int64) (ort.Value, error) {
 	switch dt {
 	case tensor.FP32:
-		return ort.NewEmptyScalar[float32]()
+		return newEmpty[float32](scalar, shape)
 	case tensor.FP64:
-		return ort.NewEmptyScalar[float64]()
+		return newEmpty[float64](scalar, shape)
 	case tensor.Int64:
-		return ort.NewEmptyScalar[int64]()
+		return newEmpty[int64](scalar, shape)
 	case tensor.Int32:
-		return ort.NewEmptyScalar[int32]()
+		return newEmpty[int32](scalar, shape)
 	case tensor.Int16:
-		return ort.NewEmptyScalar[int16]()
+		return newEmpty[int16](scalar, shape)
 	case tensor.Int8:
-		return ort.NewEmptyScalar[int8]()
+		return newEmpty[int8](scalar, shape)
 	case tensor.Uint8:
-		return ort.NewEmptyScalar[uint8]()
+		return newEmpty[uint8](scalar, shape)
 	case tensor.Bool:
-		return ort.NewEmptyScalar[bool]()
+		return newEmpty[bool](scalar, shape)
 	}
-	return nil, fmt.Errorf("%w: unsupported scalar output type %s", ErrModel, dt)
+	if scalar {
+		return nil, fmt.Errorf("%w: unsupported scalar output type %s", ErrModel, dt)
+	}
+	return nil, ErrModel
+}
+
+// newEmpty allocates the scalar or tensor newOutput describes.
+func newEmpty[T ort.TensorData](scalar bool, shape []int64) (ort.Value, error) {
+	if scalar {
+		return ort.NewEmptyScalar[T]()
+	}
+	return ort.NewEmptyTensor[T](ort.Shape(shape))
 }

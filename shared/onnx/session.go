@@ -453,9 +453,9 @@ func (s *Session) prepareOutputs(outs []ort.Value, shapes [][]int64) error {
 		var err error
 		switch {
 		case len(spec.Shape) == 0:
-			outs[i], err = newScalarOutput(spec.Datatype)
+			outs[i], err = newOutput(spec.Datatype, true, nil)
 		case shapes != nil:
-			outs[i], err = newEmptyValue(spec.Datatype, shapes[i])
+			outs[i], err = newOutput(spec.Datatype, false, shapes[i])
 		}
 		if err != nil {
 			return fmt.Errorf("%w: output %q: %w", ErrRun, spec.Name, err)

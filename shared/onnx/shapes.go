@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"sync"
 
-	ort "github.com/yalue/onnxruntime_go"
-
 	"github.com/edgefleet/edgefleet/shared/tensor"
 )
 
@@ -64,29 +62,4 @@ func (c *shapeCache) forget(key []byte) {
 		c.m = make(map[string][][]int64)
 	}
 	c.m[string(key)] = nil
-}
-
-// newEmptyValue allocates a Go-backed tensor ONNX Runtime writes an output
-// into.
-func newEmptyValue(dt tensor.Datatype, shape []int64) (ort.Value, error) {
-	s := ort.Shape(shape)
-	switch dt {
-	case tensor.FP32:
-		return ort.NewEmptyTensor[float32](s)
-	case tensor.FP64:
-		return ort.NewEmptyTensor[float64](s)
-	case tensor.Int64:
-		return ort.NewEmptyTensor[int64](s)
-	case tensor.Int32:
-		return ort.NewEmptyTensor[int32](s)
-	case tensor.Int16:
-		return ort.NewEmptyTensor[int16](s)
-	case tensor.Int8:
-		return ort.NewEmptyTensor[int8](s)
-	case tensor.Uint8:
-		return ort.NewEmptyTensor[uint8](s)
-	case tensor.Bool:
-		return ort.NewEmptyTensor[bool](s)
-	}
-	return nil, ErrModel
 }

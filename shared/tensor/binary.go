@@ -182,51 +182,32 @@ func decodeData(dt Datatype, raw []byte, n int) any {
 	le := binary.LittleEndian
 	switch dt {
 	case Bool:
-		out := make([]bool, n)
-		for i := range out {
-			out[i] = raw[i] != 0
-		}
-		return out
+		return decodeEach(n, func(i int) bool { return raw[i] != 0 })
 	case Uint8:
 		return append([]uint8(nil), raw...)
 	case Int8:
-		out := make([]int8, n)
-		for i := range out {
-			out[i] = int8(raw[i])
-		}
-		return out
+		return decodeEach(n, func(i int) int8 { return int8(raw[i]) })
 	case Int16:
-		out := make([]int16, n)
-		for i := range out {
-			out[i] = int16(le.Uint16(raw[2*i:]))
-		}
-		return out
+		return decodeEach(n, func(i int) int16 { return int16(le.Uint16(raw[2*i:])) })
 	case Int32:
-		out := make([]int32, n)
-		for i := range out {
-			out[i] = int32(le.Uint32(raw[4*i:]))
-		}
-		return out
+		return decodeEach(n, func(i int) int32 { return int32(le.Uint32(raw[4*i:])) })
 	case Int64:
-		out := make([]int64, n)
-		for i := range out {
-			out[i] = int64(le.Uint64(raw[8*i:]))
-		}
-		return out
+		return decodeEach(n, func(i int) int64 { return int64(le.Uint64(raw[8*i:])) })
 	case FP32:
-		out := make([]float32, n)
-		for i := range out {
-			out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
-		}
-		return out
+		return decodeEach(n, func(i int) float32 { return math.Float32frombits(le.Uint32(raw[4*i:])) })
 	case FP64:
-		out := make([]float64, n)
-		for i := range out {
-			out[i] = math.Float64frombits(le.Uint64(raw[8*i:]))
-		}
-		return out
+		return decodeEach(n, func(i int) float64 { return math.Float64frombits(le.Uint64(raw[8*i:])) })
 	}
 	return nil
+}
+
+// decodeEach returns n elements, element i decoded by at.
+func decodeEach[T any](n int, at func(i int) T) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = at(i)
+	}
+	return out
 }
 
 type reader struct {

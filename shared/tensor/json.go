@@ -203,25 +203,9 @@ func (v *values) typed(dt Datatype) (any, error) {
 	case Bool:
 		return v.bools, nil
 	case FP32:
-		out := make([]float32, len(v.nums))
-		for i, n := range v.nums {
-			f, err := strconv.ParseFloat(string(n), 32)
-			if err != nil {
-				return nil, fmt.Errorf("%w: element %d: %s is not an FP32", ErrData, i, n)
-			}
-			out[i] = float32(f)
-		}
-		return out, nil
+		return parseFloats[float32](v.nums, 32, dt)
 	case FP64:
-		out := make([]float64, len(v.nums))
-		for i, n := range v.nums {
-			f, err := strconv.ParseFloat(string(n), 64)
-			if err != nil {
-				return nil, fmt.Errorf("%w: element %d: %s is not an FP64", ErrData, i, n)
-			}
-			out[i] = f
-		}
-		return out, nil
+		return parseFloats[float64](v.nums, 64, dt)
 	case Uint8:
 		return parseInts[uint8](v.nums, 0, math.MaxUint8, dt)
 	case Int8:
@@ -244,6 +228,18 @@ func parseInts[T integer](nums []json.Number, lo, hi int64, dt Datatype) ([]T, e
 			return nil, fmt.Errorf("%w: element %d: %s is not an %s", ErrData, i, n, dt)
 		}
 		out[i] = T(x)
+	}
+	return out, nil
+}
+
+func parseFloats[T float32 | float64](nums []json.Number, bits int, dt Datatype) ([]T, error) {
+	out := make([]T, len(nums))
+	for i, n := range nums {
+		f, err := strconv.ParseFloat(string(n), bits)
+		if err != nil {
+			return nil, fmt.Errorf("%w: element %d: %s is not an %s", ErrData, i, n, dt)
+		}
+		out[i] = T(f)
 	}
 	return out, nil
 }

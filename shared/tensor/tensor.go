@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Datatype is an Open Inference Protocol tensor datatype.
@@ -104,41 +105,32 @@ func Elements(shape []int64) int64 {
 // Len is the number of elements in t.Data, or -1 if Data's type does not
 // match Datatype.
 func (t Tensor) Len() int {
+	var dt Datatype
+	var n int
 	switch v := t.Data.(type) {
 	case []bool:
-		if t.Datatype == Bool {
-			return len(v)
-		}
+		dt, n = Bool, len(v)
 	case []uint8:
-		if t.Datatype == Uint8 {
-			return len(v)
-		}
+		dt, n = Uint8, len(v)
 	case []int8:
-		if t.Datatype == Int8 {
-			return len(v)
-		}
+		dt, n = Int8, len(v)
 	case []int16:
-		if t.Datatype == Int16 {
-			return len(v)
-		}
+		dt, n = Int16, len(v)
 	case []int32:
-		if t.Datatype == Int32 {
-			return len(v)
-		}
+		dt, n = Int32, len(v)
 	case []int64:
-		if t.Datatype == Int64 {
-			return len(v)
-		}
+		dt, n = Int64, len(v)
 	case []float32:
-		if t.Datatype == FP32 {
-			return len(v)
-		}
+		dt, n = FP32, len(v)
 	case []float64:
-		if t.Datatype == FP64 {
-			return len(v)
-		}
+		dt, n = FP64, len(v)
+	default:
+		return -1
 	}
-	return -1
+	if dt != t.Datatype {
+		return -1
+	}
+	return n
 }
 
 // Check reports whether t is internally consistent: a known datatype, data
@@ -261,7 +253,7 @@ func Close(got, want Tensor, atol, rtol float64) error {
 	if got.Datatype != want.Datatype {
 		return fmt.Errorf("tensor %q: %w: got %s, want %s", want.Name, ErrDatatype, got.Datatype, want.Datatype)
 	}
-	if !equalShape(got.Shape, want.Shape) {
+	if !slices.Equal(got.Shape, want.Shape) {
 		return fmt.Errorf("tensor %q: %w: got %v, want %v", want.Name, ErrShape, got.Shape, want.Shape)
 	}
 	g, err := got.Float64s()
@@ -278,18 +270,6 @@ func Close(got, want Tensor, atol, rtol float64) error {
 		}
 	}
 	return nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Zeros returns a tensor of the given spec's datatype filled with zeros;
