@@ -346,14 +346,9 @@ func (u *Uplink) apply(ctx context.Context, d *protocol.DesiredState, resumed bo
 	u.log.Info("uplink: applying desired state", "seq", d.Seq, "action", d.Action, "bundle", d.Bundle.ID(), "resumed", resumed, "attempt", n)
 	u.setInstall(d, PhaseStarting, nil, nil)
 	data, _ := json.Marshal(map[string]any{"action": d.Action, "resumed": resumed, "attempt": n})
-	u.appendEvent(protocol.Event{
-		Type:      protocol.EventInstallStarted,
-		Seq:       d.Seq,
-		RolloutID: d.RolloutID,
-		Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
-		From:      from,
-		Data:      data,
-	})
+	e := installEvent(protocol.EventInstallStarted, d)
+	e.From, e.Data = from, data
+	u.appendEvent(e)
 	u.kickReport()
 
 	actx, cancel := context.WithCancelCause(ctx)
@@ -409,15 +404,9 @@ func (u *Uplink) retrying(d *protocol.DesiredState, err error, reason string, ne
 	u.log.Warn("uplink: install attempt failed; trying again", "seq", d.Seq, "bundle", d.Bundle.ID(), "reason", reason,
 		"attempt", n, "next_attempt", next.Format(time.RFC3339), "err", err)
 	data, _ := json.Marshal(map[string]any{"attempt": n, "nextAttemptAt": next})
-	u.appendEvent(protocol.Event{
-		Type:      protocol.EventInstallRetrying,
-		Seq:       d.Seq,
-		RolloutID: d.RolloutID,
-		Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
-		Reason:    reason,
-		Message:   protocol.Truncate(err.Error(), 1024),
-		Data:      data,
-	})
+	e := installEvent(protocol.EventInstallRetrying, d)
+	e.Reason, e.Message, e.Data = reason, protocol.Truncate(err.Error(), 1024), data
+	u.appendEvent(e)
 	u.kickReport()
 }
 
@@ -428,16 +417,21 @@ func (u *Uplink) markDone(seq uint64) {
 	u.kickReport()
 }
 
-// resultEvent builds the install.succeeded/failed (rollback.succeeded/
-// failed for ActionRollback) event of d.
-func (u *Uplink) resultEvent(d *protocol.DesiredState, from *protocol.BundleID, err error, reason string) protocol.Event {
-	e := protocol.Event{
+// installEvent is an event of type typ about the install of d.
+func installEvent(typ protocol.EventType, d *protocol.DesiredState) protocol.Event {
+	return protocol.Event{
+		Type:      typ,
 		Seq:       d.Seq,
 		RolloutID: d.RolloutID,
 		Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
-		From:      from,
-		Reason:    reason,
 	}
+}
+
+// resultEvent builds the install.succeeded/failed (rollback.succeeded/
+// failed for ActionRollback) event of d.
+func (u *Uplink) resultEvent(d *protocol.DesiredState, from *protocol.BundleID, err error, reason string) protocol.Event {
+	e := installEvent("", d) // the type depends on the outcome
+	e.From, e.Reason = from, reason
 	rollback := d.Action == protocol.ActionRollback
 	switch {
 	case err == nil && rollback:
@@ -467,13 +461,8 @@ func (u *Uplink) progress(d *protocol.DesiredState, finished *atomic.Bool) Progr
 			return
 		}
 		data, _ := json.Marshal(map[string]any{"phase": phase})
-		e := protocol.Event{
-			Type:      protocol.EventInstallProgress,
-			Seq:       d.Seq,
-			RolloutID: d.RolloutID,
-			Bundle:    &protocol.BundleID{Name: d.Bundle.Name, Version: d.Bundle.Version},
-			Data:      data,
-		}
+		e := installEvent(protocol.EventInstallProgress, d)
+		e.Data = data
 		if p != nil {
 			cp := *p
 			e.Progress = &cp

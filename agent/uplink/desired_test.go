@@ -87,40 +87,53 @@ func TestDesiredApplied(t *testing.T) {
 	}
 }
 
+// TestDesiredFailed: an Apply that fails for a reason that is not
+// transient, or transiently but with its next attempt past the desired
+// state's expiry, is final: reported failed, not retried, not even after
+// a restart.
 func TestDesiredFailed(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	r := newRig(t, testConfig(t, b.URL()))
-	r.agent.fail = WithReason("smoke-failed", errApply)
-	u := r.start()
-	r.waitConnected()
-	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
-	testenv.Eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
-	e := f.eventsOf(protocol.EventInstallFailed)[0]
-	if e.Reason != "smoke-failed" || e.Message != errApply.Error() || e.Seq != 3 {
-		t.Errorf("install.failed %+v", e)
-	}
-	testenv.Eventually(t, "reported failed", func() bool {
-		rep, _ := f.lastReported()
-		return rep.AppliedSeq == 3 && rep.Install != nil && rep.Install.Phase == protocol.PhaseFailed && rep.Install.Error == errApply.Error()
-	})
-	if st := u.Stats(); st.ApplyFailed != 1 || st.Applied != 0 {
-		t.Errorf("stats %+v", st)
-	}
-	// A failure that is not Transient is final: not retried, not even
-	// after a restart.
-	r.stop()
-	u = r.start()
-	testenv.Eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
-	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3}) {
-		t.Errorf("Apply calls %v, want [3]", got)
+	for _, tc := range []struct {
+		name   string
+		fail   error
+		reason string
+	}{
+		{"permanent", WithReason("smoke-failed", errApply), "smoke-failed"},
+		{"transient past expiry", Transient(WithReason("download", errApply)), "download"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t)
+			f := newFleetd(t, b.URL(), fleetdUser)
+			cfg := testConfig(t, b.URL())
+			cfg.RetryMin, cfg.RetryMax = 48*time.Hour, 48*time.Hour
+			r := newRig(t, cfg)
+			r.agent.fail = tc.fail
+			u := r.start()
+			r.waitConnected()
+			f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
+			testenv.Eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
+			e := f.eventsOf(protocol.EventInstallFailed)[0]
+			if e.Reason != tc.reason || e.Message != errApply.Error() || e.Seq != 3 {
+				t.Errorf("install.failed %+v", e)
+			}
+			testenv.Eventually(t, "reported failed", func() bool {
+				rep, _ := f.lastReported()
+				return rep.AppliedSeq == 3 && rep.Install != nil && rep.Install.Phase == protocol.PhaseFailed && rep.Install.Error == errApply.Error()
+			})
+			if st := u.Stats(); st.ApplyFailed != 1 || st.Applied != 0 || st.Retries != 0 {
+				t.Errorf("stats %+v", st)
+			}
+			r.stop()
+			u = r.start()
+			testenv.Eventually(t, "the duplicate after the restart", func() bool { return u.Stats().Duplicates == 1 })
+			if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3}) {
+				t.Errorf("Apply calls %v, want [3]", got)
+			}
+		})
 	}
 }
 
 func TestDesiredRefused(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	r := newRig(t, testConfig(t, b.URL()))
+	f, r := newFleetRig(t)
 	u := r.start()
 	r.waitConnected()
 	f.publishDesired(encode(t, desired(10, protocol.ActionInstall, "1.4.0")))
@@ -189,9 +202,7 @@ func TestDesiredRefused(t *testing.T) {
 }
 
 func TestInterruptedApplyResumes(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	r := newRig(t, testConfig(t, b.URL()))
+	f, r := newFleetRig(t)
 	r.agent.setBlock(4)
 	r.start()
 	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.4.0")))
@@ -228,9 +239,7 @@ func TestInterruptedApplyResumes(t *testing.T) {
 }
 
 func TestInterruptedApplyGivesUp(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	r := newRig(t, testConfig(t, b.URL()))
+	f, r := newFleetRig(t)
 	r.agent.setBlock(4)
 	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.4.0")))
 	for i := 1; i <= maxAttempts; i++ {
@@ -252,9 +261,7 @@ func TestInterruptedApplyGivesUp(t *testing.T) {
 }
 
 func TestNewerDesiredSupersedesInstall(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	r := newRig(t, testConfig(t, b.URL()))
+	f, r := newFleetRig(t)
 	r.agent.setBlock(3)
 	u := r.start()
 	r.waitConnected()
@@ -300,9 +307,7 @@ func TestLatestSlot(t *testing.T) {
 }
 
 func TestInterruptedApplyExpired(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	r := newRig(t, testConfig(t, b.URL()))
+	f, r := newFleetRig(t)
 	r.agent.setBlock(4)
 	d := desired(4, protocol.ActionInstall, "1.4.0")
 	// Valid long enough for the uplink to connect and start the Apply on
@@ -402,16 +407,21 @@ func TestDesiredRetryEnds(t *testing.T) {
 	b := startBroker(t)
 	f := newFleetd(t, b.URL(), fleetdUser)
 	cfg := testConfig(t, b.URL())
-	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
 	r := newRig(t, cfg)
-	r.agent.failures = []error{Transient(WithReason("no-space", errApply))}
-	u := r.start()
-	r.waitConnected()
-	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
-	testenv.Eventually(t, "seq 3 waiting for its retry", func() bool {
-		rep, _ := f.lastReported()
-		return rep.Install != nil && rep.Install.Seq == 3 && rep.Install.Phase == protocol.PhaseRetrying
-	})
+	// restart runs the uplink anew with the backoff at retry and fail
+	// as the next Apply's failure, and publishes seq.
+	var u *Uplink
+	restart := func(retry time.Duration, fail error, seq uint64, version string) {
+		r.stop()
+		cfg.RetryMin, cfg.RetryMax = retry, retry
+		r.cfg = cfg
+		r.agent.failures = []error{fail}
+		u = r.start()
+		r.waitConnected()
+		f.publishDesired(encode(t, desired(seq, protocol.ActionInstall, version)))
+	}
+	restart(time.Hour, Transient(WithReason("no-space", errApply)), 3, "1.4.0")
+	f.waitInstall("seq 3 waiting for its retry", 3, protocol.PhaseRetrying)
 	// A reconnect redelivers seq 3: it keeps waiting for its backoff.
 	r.stop()
 	u = r.start()
@@ -424,59 +434,19 @@ func TestDesiredRetryEnds(t *testing.T) {
 	}
 
 	// A permanent failure is final, even with the backoff at 1 ms.
-	r.stop()
-	cfg.RetryMin, cfg.RetryMax = time.Millisecond, time.Millisecond
-	r.cfg = cfg
-	r.agent.failures = []error{WithReason("signature", errApply)}
-	u = r.start()
-	r.waitConnected()
-	f.publishDesired(encode(t, desired(4, protocol.ActionInstall, "1.5.0")))
-	testenv.Eventually(t, "seq 4 failed", func() bool {
-		rep, _ := f.lastReported()
-		return rep.Install != nil && rep.Install.Seq == 4 && rep.Install.Phase == protocol.PhaseFailed
-	})
-	rep, _ := f.lastReported()
+	restart(time.Millisecond, WithReason("signature", errApply), 4, "1.5.0")
+	rep := f.waitInstall("seq 4 failed", 4, protocol.PhaseFailed)
 	if in := rep.Install; in.Reason != "signature" || in.Attempt != 1 || in.NextAttemptAt != nil {
 		t.Errorf("reported failed install %+v", in)
 	}
 
 	// Transient failures of seq 5, then seq 6 arrives: 5 is dropped.
-	r.stop()
-	cfg.RetryMin, cfg.RetryMax = time.Hour, time.Hour
-	r.cfg = cfg
-	r.agent.failures = []error{Transient(WithReason("download", errApply))}
-	u = r.start()
-	r.waitConnected()
-	f.publishDesired(encode(t, desired(5, protocol.ActionInstall, "1.6.0")))
-	testenv.Eventually(t, "seq 5 retrying", func() bool {
-		rep, _ := f.lastReported()
-		return rep.Install != nil && rep.Install.Seq == 5 && rep.Install.Phase == protocol.PhaseRetrying
-	})
+	restart(time.Hour, Transient(WithReason("download", errApply)), 5, "1.6.0")
+	f.waitInstall("seq 5 retrying", 5, protocol.PhaseRetrying)
 	f.publishDesired(encode(t, desired(6, protocol.ActionInstall, "1.7.0")))
 	testenv.Eventually(t, "seq 6 applied", func() bool { return u.Stats().Applied == 1 })
 	if got := r.agent.appliedSeqs(); !slices.Equal(got, []uint64{3, 3, 4, 5, 6}) {
 		t.Errorf("Apply calls %v, want [3 3 4 5 6]", got)
-	}
-}
-
-// TestDesiredRetryExpires: a transient failure whose next attempt would
-// come after the desired state expires is final.
-func TestDesiredRetryExpires(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	cfg := testConfig(t, b.URL())
-	cfg.RetryMin, cfg.RetryMax = 48*time.Hour, 48*time.Hour
-	r := newRig(t, cfg)
-	r.agent.fail = Transient(WithReason("download", errApply))
-	u := r.start()
-	r.waitConnected()
-	f.publishDesired(encode(t, desired(3, protocol.ActionInstall, "1.4.0")))
-	testenv.Eventually(t, "install.failed", func() bool { return len(f.eventsOf(protocol.EventInstallFailed)) == 1 })
-	if e := f.eventsOf(protocol.EventInstallFailed)[0]; e.Reason != "download" {
-		t.Errorf("install.failed %+v", e)
-	}
-	if st := u.Stats(); st.ApplyFailed != 1 || st.Retries != 0 {
-		t.Errorf("stats %+v", st)
 	}
 }
 

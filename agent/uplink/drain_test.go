@@ -36,11 +36,7 @@ func TestDrainInOrder(t *testing.T) {
 		if i%100 == 99 {
 			kind = protocol.RecordMetrics
 		}
-		id, err := r.ob.Append(context.Background(), kind, predictionPayload(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, id)
+		want = append(want, r.appendRecord(kind, predictionPayload(i)))
 	}
 	u := r.start()
 	testenv.Eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })
@@ -283,9 +279,7 @@ func TestBrokerKilledMidDrain(t *testing.T) {
 }
 
 func TestUnsendableRecordsDropped(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	r := newRig(t, testConfig(t, b.URL()))
+	f, r := newFleetRig(t)
 	good1 := r.appendRecords(2)
 	bad := []struct{ kind, payload string }{
 		{protocol.RecordPrediction, "not json"},
@@ -295,9 +289,7 @@ func TestUnsendableRecordsDropped(t *testing.T) {
 		{protocol.RecordDrift, strings.Repeat(`"`, 1) + strings.Repeat("\x00", 10) + `"`},
 	}
 	for _, c := range bad {
-		if _, err := r.ob.Append(context.Background(), c.kind, []byte(c.payload)); err != nil {
-			t.Fatal(err)
-		}
+		r.appendRecord(c.kind, []byte(c.payload))
 	}
 	good2 := r.appendRecords(2)
 	u := r.start()
@@ -335,9 +327,7 @@ func TestUnsendableRecordsDropped(t *testing.T) {
 // ones above it travel compressed, incompressible ones above it are
 // dropped as unsendable.
 func TestLargeRecords(t *testing.T) {
-	b := startBroker(t)
-	f := newFleetd(t, b.URL(), fleetdUser)
-	r := newRig(t, testConfig(t, b.URL()))
+	f, r := newFleetRig(t)
 	random := func(n int) []byte {
 		buf := make([]byte, n)
 		for i := range buf {
@@ -353,11 +343,7 @@ func TestLargeRecords(t *testing.T) {
 	}
 	var ids []uint64
 	for _, p := range payloads {
-		id, err := r.ob.Append(context.Background(), protocol.RecordDrift, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
+		ids = append(ids, r.appendRecord(protocol.RecordDrift, p))
 	}
 	u := r.start()
 	testenv.Eventually(t, "the outbox to drain", func() bool { return r.ob.Stats().Records == 0 })

@@ -324,11 +324,35 @@ func (f *fleetd) statuses() []protocol.Status {
 
 func (f *fleetd) lastStatus() (protocol.Status, bool) { return last(f.statuses()) }
 
+// waitStatus waits until the latest status is in state and returns the
+// latest status.
+func (f *fleetd) waitStatus(what string, state protocol.State) protocol.Status {
+	f.t.Helper()
+	testenv.Eventually(f.t, what, func() bool {
+		s, ok := f.lastStatus()
+		return ok && s.State == state
+	})
+	s, _ := f.lastStatus()
+	return s
+}
+
 func (f *fleetd) reported() []protocol.ReportedState {
 	return decodeAll(f, protocol.KindReported, protocol.DecodeReported)
 }
 
 func (f *fleetd) lastReported() (protocol.ReportedState, bool) { return last(f.reported()) }
+
+// waitInstall waits until the latest reported state shows the install of
+// seq in phase and returns the latest reported state.
+func (f *fleetd) waitInstall(what string, seq uint64, phase protocol.InstallPhase) protocol.ReportedState {
+	f.t.Helper()
+	testenv.Eventually(f.t, what, func() bool {
+		rep, _ := f.lastReported()
+		return rep.Install != nil && rep.Install.Seq == seq && rep.Install.Phase == phase
+	})
+	rep, _ := f.lastReported()
+	return rep
+}
 
 func (f *fleetd) events() []protocol.Event {
 	return decodeAll(f, protocol.KindEvents, protocol.DecodeEvent)
@@ -336,8 +360,17 @@ func (f *fleetd) events() []protocol.Event {
 
 func (f *fleetd) eventsOf(typ protocol.EventType) []protocol.Event {
 	var out []protocol.Event
+	type key struct {
+		epoch string
+		id    uint64
+	}
+	seen := map[key]bool{}
 	for _, e := range f.events() {
-		if e.Type == typ {
+		// Events are delivered at least once (one sent as the uplink
+		// stops comes again in the next session): count each once, as
+		// fleetd does.
+		if k := (key{e.Epoch, e.ID}); e.Type == typ && !seen[k] {
+			seen[k] = true
 			out = append(out, e)
 		}
 	}
@@ -493,6 +526,14 @@ func testConfig(t testing.TB, brokers ...string) Config {
 	}
 }
 
+// newFleetRig starts a broker and connects fleetd to it, and opens a rig
+// (not running yet) with the testConfig for that broker.
+func newFleetRig(t testing.TB) (*fleetd, *rig) {
+	t.Helper()
+	b := startBroker(t)
+	return newFleetd(t, b.URL(), fleetdUser), newRig(t, testConfig(t, b.URL()))
+}
+
 // newRig opens an outbox and an uplink (not running yet).
 func newRig(t testing.TB, cfg Config) *rig {
 	t.Helper()
@@ -551,13 +592,19 @@ func (r *rig) appendRecords(n int) []uint64 {
 	r.t.Helper()
 	ids := make([]uint64, n)
 	for i := range ids {
-		id, err := r.ob.Append(context.Background(), protocol.RecordPrediction, predictionPayload(i))
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		ids[i] = id
+		ids[i] = r.appendRecord(protocol.RecordPrediction, predictionPayload(i))
 	}
 	return ids
+}
+
+// appendRecord appends a record of kind and returns its id.
+func (r *rig) appendRecord(kind string, payload []byte) uint64 {
+	r.t.Helper()
+	id, err := r.ob.Append(context.Background(), kind, payload)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return id
 }
 
 func predictionPayload(i int) []byte {

@@ -45,10 +45,7 @@ func TestTLSClientCertificate(t *testing.T) {
 	r := newRig(t, cfg)
 	r.start()
 	r.waitConnected()
-	testenv.Eventually(t, "status online over TLS", func() bool {
-		s, ok := f.lastStatus()
-		return ok && s.State == protocol.StateOnline
-	})
+	f.waitStatus("status online over TLS", protocol.StateOnline)
 	id := r.appendRecords(1)
 	testenv.Eventually(t, "a record over TLS", func() bool { return len(f.recordIDs()) == 1 && f.recordIDs()[0] == id[0] })
 	r.stop()

@@ -24,11 +24,7 @@ func TestConnectPublishesOnlineAndReported(t *testing.T) {
 	u := r.start()
 	r.waitConnected()
 
-	testenv.Eventually(t, "status online", func() bool {
-		s, ok := f.lastStatus()
-		return ok && s.State == protocol.StateOnline
-	})
-	online, _ := f.lastStatus()
+	online := f.waitStatus("status online", protocol.StateOnline)
 	if online.Session == 0 || online.AgentVersion != "0.3.1" || online.Session != u.Stats().Session {
 		t.Errorf("online status %+v, uplink session %d", online, u.Stats().Session)
 	}
@@ -61,11 +57,7 @@ func TestConnectPublishesOnlineAndReported(t *testing.T) {
 
 	// A clean shutdown publishes offline itself, for the same session.
 	r.stop()
-	testenv.Eventually(t, "status offline", func() bool {
-		s, _ := f.lastStatus()
-		return s.State == protocol.StateOffline
-	})
-	off, _ := f.lastStatus()
+	off := f.waitStatus("status offline", protocol.StateOffline)
 	if off.Session != online.Session || off.Reason != reasonShutdown {
 		t.Errorf("offline status %+v, want session %d reason %q", off, online.Session, reasonShutdown)
 	}
@@ -87,28 +79,16 @@ func TestLastWillOnSeveredConnection(t *testing.T) {
 	r := newRig(t, testConfig(t, p.url()))
 	u := r.start()
 	r.waitConnected()
-	testenv.Eventually(t, "status online", func() bool {
-		s, ok := f.lastStatus()
-		return ok && s.State == protocol.StateOnline
-	})
-	first, _ := f.lastStatus()
+	first := f.waitStatus("status online", protocol.StateOnline)
 
 	p.sever()
-	testenv.Eventually(t, "the last will (offline)", func() bool {
-		s, _ := f.lastStatus()
-		return s.State == protocol.StateOffline
-	})
-	will, _ := f.lastStatus()
+	will := f.waitStatus("the last will (offline)", protocol.StateOffline)
 	if will.Session != first.Session || will.Reason != reasonConnectionLost {
 		t.Errorf("will %+v, want session %d reason %q", will, first.Session, reasonConnectionLost)
 	}
 
 	// The uplink reconnects by itself, with a higher session.
-	testenv.Eventually(t, "online again", func() bool {
-		s, _ := f.lastStatus()
-		return s.State == protocol.StateOnline
-	})
-	again, _ := f.lastStatus()
+	again := f.waitStatus("online again", protocol.StateOnline)
 	if again.Session <= first.Session {
 		t.Errorf("session after reconnect %d, want > %d", again.Session, first.Session)
 	}
@@ -342,8 +322,5 @@ func TestRunFailsWhenOutboxClosed(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("Run did not return after its outbox was closed")
 	}
-	testenv.Eventually(t, "status offline", func() bool {
-		s, _ := f.lastStatus()
-		return s.State == protocol.StateOffline
-	})
+	f.waitStatus("status offline", protocol.StateOffline)
 }
