@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,29 +17,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/internal/cptest"
 	"github.com/edgefleet/edgefleet/controlplane/notify"
 	"github.com/edgefleet/edgefleet/shared/testenv"
 )
 
-// clock is a settable clock for notify.Config.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *clock) add(d time.Duration) { c.set(c.now().Add(d)) }
+// setClock moves clk to t.
+func setClock(clk *cptest.Clock, t time.Time) { clk.Advance(t.Sub(clk.Now())) }
 
 // closedAddr is a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
@@ -84,7 +67,7 @@ func listed(t *testing.T, svc *notify.Service, id, sub string) (api.Delivery, bo
 func TestRetentionAfterDone(t *testing.T) {
 	const retention = time.Hour
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	clk := &clock{t: t0}
+	clk := cptest.NewClock(t0)
 	rcv := receiver(t, nil)
 	up := strings.TrimSuffix(strings.TrimPrefix(rcv.URL, "http://"), "/")
 	down := closedAddr(t)
@@ -98,7 +81,7 @@ func TestRetentionAfterDone(t *testing.T) {
 
 	db := openDB(t, filepath.Join(t.TempDir(), "q.db"))
 	defer db.Close()
-	svc, err := notify.New(notify.Config{DB: db, Now: clk.now, Transport: tr, MaxAge: 24 * time.Hour, Retention: retention,
+	svc, err := notify.New(notify.Config{DB: db, Now: clk.Now, Transport: tr, MaxAge: 24 * time.Hour, Retention: retention,
 		RetryMax: -1, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 		Subscriptions: []notify.Subscription{{Name: "ce", URL: rcv.URL, Filter: notify.Filter{Types: []string{notify.TypeRolledBack}}}}})
 	if err != nil {
@@ -127,7 +110,7 @@ func TestRetentionAfterDone(t *testing.T) {
 		return d.State == api.DeliveryPending && d.Attempts >= 1 && d.LastError != "", fmt.Sprintf("%+v", d)
 	})
 	// Past the retention, still retried.
-	clk.add(2 * retention)
+	clk.Advance(2 * retention)
 	testenv.EventuallyState(t, "an attempt past the retention", func() (bool, string) {
 		d, _ := listed(t, svc, "ev-1", "ce")
 		return d.State == api.DeliveryPending && !d.LastAttempt.Before(t0.Add(2*retention)), fmt.Sprintf("%+v", d)
@@ -153,14 +136,14 @@ func TestRetentionAfterDone(t *testing.T) {
 	if d, ok := listed(t, svc, "ev-1", "ce"); !ok || d.State != api.DeliveryDelivered {
 		t.Fatalf("right after its delivery: %+v (listed %v)", d, ok)
 	}
-	clk.set(doneAt.Add(retention))
+	setClock(clk, doneAt.Add(retention))
 	if n := svc.Prune(); n != 0 {
 		t.Errorf("pruned %d at exactly the retention after the delivery", n)
 	}
 	if _, ok := listed(t, svc, "ev-1", "ce"); !ok {
 		t.Fatal("pruned at exactly the retention after its delivery")
 	}
-	clk.set(doneAt.Add(retention + time.Second))
+	setClock(clk, doneAt.Add(retention + time.Second))
 	svc.Prune()
 	if d, ok := listed(t, svc, "ev-1", "ce"); ok {
 		t.Errorf("still listed past the retention after its delivery: %+v", d)
@@ -179,7 +162,7 @@ func TestRetentionAfterDone(t *testing.T) {
 func TestRetentionSchema1(t *testing.T) {
 	const retention = 7 * 24 * time.Hour
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	clk := &clock{t: t0}
+	clk := cptest.NewClock(t0)
 	path := filepath.Join(t.TempDir(), "q.db")
 	db := openDB(t, path)
 	defer db.Close()
@@ -239,7 +222,7 @@ func TestRetentionSchema1(t *testing.T) {
 	rcv := receiver(t, nil)
 	open := func() *notify.Service {
 		t.Helper()
-		svc, err := notify.New(notify.Config{DB: db, Now: clk.now, Retention: retention,
+		svc, err := notify.New(notify.Config{DB: db, Now: clk.Now, Retention: retention,
 			RetryMax: -1, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 			Subscriptions: []notify.Subscription{{Name: "ce", URL: rcv.URL}}})
 		if err != nil {
@@ -298,12 +281,12 @@ func TestRetentionSchema1(t *testing.T) {
 	}
 	want("delivered", "queued-long-ago-delivered-lately", "pending", "unselected-lately")
 
-	clk.set(t0.Add(retention - 30*time.Minute))
+	setClock(clk, t0.Add(retention - 30*time.Minute))
 	if n := svc.Prune(); n != 2 {
 		t.Errorf("prune a week after: deleted %d, want 2", n)
 	}
 	want("a week after", "pending")
-	clk.set(t0.Add(retention + time.Second))
+	setClock(clk, t0.Add(retention + time.Second))
 	if n := svc.Prune(); n != 1 {
 		t.Errorf("prune a week after the pending one's delivery: deleted %d, want 1", n)
 	}
