@@ -143,7 +143,7 @@ func TestRetentionAfterDone(t *testing.T) {
 	if _, ok := listed(t, svc, "ev-1", "ce"); !ok {
 		t.Fatal("pruned at exactly the retention after its delivery")
 	}
-	setClock(clk, doneAt.Add(retention + time.Second))
+	setClock(clk, doneAt.Add(retention+time.Second))
 	svc.Prune()
 	if d, ok := listed(t, svc, "ev-1", "ce"); ok {
 		t.Errorf("still listed past the retention after its delivery: %+v", d)
@@ -281,12 +281,12 @@ func TestRetentionSchema1(t *testing.T) {
 	}
 	want("delivered", "queued-long-ago-delivered-lately", "pending", "unselected-lately")
 
-	setClock(clk, t0.Add(retention - 30*time.Minute))
+	setClock(clk, t0.Add(retention-30*time.Minute))
 	if n := svc.Prune(); n != 2 {
 		t.Errorf("prune a week after: deleted %d, want 2", n)
 	}
 	want("a week after", "pending")
-	setClock(clk, t0.Add(retention + time.Second))
+	setClock(clk, t0.Add(retention+time.Second))
 	if n := svc.Prune(); n != 1 {
 		t.Errorf("prune a week after the pending one's delivery: deleted %d, want 1", n)
 	}
