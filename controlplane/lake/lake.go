@@ -366,7 +366,8 @@ func (l *Lake) Stage(device, epoch string, recs []Record, res *Result) (*dedup.S
 	vals := make([][]byte, len(recs))
 	parts := make([][]byte, len(recs))
 	budgets := make([][]byte, len(recs)) // budget keys
-	limits := map[string]int64{}         // by model: bytes a day; 0 none
+	caps := make([]int64, len(recs))     // the budgets' bytes a day; 0 none
+	limits := map[string]int64{}         // by model
 	var invalid int
 	for i, r := range recs {
 		ids[i] = r.ID
@@ -384,7 +385,7 @@ func (l *Lake) Stage(device, epoch string, recs []Record, res *Result) (*dedup.S
 			return nil, fmt.Errorf("lake: encoding record %d of %q: %w", r.ID, device, err)
 		}
 		vals[i], parts[i] = v, []byte(Partition(s))
-		budgets[i] = budgetKey(device, s.Model, s.Time)
+		budgets[i], caps[i] = budgetKey(device, s.Model, s.Time), limits[s.Model]
 	}
 
 	unlock := l.locks.Lock(device)
@@ -438,7 +439,7 @@ func (l *Lake) Stage(device, epoch string, recs []Record, res *Result) (*dedup.S
 	}
 	l.staged.Add(adding)
 	return &dedup.Stage{IDs: ids, Outs: outs, Release: release, Commit: func(dup []bool) error {
-		if err := l.commit(device, epoch, recs, outs, dup, parts, budgets, limits, res); err != nil {
+		if err := l.commit(device, epoch, recs, outs, dup, parts, budgets, caps, res); err != nil {
 			return err
 		}
 		res.Invalid = invalid
@@ -486,7 +487,7 @@ func (l *Lake) decode(device string, now time.Time, r Record, limits map[string]
 const maxAhead = 24 * time.Hour
 
 // commit is the third step of Ingest.
-func (l *Lake) commit(device, epoch string, recs []Record, outs []dedup.Outcome, dup []bool, parts, budgets [][]byte, limits map[string]int64, res *Result) error {
+func (l *Lake) commit(device, epoch string, recs []Record, outs []dedup.Outcome, dup []bool, parts, budgets [][]byte, caps []int64, res *Result) error {
 	var removed int64
 	kick := false
 	err := l.db.Batch(func(tx *bolt.Tx) error {
@@ -530,7 +531,7 @@ func (l *Lake) commit(device, epoch string, recs []Record, outs []dedup.Outcome,
 			if !ok {
 				used = int64(getU64(bud, budgets[i]))
 			}
-			if limit := limits[modelOfBudget(budgets[i])]; limit > 0 && used+int64(len(r.Payload)) > limit {
+			if caps[i] > 0 && used+int64(len(r.Payload)) > caps[i] {
 				if err := drop(k, v); err != nil {
 					return err
 				}
@@ -594,12 +595,6 @@ func (l *Lake) commit(device, epoch string, recs []Record, outs []dedup.Outcome,
 // day: device 0 model 0 date.
 func budgetKey(device, model string, t time.Time) []byte {
 	return []byte(device + "\x00" + model + "\x00" + t.UTC().Format(time.DateOnly))
-}
-
-func modelOfBudget(k []byte) string {
-	_, rest, _ := bytes.Cut(k, []byte{0})
-	m, _, _ := bytes.Cut(rest, []byte{0})
-	return string(m)
 }
 
 func getU64(b *bolt.Bucket, k []byte) uint64 {
