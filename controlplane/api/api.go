@@ -2,11 +2,13 @@
 // /api/v1), shared by the server (controlplane/fleetd) and its client
 // (controlplane/client, fleetctl). docs/operations.md lists the routes.
 //
-// Every call but Health and Enrol carries the operator token as
-// "Authorization: Bearer TOKEN"; Enrol carries an enrolment token the same
+// Every call but Health and Enrol carries an API token (the operator
+// token or one of auth.tokens) as "Authorization: Bearer TOKEN", whose
+// Role must reach the route's; Enrol carries an enrolment token the same
 // way. Errors are an Error object with the HTTP status saying what kind:
-// 400 bad input, 401 missing or wrong token, 404 no such thing, 405 wrong
-// method, 409 conflict, 413 body too large, 5xx fleetd's fault.
+// 400 bad input, 401 missing or wrong token, 403 a role below the
+// route's, 404 no such thing, 405 wrong method, 409 conflict, 413 body
+// too large, 5xx fleetd's fault.
 package api
 
 import (

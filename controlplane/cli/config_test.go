@@ -284,7 +284,7 @@ func TestContextPrecedence(t *testing.T) {
 		{"$FLEETCTL_SERVER over the context", []string{envServer + "=" + dead}, nil, ExitError, "127.0.0.1:1"},
 		{"--server over $FLEETCTL_SERVER", []string{envServer + "=" + dead}, []string{"--server", srv.URL()}, ok, ""},
 		{"--server over the context's", nil, []string{"--context", "dead", "--server", srv.URL()}, ok, ""}, // dead's token is the right one
-		{"$FLEETCTL_TOKEN over the context's token", []string{envToken + "=wrong-token-0123456789"}, nil, ExitError, "invalid operator token (HTTP 401)"},
+		{"$FLEETCTL_TOKEN over the context's token", []string{envToken + "=wrong-token-0123456789"}, nil, ExitError, "invalid API token (HTTP 401)"},
 		{"$FLEETCTL_TOKEN_FILE over the context's token", []string{envTokenFile + "=" + wrong}, nil, ExitError, "HTTP 401"},
 		{"--token-file over $FLEETCTL_TOKEN", []string{envToken + "=wrong-token-0123456789"}, []string{"--token-file", tokenFile}, ok, ""},
 		{"a context without a token file", nil, []string{"--context", "bare"}, ExitError, "no operator token: give --token-file"},

@@ -234,7 +234,7 @@ func TestRemoteCommands(t *testing.T) {
 	wantExit(t, fleetctl(t, nil, "devices", "list", "--server", srv.URL(), "--token-file", filepath.Join(dir, "none")), ExitNotFound, "missing token file", "reading the token")
 	bad := filepath.Join(dir, "bad.token")
 	os.WriteFile(bad, []byte("wrong-token-0123456789\n"), 0o600)
-	wantFail(t, fleetctl(t, nil, "devices", "list", "--server", srv.URL(), "--token-file", bad), "wrong token", "invalid operator token (HTTP 401)")
+	wantFail(t, fleetctl(t, nil, "devices", "list", "--server", srv.URL(), "--token-file", bad), "wrong token", "invalid API token (HTTP 401)")
 	wantFail(t, fleetctl(t, nil, "devices", "list", "--server", "ftp://x", "--token-file", tokenFile), "bad server", "not an http(s)")
 
 	t.Run("environment", func(t *testing.T) {

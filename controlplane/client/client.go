@@ -31,11 +31,12 @@ const DefaultServer = "http://127.0.0.1:8080"
 // maxResponseBytes caps a response body read into memory.
 const maxResponseBytes = 64 << 20
 
-// ErrNotFound, ErrUnauthorized and ErrConflict are wrapped by an *Error
-// with that status, for errors.Is.
+// ErrNotFound, ErrUnauthorized, ErrForbidden and ErrConflict are wrapped
+// by an *Error with that status, for errors.Is.
 var (
 	ErrNotFound     = errors.New("not found")
 	ErrUnauthorized = errors.New("unauthorized")
+	ErrForbidden    = errors.New("forbidden")
 	ErrConflict     = errors.New("conflict")
 )
 
@@ -58,6 +59,8 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusNotFound
 	case ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
 	case ErrConflict:
 		return e.Status == http.StatusConflict
 	}
@@ -156,6 +159,12 @@ func (c *Client) postJSON(ctx context.Context, path, token string, in, out any) 
 func (c *Client) Health(ctx context.Context) (*api.Health, error) {
 	var h api.Health
 	return &h, c.do(ctx, http.MethodGet, "/health", nil, "", "", nil, &h)
+}
+
+// Whoami calls GET /whoami: whose token the client holds, and its role.
+func (c *Client) Whoami(ctx context.Context) (*api.Whoami, error) {
+	var w api.Whoami
+	return &w, c.getJSON(ctx, "/whoami", nil, &w)
 }
 
 // Devices lists the devices a label selector picks ("" for all).

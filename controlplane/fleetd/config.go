@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
 	"github.com/edgefleet/edgefleet/shared/bundle"
 	"github.com/edgefleet/edgefleet/shared/configfile"
@@ -38,13 +40,15 @@ const (
 // Files fleetd keeps in its data directory.
 const (
 	OperatorTokenFile = "operator.token"
-	EnrolTokenFile    = "enrol.token"
-	URLKeyFile        = "registry-url.key"
-	InventoryFile     = "inventory.db"
-	RecordsFile       = "records.db"
-	BrokerDir         = "broker"
-	RegistryDir       = "registry"
-	UploadDir         = "uploads"
+	// TokensDir holds the generated auth.tokens files.
+	TokensDir      = "tokens"
+	EnrolTokenFile = "enrol.token"
+	URLKeyFile     = "registry-url.key"
+	InventoryFile  = "inventory.db"
+	RecordsFile    = "records.db"
+	BrokerDir      = "broker"
+	RegistryDir    = "registry"
+	UploadDir      = "uploads"
 )
 
 // Config is fleetd's configuration: a YAML file (LoadConfig), flags that
@@ -107,6 +111,23 @@ type AuthConfig struct {
 	// AllowReenrol lets a device enrol again with a valid token (its
 	// password is replaced).
 	AllowReenrol bool `yaml:"allowReenrol"`
+	// Tokens are API tokens besides the operator token, each with a role
+	// the API enforces (docs/operations.md#roles): viewer reads,
+	// operator also drives rollouts and assignments, admin may do
+	// everything (as the operator token).
+	Tokens []TokenConfig `yaml:"tokens"`
+}
+
+// TokenConfig is one API token and its role.
+type TokenConfig struct {
+	// Name names whose token it is, in logs and in GET /api/v1/whoami
+	// ([a-z0-9._-]; "operator" is the operator token's).
+	Name string `yaml:"name"`
+	// Role is viewer, operator or admin.
+	Role string `yaml:"role"`
+	// File holds the token (default DATA/tokens/NAME.token, generated
+	// on first start if missing and shown once).
+	File string `yaml:"file"`
 }
 
 // BrokerConfig is the MQTT side: the embedded broker, or an external one.
@@ -276,6 +297,10 @@ func (c *Config) withDefaults() Config {
 	if d.Auth.EnrolTokenFiles == nil {
 		d.Auth.EnrolTokenFiles = map[string]string{"default": filepath.Join(d.DataDir, EnrolTokenFile)}
 	}
+	d.Auth.Tokens = slices.Clone(d.Auth.Tokens)
+	for i := range d.Auth.Tokens {
+		in(&d.Auth.Tokens[i].File, filepath.Join(TokensDir, d.Auth.Tokens[i].Name+".token"))
+	}
 	if d.Broker.Listen == "" {
 		d.Broker.Listen = DefaultMQTTListen
 	}
@@ -349,6 +374,20 @@ func (c *Config) Validate() error {
 	for name, f := range d.Auth.EnrolTokenFiles {
 		if !validToken(name) || f == "" {
 			bad("auth.enrolTokenFiles."+name, "a name of [a-z0-9._-] and a file path are needed")
+		}
+	}
+	seen := map[string]bool{"operator": true}
+	for i, tc := range d.Auth.Tokens {
+		key := fmt.Sprintf("auth.tokens[%d]", i)
+		switch {
+		case !validToken(tc.Name):
+			bad(key+".name", "%q: a name of [a-z0-9._-] (at most 64) is needed", tc.Name)
+		case seen[tc.Name]:
+			bad(key+".name", "%q is taken (by the operator token or an earlier entry)", tc.Name)
+		}
+		seen[tc.Name] = true
+		if _, err := api.ParseRole(tc.Role); err != nil {
+			bad(key+".role", "%v", err)
 		}
 	}
 	if d.External() {

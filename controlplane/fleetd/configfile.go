@@ -102,6 +102,9 @@ func (c *Config) resolvePaths(dir string) {
 		abs(&p)
 		c.Auth.EnrolTokenFiles[name] = p
 	}
+	for i := range c.Auth.Tokens {
+		abs(&c.Auth.Tokens[i].File)
+	}
 	for i := range c.Registry.TrustedKeys {
 		abs(&c.Registry.TrustedKeys[i])
 	}

@@ -16,7 +16,7 @@ import (
 
 // driftRoutes registers the drift API.
 func (s *Server) driftRoutes(handle func(pattern string, auth authKind, h handlerFunc)) {
-	handle("GET "+api.Prefix+"/drift", authOperator, s.handleDrift)
+	handle("GET "+api.Prefix+"/drift", authViewer, s.handleDrift)
 }
 
 func (s *Server) handleDrift(w http.ResponseWriter, r *http.Request) error {

@@ -516,7 +516,7 @@ func recordHash(device, epoch string, id uint64) string {
 
 // eventRoutes registers GET /api/v1/events.
 func (s *Server) eventRoutes(handle func(pattern string, auth authKind, h handlerFunc)) {
-	handle("GET "+api.Prefix+"/events", authOperator, s.handleEvents)
+	handle("GET "+api.Prefix+"/events", authViewer, s.handleEvents)
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) error {

@@ -50,10 +50,27 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 type authKind int
 
 const (
-	authNone authKind = iota
+	authNone  authKind = iota
+	authEnrol          // the handler checks the enrolment token itself
+	// An API token whose role is at least viewer, operator or admin
+	// (api.Role).
+	authViewer
 	authOperator
-	authEnrol // the handler checks the enrolment token itself
+	authAdmin
 )
+
+// role is the least role a route of kind k takes (0: no API token).
+func (k authKind) role() api.Role {
+	switch k {
+	case authViewer:
+		return api.RoleViewer
+	case authOperator:
+		return api.RoleOperator
+	case authAdmin:
+		return api.RoleAdmin
+	}
+	return 0
+}
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -63,22 +80,23 @@ func (s *Server) routes() http.Handler {
 	}
 	p := api.Prefix
 	handle("GET "+p+"/health", authNone, s.handleHealth)
-	handle("GET "+p+"/devices", authOperator, s.handleDevices)
+	handle("GET "+p+"/whoami", authViewer, s.handleWhoami)
+	handle("GET "+p+"/devices", authViewer, s.handleDevices)
 	handle("POST "+p+"/devices", authEnrol, s.handleEnrol)
-	handle("GET "+p+"/devices/{id}", authOperator, s.handleDevice)
-	handle("DELETE "+p+"/devices/{id}", authOperator, s.handleDeleteDevice)
+	handle("GET "+p+"/devices/{id}", authViewer, s.handleDevice)
+	handle("DELETE "+p+"/devices/{id}", authAdmin, s.handleDeleteDevice)
 	handle("POST "+p+"/devices/{id}/assign", authOperator, s.handleAssign)
-	handle("GET "+p+"/devices/{id}/records", authOperator, s.handleRecords)
-	handle("GET "+p+"/bundles", authOperator, s.handleBundles)
-	handle("POST "+p+"/bundles", authOperator, s.handlePush)
-	handle("GET "+p+"/keys", authOperator, s.handleKeys)
-	handle("GET "+p+"/bundles/{name}", authOperator, s.handleBundles)
-	handle("GET "+p+"/bundles/{name}/{version}", authOperator, s.handleBundle)
+	handle("GET "+p+"/devices/{id}/records", authViewer, s.handleRecords)
+	handle("GET "+p+"/bundles", authViewer, s.handleBundles)
+	handle("POST "+p+"/bundles", authAdmin, s.handlePush)
+	handle("GET "+p+"/keys", authViewer, s.handleKeys)
+	handle("GET "+p+"/bundles/{name}", authViewer, s.handleBundles)
+	handle("GET "+p+"/bundles/{name}/{version}", authViewer, s.handleBundle)
 	s.rolloutRoutes(handle)
 	s.driftRoutes(handle)
 	s.eventRoutes(handle)
 	metrics := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
-	handle("GET /metrics", authOperator, func(w http.ResponseWriter, r *http.Request) error {
+	handle("GET /metrics", authViewer, func(w http.ResponseWriter, r *http.Request) error {
 		metrics.ServeHTTP(w, r)
 		return nil
 	})
@@ -114,10 +132,15 @@ func (s *Server) wrap(route string, auth authKind, h handlerFunc) http.Handler {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w}
 		err := func() error {
-			if auth == authOperator {
-				if err := s.checkOperator(r); err != nil {
+			if need := auth.role(); need != 0 {
+				c, err := s.caller(r)
+				if err != nil {
 					return err
 				}
+				if c.Role < need {
+					return errStatus(http.StatusForbidden, "token %q has role %s; %s %s needs %s", c.Name, c.Role, r.Method, r.URL.Path, need)
+				}
+				r = r.WithContext(context.WithValue(r.Context(), callerKey{}, c))
 			}
 			return h(rw, r)
 		}()
@@ -167,16 +190,39 @@ func bearer(r *http.Request) (string, error) {
 	return strings.TrimSpace(tok), nil
 }
 
-func (s *Server) checkOperator(r *http.Request) error {
+// apiToken is an API token fleetd accepts: its hash and whose it is.
+type apiToken struct {
+	hash [sha256.Size]byte
+	api.Whoami
+}
+
+// callerKey keys the request context's api.Whoami.
+type callerKey struct{}
+
+// caller returns whose bearer token r carries. Every token's hash is
+// compared, so the time taken says nothing about which matched.
+func (s *Server) caller(r *http.Request) (api.Whoami, error) {
 	tok, err := bearer(r)
 	if err != nil {
-		return err
+		return api.Whoami{}, err
 	}
 	h := sha256.Sum256([]byte(tok))
-	if subtle.ConstantTimeCompare(h[:], s.operatorHash[:]) != 1 {
-		return errStatus(http.StatusUnauthorized, "invalid operator token")
+	var who api.Whoami
+	for _, t := range s.tokens {
+		if subtle.ConstantTimeCompare(h[:], t.hash[:]) == 1 {
+			who = t.Whoami
+		}
 	}
-	return nil
+	if who.Role == 0 {
+		return api.Whoami{}, errStatus(http.StatusUnauthorized, "invalid API token")
+	}
+	return who, nil
+}
+
+// handleWhoami answers GET /api/v1/whoami.
+func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) error {
+	c, _ := r.Context().Value(callerKey{}).(api.Whoami)
+	return writeJSON(w, http.StatusOK, c)
 }
 
 // writeError answers err as {"error": "..."} with its status.

@@ -140,10 +140,10 @@ func (s *Server) bundleRef(ctx context.Context, id string, b protocol.BundleID) 
 // rolloutRoutes adds the rollout API (see package api).
 func (s *Server) rolloutRoutes(handle func(pattern string, auth authKind, h handlerFunc)) {
 	p := api.Prefix
-	handle("GET "+p+"/rollouts", authOperator, s.handleRollouts)
+	handle("GET "+p+"/rollouts", authViewer, s.handleRollouts)
 	handle("POST "+p+"/rollouts", authOperator, s.handleCreateRollout)
-	handle("GET "+p+"/rollouts/{id}", authOperator, s.handleRollout)
-	handle("GET "+p+"/rollouts/{id}/history", authOperator, s.handleRolloutHistory)
+	handle("GET "+p+"/rollouts/{id}", authViewer, s.handleRollout)
+	handle("GET "+p+"/rollouts/{id}/history", authViewer, s.handleRolloutHistory)
 	handle("POST "+p+"/rollouts/{id}/{action}", authOperator, s.handleRolloutAction)
 }
 

@@ -47,6 +47,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/broker"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/controlplane/lake"
@@ -77,13 +78,13 @@ type Server struct {
 	ext    *external      // external mode
 	mosq   *mosquittoProvisioner
 
-	operatorHash [sha256.Size]byte
-	httpLn       net.Listener
-	mqttLn       net.Listener // embedded broker, until it takes it over
-	mqttTLSLn    net.Listener
-	httpSrv      *http.Server
-	publicURL    string // base URL of the HTTP server as devices reach it
-	brokerURLs   []string
+	tokens     []apiToken // the operator token first
+	httpLn     net.Listener
+	mqttLn     net.Listener // embedded broker, until it takes it over
+	mqttTLSLn  net.Listener
+	httpSrv    *http.Server
+	publicURL  string // base URL of the HTTP server as devices reach it
+	brokerURLs []string
 
 	metrics *metrics
 
@@ -274,7 +275,25 @@ func (s *Server) loadSecrets() error {
 	if err != nil {
 		return err
 	}
-	s.operatorHash = sha256.Sum256([]byte(tok))
+	s.tokens = []apiToken{{sha256.Sum256([]byte(tok)), api.Whoami{Name: "operator", Role: api.RoleAdmin}}}
+	seen := map[[sha256.Size]byte]string{s.tokens[0].hash: "the operator token"}
+	for i, tc := range c.Auth.Tokens {
+		key := fmt.Sprintf("auth.tokens[%d].file", i)
+		tok, err := secret(key, tc.File, true, "efapi_", "API token "+tc.Name+" ("+tc.Role+")", c.Announce)
+		if err != nil {
+			return err
+		}
+		role, err := api.ParseRole(tc.Role)
+		if err != nil {
+			return fmt.Errorf("%w: auth.tokens[%d].role: %w", ErrConfig, i, err)
+		}
+		h := sha256.Sum256([]byte(tok))
+		if other, ok := seen[h]; ok {
+			return fmt.Errorf("%w: %s: %s holds the same token as %s", ErrConfig, key, tc.File, other)
+		}
+		seen[h] = "auth.tokens " + tc.Name
+		s.tokens = append(s.tokens, apiToken{h, api.Whoami{Name: tc.Name, Role: role}})
+	}
 	return nil
 }
 
