@@ -50,9 +50,25 @@ type Device struct {
 	Lineage *bundle.Lineage `json:"lineage,omitempty"`
 }
 
-// DeviceList is GET /api/v1/devices[?selector=...].
+// DeviceList is GET /api/v1/devices[?selector=S][&q=SUB][&offset=N][&limit=N]:
+// the devices a label selector picks whose id contains SUB, in id order;
+// with limit, only that page of them (limit 1 to 10000, from offset).
 type DeviceList struct {
 	Devices []Device `json:"devices"`
+	// Total counts the devices that matched, on every page.
+	Total int `json:"total"`
+}
+
+// FleetSummary is GET /api/v1/fleet: counts over every device, cheap
+// enough for a dashboard of a large fleet.
+type FleetSummary struct {
+	Devices int `json:"devices"`
+	Online  int `json:"online"`
+	// Versions counts the devices by the bundle they report active
+	// ("" for none).
+	Versions map[string]int `json:"versions"`
+	// Labels counts the devices by each KEY=VALUE of their labels.
+	Labels map[string]int `json:"labels"`
 }
 
 // EnrolRequest is the body of POST /api/v1/devices, authenticated by an

@@ -167,6 +167,41 @@ func (c *Client) Whoami(ctx context.Context) (*api.Whoami, error) {
 	return &w, c.getJSON(ctx, "/whoami", nil, &w)
 }
 
+// Fleet calls GET /fleet: counts over every device.
+func (c *Client) Fleet(ctx context.Context) (*api.FleetSummary, error) {
+	var f api.FleetSummary
+	return &f, c.getJSON(ctx, "/fleet", nil, &f)
+}
+
+// DevicesQuery picks a page of devices.
+type DevicesQuery struct {
+	// Selector is a label selector ("" for all); Search a substring of
+	// the id.
+	Selector, Search string
+	// Offset and Limit pick the page (Limit 0: all from Offset).
+	Offset, Limit int
+}
+
+// DevicesPage returns the page of devices dq picks, with how many
+// matched in all.
+func (c *Client) DevicesPage(ctx context.Context, dq DevicesQuery) (*api.DeviceList, error) {
+	q := url.Values{}
+	if dq.Selector != "" {
+		q.Set("selector", dq.Selector)
+	}
+	if dq.Search != "" {
+		q.Set("q", dq.Search)
+	}
+	if dq.Offset > 0 {
+		q.Set("offset", strconv.Itoa(dq.Offset))
+	}
+	if dq.Limit > 0 {
+		q.Set("limit", strconv.Itoa(dq.Limit))
+	}
+	var l api.DeviceList
+	return &l, c.getJSON(ctx, "/devices", q, &l)
+}
+
 // Devices lists the devices a label selector picks ("" for all).
 func (c *Client) Devices(ctx context.Context, selector string) ([]api.Device, error) {
 	q := url.Values{}

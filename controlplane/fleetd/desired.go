@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
 	"github.com/edgefleet/edgefleet/shared/protocol"
@@ -56,6 +57,7 @@ func (s *Server) Assign(ctx context.Context, id, name, version string, action pr
 		return d, false, err
 	}
 	s.log.Info("fleetd: desired state issued", "device", id, "seq", d.Seq, "bundle", ref.ID(), "action", action)
+	s.changes.publish(api.TopicDevices)
 	return d, s.publish(ctx, &d), nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
+	"github.com/edgefleet/edgefleet/controlplane/console"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
 	"github.com/edgefleet/edgefleet/controlplane/registry"
 	"github.com/edgefleet/edgefleet/controlplane/telemetry"
@@ -72,7 +74,7 @@ func (k authKind) role() api.Role {
 	return 0
 }
 
-func (s *Server) routes() http.Handler {
+func (s *Server) routes() (http.Handler, error) {
 	mux := http.NewServeMux()
 	handle := func(pattern string, auth authKind, h handlerFunc) {
 		_, route, _ := strings.Cut(pattern, " ")
@@ -81,6 +83,8 @@ func (s *Server) routes() http.Handler {
 	p := api.Prefix
 	handle("GET "+p+"/health", authNone, s.handleHealth)
 	handle("GET "+p+"/whoami", authViewer, s.handleWhoami)
+	handle("GET "+p+"/watch", authViewer, s.handleWatch)
+	handle("GET "+p+"/fleet", authViewer, s.handleFleet)
 	handle("GET "+p+"/devices", authViewer, s.handleDevices)
 	handle("POST "+p+"/devices", authEnrol, s.handleEnrol)
 	handle("GET "+p+"/devices/{id}", authViewer, s.handleDevice)
@@ -106,7 +110,16 @@ func (s *Server) routes() http.Handler {
 	if s.fsReg != nil {
 		mux.Handle(registryPath+"/", s.fsReg.Handler())
 	}
-	return mux
+	con, err := console.New(console.Config{
+		API: mux, Watch: s.Watch, Secure: s.cfg.HTTP.CertFile != "",
+		Logger: s.log.With("component", "console"), Now: s.now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fleetd: %w", err)
+	}
+	mux.Handle(console.Prefix+"/", con)
+	mux.Handle("GET /{$}", http.RedirectHandler(console.Prefix+"/", http.StatusFound))
+	return mux, nil
 }
 
 // noRoute answers a request under the API prefix that no route takes:
@@ -299,22 +312,66 @@ func (s *Server) deviceView(d *inventory.Device) (api.Device, error) {
 	return api.Device{Device: *d, Records: st}, nil
 }
 
+// maxDevicePage caps GET /api/v1/devices?limit=.
+const maxDevicePage = 10000
+
 func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) error {
-	sel, err := inventory.ParseSelector(r.URL.Query().Get("selector"))
+	q := r.URL.Query()
+	sel, err := inventory.ParseSelector(q.Get("selector"))
 	if err != nil {
 		return err
+	}
+	offset, limit := 0, -1
+	if v := q.Get("offset"); v != "" {
+		if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
+			return errStatus(http.StatusBadRequest, "offset=%q: want a whole number from 0", v)
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxDevicePage {
+			return errStatus(http.StatusBadRequest, "limit=%q: want 1 to %d", v, maxDevicePage)
+		}
 	}
 	devs, err := s.inv.List(sel)
 	if err != nil {
 		return err
 	}
-	out := api.DeviceList{Devices: []api.Device{}}
+	if sub := q.Get("q"); sub != "" {
+		devs = slices.DeleteFunc(devs, func(d *inventory.Device) bool { return !strings.Contains(d.ID, sub) })
+	}
+	out := api.DeviceList{Devices: []api.Device{}, Total: len(devs)}
+	devs = devs[min(offset, len(devs)):]
+	if limit >= 0 {
+		devs = devs[:min(limit, len(devs))]
+	}
 	for _, d := range devs {
 		v, err := s.deviceView(d)
 		if err != nil {
 			return err
 		}
 		out.Devices = append(out.Devices, v)
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request) error {
+	devs, err := s.inv.List(inventory.Selector{})
+	if err != nil {
+		return err
+	}
+	out := api.FleetSummary{Devices: len(devs), Versions: map[string]int{}, Labels: map[string]int{}}
+	for _, d := range devs {
+		if d.Status.Online {
+			out.Online++
+		}
+		v := ""
+		if a := d.Active(); a != nil {
+			v = a.ID()
+		}
+		out.Versions[v]++
+		for k, val := range d.EffectiveLabels() {
+			out.Labels[k+"="+val]++
+		}
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -355,6 +412,7 @@ func (s *Server) handleDeleteDevice(w http.ResponseWriter, r *http.Request) erro
 	}
 	s.clearRetained(r.Context(), id)
 	s.log.Info("fleetd: device deleted", "device", id)
+	s.changes.publish(api.TopicDevices)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -385,6 +443,7 @@ func (s *Server) handleEnrol(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	s.log.Info("fleetd: device enrolled", "device", req.ID)
+	s.changes.publish(api.TopicDevices)
 	return writeJSON(w, http.StatusCreated, api.Enrolment{Credentials: creds, Brokers: s.BrokerURLs()})
 }
 
@@ -563,6 +622,7 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) error {
 	s.metrics.pushed()
 	if code == http.StatusCreated {
 		s.log.Info("fleetd: bundle pushed", "bundle", e.ID(), "sha256", e.SHA256, "size", e.Size, "verified", e.Verified)
+		s.changes.publish(api.TopicBundles)
 	}
 	return writeJSON(w, code, api.Bundle{Entry: e})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/broker"
 	"github.com/edgefleet/edgefleet/controlplane/dedup"
 	"github.com/edgefleet/edgefleet/controlplane/inventory"
@@ -148,8 +149,11 @@ func (s *Server) ingestStatus(device string, payload []byte) error {
 	if err := checkDevice(device, st.DeviceID); err != nil {
 		return err
 	}
-	_, err = s.inv.SetStatus(device, st, s.now())
-	return refuse(err)
+	if _, err = s.inv.SetStatus(device, st, s.now()); err != nil {
+		return refuse(err)
+	}
+	s.changes.publish(api.TopicDevices)
+	return nil
 }
 
 func (s *Server) ingestReported(device string, payload []byte) error {
@@ -164,6 +168,7 @@ func (s *Server) ingestReported(device string, payload []byte) error {
 		return refuse(err)
 	}
 	s.ro.eng.Notify() // a rollout may move on what the device reports
+	s.changes.publish(api.TopicDevices)
 	return nil
 }
 

@@ -87,6 +87,7 @@ type Server struct {
 	brokerURLs []string
 
 	metrics *metrics
+	changes changes // GET /api/v1/watch (watch.go)
 
 	// Ingest gate: Close stops new ingests and waits for running ones.
 	ingestMu     sync.RWMutex
@@ -227,8 +228,12 @@ func New(cfg Config) (_ *Server, err error) {
 		s.brokerURLs = c.Broker.PublicURLs
 	}
 
+	routes, err := s.routes()
+	if err != nil {
+		return nil, err
+	}
 	s.httpSrv = &http.Server{
-		Handler:           s.routes(),
+		Handler:           routes,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -505,6 +510,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	s.startLoops(bgCtx)
+	s.bg.Go(func() { s.watchRollouts(bgCtx) })
 	s.bg.Go(func() { s.runSamples(bgCtx) })
 
 	var err error
