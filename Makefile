@@ -20,7 +20,7 @@ TEST_TIMEOUT ?= 25m
 
 export EDGEFLEET_CACHE ?= $(CURDIR)/.cache/deps
 
-.PHONY: all setup setup-demo setup-test deps tools wasm build test lint fmt vet staticcheck tidy bench demo demo-test clean
+.PHONY: all setup setup-demo setup-test deps tools wasm build test lint fmt vet staticcheck tidy bench demo demo-test clean console-assets
 
 all: build
 
@@ -101,6 +101,16 @@ demo: setup-demo
 	@$(MAKE) --no-print-directory build
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./testbed/cmd/demo
 	$(BIN)/demo --repo $(CURDIR) --bin $(CURDIR)/$(BIN) $(DEMO_FLAGS)
+
+## console-assets: copy the web console's vendored browser libraries (htmx, its SSE extension, Chart.js) from the npm packages pinned in controlplane/console/web/package-lock.json
+console-assets:
+	scripts/npm-apps.sh console
+	cp $(CURDIR)/.cache/console-web/node_modules/htmx.org/dist/htmx.min.js \
+	   $(CURDIR)/.cache/console-web/node_modules/htmx-ext-sse/dist/sse.min.js \
+	   $(CURDIR)/.cache/console-web/node_modules/chart.js/dist/chart.umd.min.js controlplane/console/static/vendor/
+	cp .cache/console-web/node_modules/htmx.org/LICENSE controlplane/console/static/vendor/licenses/htmx.org.LICENSE
+	cp .cache/console-web/node_modules/htmx-ext-sse/LICENSE controlplane/console/static/vendor/licenses/htmx-ext-sse.LICENSE
+	cp .cache/console-web/node_modules/chart.js/LICENSE.md controlplane/console/static/vendor/licenses/chart.js.LICENSE.md
 
 ## demo-test: run the demo end to end, and interrupted twice, checking its exit status and that nothing it started survives (about 4 minutes; not part of make test)
 demo-test: build

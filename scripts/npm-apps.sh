@@ -10,11 +10,19 @@
 #   duckdb   @duckdb/node-api with its prebuilt engine, the independent
 #            Parquet reader the sample tests read fleetd's files back with
 #            (testbed/duckdb).
+#   playwright  playwright-core, which the browser tests (testbed/browser)
+#            drive Debian's chromium with (scripts/setup.sh installs it).
+#            It is the core package only: it downloads no browser, and
+#            playwright-core has no install script to turn off.
+#   console  htmx, its SSE extension and Chart.js, the browser libraries
+#            the web console vendors (controlplane/console/static/vendor):
+#            `make console-assets` copies them from here, and a test
+#            checks the vendored copies against them.
 #
 # Usage: scripts/npm-apps.sh [NAME...]           install what is not installed from its lockfile
 #        scripts/npm-apps.sh --check [NAME...]   exit 1 unless all are; print the missing
-# No NAME means all of them. EDGEFLEET_ORTPEER and EDGEFLEET_DUCKDB move
-# an install elsewhere.
+# No NAME means all of them. EDGEFLEET_ORTPEER, EDGEFLEET_DUCKDB and
+# EDGEFLEET_PLAYWRIGHT move an install elsewhere.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +32,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 apps=(
   "ortpeer|testbed/bench/ortpeer|onnxruntime-node|${EDGEFLEET_ORTPEER:-$root/.cache/ortpeer}"
   "duckdb|testbed/duckdb|@duckdb/node-api|${EDGEFLEET_DUCKDB:-$root/.cache/duckdb}"
+  "playwright|testbed/browser|playwright-core|${EDGEFLEET_PLAYWRIGHT:-$root/.cache/playwright}"
+  "console|controlplane/console/web|chart.js|${EDGEFLEET_CONSOLE_WEB:-$root/.cache/console-web}"
 )
 
 die() { echo "npm-apps: $*" >&2; exit 1; }
@@ -39,7 +49,7 @@ missing=0
 for name in "${names[@]}"; do
   app=
   for a in "${apps[@]}"; do [ "${a%%|*}" = "$name" ] && app=$a; done
-  [ -n "$app" ] || die "unknown app $name (usage: scripts/npm-apps.sh [--check] [ortpeer|duckdb ...])"
+  [ -n "$app" ] || die "unknown app $name (usage: scripts/npm-apps.sh [--check] [ortpeer|duckdb|playwright|console ...])"
   IFS='|' read -r _ src pkg dest <<<"$app"
   src=$root/$src
   if [ -f "$dest/node_modules/$pkg/package.json" ] && cmp -s "$src/package-lock.json" "$dest/package-lock.json"; then

@@ -48,6 +48,7 @@ packages=(
   "curl|test|the device smoke's network-rule probe"
   "procps|test|pgrep for the process-cleanup checks"
   "protobuf-compiler|test|protoc: the test that keeps the generated gRPC code (agent/api/oipgrpc) current regenerates it"
+  "chromium|test|the browser the web console's Playwright tests drive (testbed/browser); Playwright never downloads one"
 )
 
 die() { echo "setup: $1" >&2; exit "${2:-1}"; }
