@@ -94,6 +94,9 @@ type Entry struct {
 	// Verified says the signature was checked against the registry's
 	// trust root when the bundle was pushed.
 	Verified bool `json:"verified"`
+	// SignerKey is the fingerprint (bundle.KeyInfo.ID) of the trusted key
+	// whose signature was verified; empty when none was checked.
+	SignerKey string `json:"signerKey,omitempty"`
 	// Manifest summarises the bundle's manifest.
 	Manifest Summary `json:"manifest"`
 	// Pushed is when the bundle was stored.
@@ -340,10 +343,13 @@ func readSig(sigPath string) ([]byte, error) {
 // With a trust root, the signature is checked before anything is
 // decompressed.
 func inspect(ctx context.Context, path string, sig []byte, trust *bundle.TrustRoot, lim bundle.Limits) (Entry, error) {
+	var signer string
 	if trust != nil {
-		if err := trust.VerifySignature(path, sig); err != nil {
+		k, err := trust.Signer(path, sig)
+		if err != nil {
 			return Entry{}, fmt.Errorf("registry: %w", err)
 		}
+		signer = k.ID
 	}
 	m, err := bundle.ReadManifest(ctx, path, lim)
 	if err != nil {
@@ -356,9 +362,10 @@ func inspect(ctx context.Context, path string, sig []byte, trust *bundle.TrustRo
 	return Entry{
 		Name: m.Name, Version: m.Version,
 		Size: size, SHA256: sum,
-		Sig:      strings.TrimSpace(string(sig)),
-		Verified: trust != nil,
-		Manifest: summarize(m),
+		Sig:       strings.TrimSpace(string(sig)),
+		Verified:  trust != nil,
+		SignerKey: signer,
+		Manifest:  summarize(m),
 	}, nil
 }
 

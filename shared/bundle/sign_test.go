@@ -130,7 +130,8 @@ func TestTrustRootSeveralKeys(t *testing.T) {
 	if n := len(tr.KeyIDs()); n != 3 {
 		t.Fatalf("%d keys, want 3", n)
 	}
-	for _, key := range []string{keyB, keyC} {
+	ids := tr.KeyIDs()
+	for i, key := range []string{keyB, keyC} {
 		sigPath := sign(t, path, key)
 		raw, err := bundle.ReadSignature(sigPath)
 		if err != nil {
@@ -138,6 +139,11 @@ func TestTrustRootSeveralKeys(t *testing.T) {
 		}
 		if err := tr.VerifySignature(path, raw); err != nil {
 			t.Errorf("raw signature by %s: %v", key, err)
+		}
+		// Signer names the key that made it: B is the second key, C the
+		// third.
+		if k, err := tr.Signer(path, raw); err != nil || k.ID != ids[i+1] {
+			t.Errorf("signer of the signature by %s: %+v, %v; want key %s", key, k, err, ids[i+1])
 		}
 		text, _ := os.ReadFile(sigPath)
 		if err := tr.VerifySignature(path, text); err != nil {

@@ -147,31 +147,44 @@ func (t *TrustRoot) KeyIDs() []string {
 // decompressed: ECDSA keys stream it through SHA-256 once; Ed25519 keys
 // read it into memory (at most MaxEd25519Bytes). Errors wrap ErrSignature.
 func (t *TrustRoot) VerifySignature(bundlePath string, sig []byte) error {
+	_, err := t.Signer(bundlePath, sig)
+	return err
+}
+
+// Signer is VerifySignature that also says which trusted key made sig.
+func (t *TrustRoot) Signer(bundlePath string, sig []byte) (KeyInfo, error) {
 	f, err := os.Open(bundlePath)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrSignature, err)
+		return KeyInfo{}, fmt.Errorf("%w: %w", ErrSignature, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrSignature, err)
+		return KeyInfo{}, fmt.Errorf("%w: %w", ErrSignature, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s is not a regular file", ErrSignature, bundlePath)
+		return KeyInfo{}, fmt.Errorf("%w: %s is not a regular file", ErrSignature, bundlePath)
 	}
-	if err := t.verify(context.Background(), io.NewSectionReader(f, 0, fi.Size()), sig); err != nil {
-		return fmt.Errorf("verifying %s: %w", bundlePath, err)
+	k, err := t.signer(context.Background(), io.NewSectionReader(f, 0, fi.Size()), sig)
+	if err != nil {
+		return KeyInfo{}, fmt.Errorf("verifying %s: %w", bundlePath, err)
 	}
-	return nil
+	return KeyInfo{ID: k.id, Algorithm: k.alg, File: k.file}, nil
 }
 
 // verify checks sig over all of r.
 func (t *TrustRoot) verify(ctx context.Context, r *io.SectionReader, sig []byte) error {
+	_, err := t.signer(ctx, r, sig)
+	return err
+}
+
+// signer checks sig over all of r and returns the key that made it.
+func (t *TrustRoot) signer(ctx context.Context, r *io.SectionReader, sig []byte) (trustedKey, error) {
 	if t == nil || len(t.keys) == 0 {
-		return fmt.Errorf("%w: no trusted keys", ErrSignature)
+		return trustedKey{}, fmt.Errorf("%w: no trusted keys", ErrSignature)
 	}
 	if len(sig) == 0 {
-		return fmt.Errorf("%w: empty signature", ErrSignature)
+		return trustedKey{}, fmt.Errorf("%w: empty signature", ErrSignature)
 	}
 	if looksBase64(sig) {
 		if d, err := decodeSignature(sig); err == nil {
@@ -197,7 +210,7 @@ func (t *TrustRoot) verify(ctx context.Context, r *io.SectionReader, sig []byte)
 			if digest == nil {
 				h := sha256.New()
 				if _, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(r, 0, r.Size())}); err != nil {
-					return fmt.Errorf("%w: reading: %w", ErrSignature, err)
+					return trustedKey{}, fmt.Errorf("%w: reading: %w", ErrSignature, err)
 				}
 				digest = h.Sum(nil)
 			}
@@ -205,21 +218,21 @@ func (t *TrustRoot) verify(ctx context.Context, r *io.SectionReader, sig []byte)
 		case Ed25519:
 			if message == nil {
 				if r.Size() > MaxEd25519Bytes {
-					return fmt.Errorf("%w: %w: %d bytes is more than an Ed25519 key can verify (%d); use ECDSA P-256 for large bundles", ErrSignature, ErrLimit, r.Size(), int64(MaxEd25519Bytes))
+					return trustedKey{}, fmt.Errorf("%w: %w: %d bytes is more than an Ed25519 key can verify (%d); use ECDSA P-256 for large bundles", ErrSignature, ErrLimit, r.Size(), int64(MaxEd25519Bytes))
 				}
 				message = make([]byte, r.Size())
 				if _, err := io.ReadFull(ctxReader{ctx, io.NewSectionReader(r, 0, r.Size())}, message); err != nil {
-					return fmt.Errorf("%w: reading: %w", ErrSignature, err)
+					return trustedKey{}, fmt.Errorf("%w: reading: %w", ErrSignature, err)
 				}
 			}
 			err = k.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(message))
 		}
 		if err == nil {
-			return nil
+			return k, nil
 		}
 	}
 	ids := t.KeyIDs()
-	return fmt.Errorf("%w: %w: made by none of the %d trusted key(s) %s, or the file was modified", ErrSignature, ErrUntrusted, len(ids), strings.Join(ids, ", "))
+	return trustedKey{}, fmt.Errorf("%w: %w: made by none of the %d trusted key(s) %s, or the file was modified", ErrSignature, ErrUntrusted, len(ids), strings.Join(ids, ", "))
 }
 
 // looksBase64 reports whether b is entirely base64 text (plus

@@ -155,6 +155,8 @@ try {
     await shots('device');
     await page.goto(base + '/bundles');
     await expectText(page, '#bundle-list', 'silero-vad@3.0.0');
+    const signer = await page.locator('#bundle-list code.signer').first().textContent();
+    if (!/^[0-9a-f]{16}$/.test(signer)) throw new Error(`signer key fingerprint ${signer}`);
     await shots('bundles');
     await page.goto(base + '/rollouts');
     await page.locator(`tr[data-rollout="${ids.Hold}"]`).waitFor();
