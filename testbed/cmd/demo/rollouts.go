@@ -294,6 +294,10 @@ func (d *demo) stepSecondRollout(ctx context.Context) (string, error) {
 	if err := d.showRollbackEvent(ctx, id); err != nil { // events.go
 		return "", err
 	}
+	if err := d.checkConsole(ctx, map[string]string{d.first.ID: string(d.first.State), id: string(r.State)}); err != nil { // console.go
+		return "", err
+	}
+	d.n.Say("The web console shows both rollouts: %srollouts", d.consoleURL())
 	b := r.Breach
 	return fmt.Sprintf("fleetd rolled %s back by itself: latencyP95 on %q was %.1f× the previous version's (threshold %s×)",
 		d.bad.ID(), b.StepName, b.Value, fmtValue(b.Threshold)), nil

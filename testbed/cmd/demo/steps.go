@@ -197,6 +197,7 @@ func (d *demo) stepFleetd(ctx context.Context) (string, error) {
 	d.n.Say("fleetctl, run in the workspace, finds both by itself. It finds fleetd through:")
 	d.n.Cmd([]string{"export", "FLEETCTL_SERVER=" + server})
 	d.n.Say("fleetd stores pushed bundles only when keys/signing.pub verifies them (registry.trustedKeys). Log: logs/fleetd.log")
+	d.n.Say("Watch it live in the web console while the demo runs: %s (sign in with the token in fleetd-data/operator.token)", d.consoleURL())
 	return fmt.Sprintf("fleetd is up: API %s, MQTT broker tcp://%s, registry in fleetd-data/registry", server, d.mqttAddr), nil
 }
 
