@@ -65,47 +65,7 @@ func BenchmarkRolloutFanOut(b *testing.B) {
 		versions = append(versions, bn.ID())
 	}
 
-	// Enrol the devices, start them in the child, wait until fleetd has
-	// them all online.
-	start := time.Now()
-	cfg := simConfig{Broker: "tcp://" + f.Server.MQTTAddr(), Dir: filepath.Join(dir, "sims"), Active: versions[0]}
-	cfg.Devices = make([]simCreds, n)
-	var mu sync.Mutex
-	var enrolErr error
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range 16 {
-		wg.Go(func() {
-			for i := range next {
-				id := fmt.Sprintf("sim-%04d", i)
-				e, err := f.API.Enroll(ctx, f.EnrolToken, id, nil)
-				mu.Lock()
-				if err != nil && enrolErr == nil {
-					enrolErr = err
-				}
-				if err == nil {
-					cfg.Devices[i] = simCreds{ID: id, Password: e.Password}
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if enrolErr != nil {
-		b.Fatal(enrolErr)
-	}
-	b.Logf("%d devices enrolled: %v", n, time.Since(start).Round(time.Millisecond))
-	child := startSims(b, cfg)
-	start = time.Now()
-	waitDevices(b, f, n, func(d protocol.ReportedState, online bool) bool {
-		return online && d.Active != nil && d.Active.ID() == versions[0]
-	})
-	b.Logf("%d simulated devices online, reporting %s: %v", n, versions[0], time.Since(start).Round(time.Millisecond))
-
+	cfg, child := startSimFleet(b, f, n, versions[0])
 	turn := 0
 	measure := func(b *testing.B, name string, run func(bundle string)) {
 		var wall, self, sims time.Duration
@@ -242,6 +202,53 @@ gates:
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// startSimFleet enrols n simulated devices sim-0000... with fleetd,
+// starts them in a child process (each reporting active as its bundle)
+// and waits until fleetd has them all online.
+func startSimFleet(b *testing.B, f *fleet.Fleet, n int, active string) (simConfig, *sims) {
+	b.Helper()
+	ctx := b.Context()
+	start := time.Now()
+	cfg := simConfig{Broker: "tcp://" + f.Server.MQTTAddr(), Dir: filepath.Join(b.TempDir(), "sims"), Active: active}
+	cfg.Devices = make([]simCreds, n)
+	var mu sync.Mutex
+	var enrolErr error
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				id := fmt.Sprintf("sim-%04d", i)
+				e, err := f.API.Enroll(ctx, f.EnrolToken, id, map[string]string{"region": []string{"eu", "us", "ap"}[i%3]})
+				mu.Lock()
+				if err != nil && enrolErr == nil {
+					enrolErr = err
+				}
+				if err == nil {
+					cfg.Devices[i] = simCreds{ID: id, Password: e.Password}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if enrolErr != nil {
+		b.Fatal(enrolErr)
+	}
+	b.Logf("%d devices enrolled: %v", n, time.Since(start).Round(time.Millisecond))
+	child := startSims(b, cfg)
+	start = time.Now()
+	waitDevices(b, f, n, func(d protocol.ReportedState, online bool) bool {
+		return online && d.Active != nil && d.Active.ID() == active
+	})
+	b.Logf("%d simulated devices online, reporting %s: %v", n, active, time.Since(start).Round(time.Millisecond))
+	return cfg, child
 }
 
 // waitDevices polls fleetd's device list until n devices meet cond.
