@@ -98,7 +98,13 @@ func (c *Console) routes() {
 	static, _ := fs.Sub(staticFS, "static")
 	files := http.StripPrefix(Prefix+"/static/", http.FileServerFS(static))
 	c.mux.Handle("GET "+Prefix+"/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
+		// The vendored libraries are pinned versions: cached for a day;
+		// the console's own files are revalidated on every load.
+		if strings.HasPrefix(r.URL.Path, Prefix+"/static/vendor/") {
+			w.Header().Set("Cache-Control", "public, max-age=86400")
+		} else {
+			w.Header().Set("Cache-Control", "no-cache")
+		}
 		files.ServeHTTP(w, r)
 	}))
 	c.mux.HandleFunc("GET "+Prefix+"/login", c.handleLoginForm)
@@ -112,6 +118,10 @@ func (c *Console) routes() {
 	c.mux.HandleFunc("GET "+Prefix+"/rollouts", c.signedIn(c.handleRollouts))
 	c.mux.HandleFunc("GET "+Prefix+"/rollouts/{id}", c.signedIn(c.handleRollout))
 	c.mux.HandleFunc("POST "+Prefix+"/rollouts/{id}/{action}", c.signedIn(c.handleRolloutAction))
+	c.mux.HandleFunc("GET "+Prefix+"/experiments", c.signedIn(c.handleExperiments))
+	c.mux.HandleFunc("GET "+Prefix+"/experiments/{id}", c.signedIn(c.handleExperiment))
+	c.mux.HandleFunc("POST "+Prefix+"/experiments/{id}/promote", c.signedIn(c.handleExperimentPromote))
+	c.mux.HandleFunc("GET "+Prefix+"/drift", c.signedIn(c.handleDrift))
 	c.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such console page: "+r.URL.Path, http.StatusNotFound)
 	})

@@ -119,6 +119,9 @@ func (c *Console) handleDevices(w http.ResponseWriter, r *request) error {
 	return nil
 }
 
+// eventKind is the record kind fleetd stores device events under.
+const eventKind = "event"
+
 // series is one chart's data: x labels and named lines.
 type series struct {
 	Labels []string             `json:"labels"`
@@ -150,8 +153,21 @@ func (c *Console) handleDevice(w http.ResponseWriter, r *request) error {
 		errs.Labels = append(errs.Labels, at)
 		errs.Lines["error rate"] = append(errs.Lines["error rate"], float64(m.Errors)/float64(m.Requests))
 	}
+	// Its events, newest first: installs, rollbacks, refusals, with
+	// their attempts (the slot history).
+	evRecs, err := r.api.Records(r.Context(), id, client.RecordsQuery{Kind: eventKind, Limit: 20, NewestFirst: true})
+	if err != nil {
+		return err
+	}
+	var events []protocol.Event
+	for _, rec := range evRecs.Records {
+		var ev protocol.Event
+		if json.Unmarshal(rec.Payload, &ev) == nil && ev.Type != protocol.EventInstallProgress {
+			events = append(events, ev)
+		}
+	}
 	c.render(w, r.Request, r.sess, "device", "Device "+id, liveDevices, map[string]any{
-		"Device": d, "Latency": lat, "Errors": errs, "Windows": len(lat.Labels)})
+		"Device": d, "Latency": lat, "Errors": errs, "Windows": len(lat.Labels), "Events": events})
 	return nil
 }
 
@@ -280,6 +296,12 @@ func (c *Console) handleRolloutAction(w http.ResponseWriter, r *request) error {
 		return err
 	}
 	c.log.Info("console: rollout action", "user", r.sess.who.Name, "rollout", id, "action", name)
+	return seeRollout(w, r, id)
+}
+
+// seeRollout answers a POST that acted on rollout id by sending the
+// browser to its page (through htmx's HX-Redirect for an htmx request).
+func seeRollout(w http.ResponseWriter, r *request, id string) error {
 	to := Prefix + "/rollouts/" + url.PathEscape(id)
 	if r.Header.Get("HX-Request") != "" {
 		w.Header().Set("HX-Redirect", to)

@@ -29,32 +29,11 @@ import (
 // buttons and a forged action answers 403. Every page is screenshotted
 // at 1280 and 390 px into .cache/artifacts/TestConsole.
 func TestConsole(t *testing.T) {
-	const n = 6
-	dir := t.TempDir()
-	viewerFile := filepath.Join(dir, "vera.token")
-	const viewerToken = "efapi_console-test-viewer-0123456789"
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	write("vera.token", viewerToken+"\n")
-	e := startRollouts(t, n, fleet.Options{Fleetd: func(c *fleetd.Config) {
-		c.Auth.Tokens = []fleetd.TokenConfig{{Name: "vera", Role: "viewer", File: viewerFile}}
-	}})
+	c := startConsole(t, 6)
+	e, write := c.e, c.write
 	v2, v3 := e.bundle("2.0.0", ""), e.bundle("3.0.0", variants.SlowPre)
 	e.push(v2)
 	e.push(v3)
-	frame := pcmFrame(func(i int) float64 { return 0.5 * math.Sin(2*math.Pi*220*float64(i)/16000) })
-	startTraffic(t, e.f, frame)
-	e.waitMetrics("silero-vad@1.0.0", time.Now())
-
-	fleetctl := filepath.Join(dir, "fleetctl")
-	if err := testenv.Build(t, "./controlplane/cmd/fleetctl", fleetctl); err != nil {
-		t.Fatal(err)
-	}
 	gates := func(maxRatio int) string {
 		return fmt.Sprintf(`gates:
   installSuccess: {min: 0.95, minReports: "100%%"}
@@ -90,17 +69,7 @@ gates:
   installSuccess: {min: 0.95, minReports: "100%"}
 `),
 	}
-	env := map[string]string{
-		"URL":            e.f.URL(),
-		"OPERATOR_TOKEN": e.f.OperatorToken,
-		"VIEWER_TOKEN":   viewerToken,
-		"FLEETCTL":       fleetctl,
-		"TOKEN_FILE":     write("operator.token", e.f.OperatorToken+"\n"),
-	}
-	for k, v := range specs {
-		env[k] = v
-	}
-	browser.Run(t, "testdata/console.mjs", env)
+	browser.Run(t, "testdata/console.mjs", c.env(specs))
 
 	// What the browser did, seen from the API and fleetctl.
 	var ids struct{ Good, Slow, Hold string }
@@ -139,7 +108,7 @@ gates:
 	}
 	// The API itself refuses the viewer's action.
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, e.f.URL()+"/api/v1/rollouts/"+ids.Good+"/rollback", nil)
-	req.Header.Set("Authorization", "Bearer "+viewerToken)
+	req.Header.Set("Authorization", "Bearer "+consoleViewer)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -156,4 +125,61 @@ gates:
 			}
 		}
 	}
+}
+
+// consoleViewer is the viewer token (auth.tokens "vera") of the console
+// tests' fleetd.
+const consoleViewer = "efapi_console-test-viewer-0123456789"
+
+// consoleFleet is a rollout fleet for a console test: its fleetd has
+// the viewer token too, the agents serve traffic, and a fleetctl binary
+// is built for the browser script to run.
+type consoleFleet struct {
+	t        *testing.T
+	e        *roEnv
+	dir      string
+	fleetctl string
+}
+
+func startConsole(t *testing.T, n int) *consoleFleet {
+	t.Helper()
+	c := &consoleFleet{t: t, dir: t.TempDir()}
+	viewerFile := c.write("vera.token", consoleViewer+"\n")
+	c.e = startRollouts(t, n, fleet.Options{Fleetd: func(cfg *fleetd.Config) {
+		cfg.Auth.Tokens = []fleetd.TokenConfig{{Name: "vera", Role: "viewer", File: viewerFile}}
+	}})
+	frame := pcmFrame(func(i int) float64 { return 0.5 * math.Sin(2*math.Pi*220*float64(i)/16000) })
+	startTraffic(t, c.e.f, frame)
+	c.e.waitMetrics("silero-vad@1.0.0", time.Now())
+	c.fleetctl = filepath.Join(c.dir, "fleetctl")
+	if err := testenv.Build(t, "./controlplane/cmd/fleetctl", c.fleetctl); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// write writes a file of the test's and returns its path.
+func (c *consoleFleet) write(name, s string) string {
+	c.t.Helper()
+	p := filepath.Join(c.dir, name)
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
+
+// env is what a console script needs (URL, OPERATOR_TOKEN, VIEWER_TOKEN,
+// FLEETCTL, TOKEN_FILE), and more.
+func (c *consoleFleet) env(more map[string]string) map[string]string {
+	env := map[string]string{
+		"URL":            c.e.f.URL(),
+		"OPERATOR_TOKEN": c.e.f.OperatorToken,
+		"VIEWER_TOKEN":   consoleViewer,
+		"FLEETCTL":       c.fleetctl,
+		"TOKEN_FILE":     c.write("operator.token", c.e.f.OperatorToken+"\n"),
+	}
+	for k, v := range more {
+		env[k] = v
+	}
+	return env
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/edgefleet/edgefleet/controlplane/client"
 	"github.com/edgefleet/edgefleet/shared/testenv/testbundle"
 	"github.com/edgefleet/edgefleet/testbed/audio"
+	"github.com/edgefleet/edgefleet/testbed/browser"
 	"github.com/edgefleet/edgefleet/testbed/fleet"
 )
 
@@ -39,7 +41,10 @@ const (
 // fleetd's report over that time range flags nothing. In a second phase
 // the "noisy" room's devices hear the noise floor raised by 18 dB: the
 // report for that room flags the level (rms) and every band but not the
-// zero-crossing rate; the quiet room's report flags nothing.
+// zero-crossing rate; the quiet room's report flags nothing. The
+// console's drift page (testdata/drift.mjs, in chromium) shows the noisy
+// room's row drifted and the quiet one's not, and is screenshotted at
+// 1280 and 390 px into .cache/artifacts/TestDrift.
 func TestDrift(t *testing.T) {
 	ctx := t.Context()
 	art := fleet.TestArtifacts(t)
@@ -134,6 +139,19 @@ func TestDrift(t *testing.T) {
 	t.Logf("fleetctl drift %s --selector room=noisy --since %s:\n%s", b.ID(), rfc(t1), out.String())
 	if !strings.Contains(out.String(), b.ID()+": DRIFT: ") {
 		t.Errorf("fleetctl drift printed\n%s", out.String())
+	}
+
+	// What an operator sees in the console: the drift page's breakdown
+	// by room since the second phase (testdata/drift.mjs).
+	browser.Run(t, "testdata/drift.mjs", map[string]string{
+		"URL": f.URL(), "OPERATOR_TOKEN": f.OperatorToken, "BUNDLE": b.ID(),
+		"SINCE": rfc(t1), "BY": "room", "NOISY": "noisy", "QUIET": "quiet",
+	})
+	for _, w := range []string{"1280", "390"} {
+		p := filepath.Join(browser.Artifacts(t), "drift-"+w+".png")
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("screenshot %s: %v", p, err)
+		}
 	}
 }
 

@@ -4,7 +4,7 @@
 "use strict";
 
 (function () {
-  const colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+  const colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#7f7f7f", "#bcbd22"];
 
   function lineChart(canvas, s) {
     const names = Object.keys(s.lines).sort();
@@ -34,13 +34,68 @@
     });
   }
 
+  // scoreChart: the share of drifted features per time slice (gaps
+  // where a slice had no data), red points where it reached the
+  // threshold, and the threshold as a dashed line.
+  function scoreChart(canvas, s) {
+    return new Chart(canvas, {
+      type: "line",
+      data: {
+        labels: s.labels,
+        datasets: [
+          { label: "share drifted", data: s.share, borderColor: colors[0], backgroundColor: s.share.map((v) => (v !== null && v >= s.threshold ? "#d62728" : colors[0])), pointRadius: 4, tension: 0, spanGaps: false },
+          { label: "threshold", data: s.labels.map(() => s.threshold), borderColor: "#000000", borderDash: [6, 4], pointRadius: 0 },
+        ],
+      },
+      options: { animation: false, responsive: true, maintainAspectRatio: false, scales: { y: { beginAtZero: true, suggestedMax: 1 } } },
+    });
+  }
+
+  // barsChart: bars per label (an experiment's arms), one colour per
+  // label when there is one series, per series otherwise; blue and
+  // orange, neither of which reads as "bad".
+  const armColors = [colors[0], colors[3]];
+  function barsChart(canvas, s) {
+    const names = Object.keys(s.lines).sort();
+    return new Chart(canvas, {
+      type: "bar",
+      data: {
+        labels: s.labels,
+        datasets: names.map((n, i) => ({ label: n, data: s.lines[n], backgroundColor: names.length === 1 ? s.labels.map((_, j) => armColors[j % armColors.length]) : armColors[i % armColors.length] })),
+      },
+      options: { animation: false, responsive: true, maintainAspectRatio: false, plugins: { legend: { display: names.length > 1 } }, scales: { y: { beginAtZero: true } } },
+    });
+  }
+
+  // Chart.js loads on the first page that has a chart.
+  let chartLoading = null;
+  function loadChart() {
+    if (!chartLoading) {
+      chartLoading = new Promise((resolve, reject) => {
+        const s = document.createElement("script");
+        s.src = "/console/static/vendor/chart.umd.min.js";
+        s.onload = resolve;
+        s.onerror = () => reject(new Error("chart.umd.min.js did not load"));
+        document.head.appendChild(s);
+      });
+    }
+    return chartLoading;
+  }
+
   function drawCharts(root) {
-    if (typeof Chart === "undefined") return;
-    root.querySelectorAll("canvas[data-chart]").forEach((canvas) => {
+    const canvases = root.querySelectorAll("canvas[data-chart]");
+    if (canvases.length === 0) return;
+    if (typeof Chart === "undefined") {
+      loadChart().then(() => drawCharts(root));
+      return;
+    }
+    canvases.forEach((canvas) => {
       const old = Chart.getChart(canvas);
       if (old) old.destroy();
       const s = JSON.parse(canvas.dataset.series);
       if (canvas.dataset.chart === "gates") gatesChart(canvas, s);
+      else if (canvas.dataset.chart === "score") scoreChart(canvas, s);
+      else if (canvas.dataset.chart === "bars") barsChart(canvas, s);
       else lineChart(canvas, s);
     });
   }

@@ -1,18 +1,12 @@
 // console.mjs: the web console in a real browser, for TestConsole
 // (console_test.go), which sets URL, OPERATOR_TOKEN, VIEWER_TOKEN,
 // FLEETCTL, TOKEN_FILE and SPEC_GOOD, SPEC_SLOW, SPEC_HOLD (rollout specs).
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { launch, step, expectText } from '../../browser/launch.mjs';
+import { step, expectText } from '../../browser/launch.mjs';
+import { base, minute, fleetctl, openConsole } from './consolelib.mjs';
 
 const env = process.env;
-const base = env.URL + '/console';
-const minute = 60_000;
-
-function fleetctl(...args) {
-  return execFileSync(env.FLEETCTL, [...args, '--server', env.URL, '--token-file', env.TOKEN_FILE], { encoding: 'utf8' });
-}
 
 function create(spec) {
   const r = JSON.parse(fleetctl('rollout', 'create', '-f', spec, '-o', 'json'));
@@ -20,48 +14,7 @@ function create(spec) {
   return r.id;
 }
 
-const { context, page, shot } = await launch();
-// Navigations of the main frame: a live update must not reload.
-let loads = 0;
-page.on('framenavigated', (f) => {
-  if (f === page.mainFrame()) loads++;
-});
-// Every confirmation the console asks for is accepted, and counted.
-let confirms = 0;
-page.on('dialog', async (d) => {
-  confirms++;
-  console.log(`dialog: ${d.message()}`);
-  await d.accept();
-});
-
-// shots saves the page at 1280 and at 390 px wide.
-async function shots(name) {
-  await shot(`${name}-1280`);
-  await page.setViewportSize({ width: 390, height: 844 });
-  await shot(`${name}-390`);
-  await page.setViewportSize({ width: 1280, height: 800 });
-}
-
-// opened loads url and waits until its event stream is open, so that
-// what changes from then on reaches the page.
-async function opened(url) {
-  const stream = page.waitForResponse((r) => r.url().endsWith('/console/events') && r.status() === 200);
-  await page.goto(url);
-  await stream;
-}
-
-function noReload(since, what) {
-  if (loads !== since) throw new Error(`${what}: the page was reloaded (${loads - since} navigations)`);
-}
-
-async function signIn(token, next) {
-  await page.goto(base + next);
-  await expectText(page, 'h1', 'Sign in');
-  await page.getByLabel('API token').fill(token);
-  const stream = page.waitForResponse((r) => r.url().endsWith('/console/events') && r.status() === 200);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await stream;
-}
+const { context, page, shots, loads, confirms, noReload, opened, signIn, charted } = await openConsole();
 
 const ids = {};
 try {
@@ -73,7 +26,7 @@ try {
   });
 
   await step('a rollout started with fleetctl appears live', async () => {
-    const before = loads;
+    const before = loads();
     ids.Good = create(env.SPEC_GOOD);
     await page.locator(`tr[data-rollout="${ids.Good}"]`).waitFor({ timeout: minute });
     noReload(before, 'the new rollout');
@@ -83,7 +36,7 @@ try {
     await page.locator(`a[href="/console/rollouts/${ids.Good}"]`).click();
     await expectText(page, 'h1', ids.Good);
     await page.waitForResponse((r) => r.url().endsWith('/console/events')).catch(() => {});
-    const before = loads;
+    const before = loads();
     for (const s of [0, 1, 2]) {
       await page.locator(`li.step[data-step="${s}"][data-state="done"]`).waitFor({ timeout: 3 * minute });
       console.log(`wave ${s} done on screen`);
@@ -97,7 +50,7 @@ try {
   await step('a breaching gate shows red and the rollback appears', async () => {
     ids.Slow = create(env.SPEC_SLOW);
     await opened(`${base}/rollouts/${ids.Slow}`);
-    const before = loads;
+    const before = loads();
     await expectText(page, '#rollout-state', 'rolled_back', { timeout: 3 * minute });
     noReload(before, 'the rollback');
     await expectText(page, '#breach', 'latencyP95');
@@ -112,7 +65,6 @@ try {
 
   await step('a viewer has no action buttons, and a forged action is refused', async () => {
     ids.Hold = create(env.SPEC_HOLD);
-    await context.clearCookies();
     await signIn(env.VIEWER_TOKEN, `/rollouts/${ids.Hold}`);
     await expectText(page, '#whoami', 'vera');
     await expectText(page, '#rollout-state', 'running');
@@ -128,14 +80,13 @@ try {
   });
 
   await step('the abort button aborts after a confirmation', async () => {
-    await context.clearCookies();
     await signIn(env.OPERATOR_TOKEN, `/rollouts/${ids.Hold}`);
     await expectText(page, '#rollout-state', 'running');
     const abort = page.getByRole('button', { name: 'Abort' });
-    const asked = confirms;
+    const asked = confirms();
     await abort.click();
     await expectText(page, '#rollout-state', 'aborted', { timeout: minute });
-    if (confirms !== asked + 1) throw new Error('abort did not ask for confirmation');
+    if (confirms() !== asked + 1) throw new Error('abort did not ask for confirmation');
     const status = fleetctl('rollout', 'status', ids.Hold);
     if (!status.includes('aborted')) throw new Error(`fleetctl rollout status:\n${status}`);
     await shots('rollout-aborted');
@@ -152,6 +103,9 @@ try {
     await page.locator('#device-list tbody a').first().click();
     await expectText(page, 'h1', 'Device');
     await page.locator('canvas[data-chart]').first().waitFor();
+    // Chart.js was loaded for the page and drew into the canvas.
+    await charted();
+    await page.locator('#device-events tr[data-event]').first().waitFor();
     await shots('device');
     await page.goto(base + '/bundles');
     await expectText(page, '#bundle-list', 'silero-vad@3.0.0');
