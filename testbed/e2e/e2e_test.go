@@ -222,7 +222,7 @@ func predictAll(t *testing.T, f *fleet.Fleet, art fleet.Artifacts, phase string,
 func drained(t *testing.T, f *fleet.Fleet, ids map[string][]string) {
 	t.Helper()
 	ctx := t.Context()
-	appended := map[string]uint64{}
+	stored := map[string]*api.Records{}
 	eventually(t, "every outbox drained into fleetd", func() (bool, string) {
 		devs, err := f.Devices(ctx)
 		if err != nil {
@@ -237,26 +237,37 @@ func drained(t *testing.T, f *fleet.Fleet, ids map[string][]string) {
 			if st.Buffer.Records != 0 || st.Buffer.Dropped != 0 || d.Records.Delivered != st.Buffer.Appended || d.Records.Held != d.Records.Delivered {
 				return false, fmt.Sprintf("%s: outbox %+v, fleetd %+v", a.ID, st.Buffer, d.Records)
 			}
-			appended[a.ID] = st.Buffer.Appended
+			// The agent appends records of its own (events, health) at
+			// any time, so what fleetd stores is compared with a count
+			// that did not move while the records were read.
+			r, err := f.API.Records(ctx, a.ID, client.RecordsQuery{Limit: 10000})
+			if err != nil {
+				return false, err.Error()
+			}
+			after, err := a.Status()
+			if err != nil {
+				return false, err.Error()
+			}
+			if after.Buffer.Appended != st.Buffer.Appended {
+				return false, fmt.Sprintf("%s: appended %d records while fleetd's were read", a.ID, after.Buffer.Appended-st.Buffer.Appended)
+			}
+			got := make([]uint64, 0, len(r.Records))
+			for _, rec := range r.Records {
+				got = append(got, rec.ID)
+			}
+			slices.Sort(got)
+			n := uint64(len(got))
+			distinct := uint64(len(slices.Compact(slices.Clone(got))))
+			if n == 0 || n != st.Buffer.Appended || distinct != n || got[n-1]-got[0]+1 != n {
+				return false, fmt.Sprintf("%s: fleetd stored %d records (%d distinct ids, %s); the agent appended %d records with consecutive ids",
+					a.ID, n, distinct, idRange(got), st.Buffer.Appended)
+			}
+			stored[a.ID] = r
 		}
 		return true, ""
 	})
 	for _, a := range f.Agents {
-		r, err := f.API.Records(ctx, a.ID, client.RecordsQuery{Limit: 10000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make([]uint64, 0, len(r.Records))
-		for _, rec := range r.Records {
-			got = append(got, rec.ID)
-		}
-		slices.Sort(got)
-		n := uint64(len(got))
-		distinct := uint64(len(slices.Compact(slices.Clone(got))))
-		if n == 0 || n != appended[a.ID] || distinct != n || got[n-1]-got[0]+1 != n {
-			t.Fatalf("%s: fleetd stored %d records (%d distinct ids, %v); the agent appended %d records with consecutive ids",
-				a.ID, n, distinct, idRange(got), appended[a.ID])
-		}
+		r := stored[a.ID]
 		seen := map[string]int{}
 		for _, rec := range r.Records {
 			if rec.Kind != protocol.RecordPrediction {
@@ -288,7 +299,11 @@ func drained(t *testing.T, f *fleet.Fleet, ids map[string][]string) {
 	for _, d := range devs {
 		dup += d.Records.Duplicates
 	}
-	t.Logf("drained: %d records delivered by %d devices, %d redeliveries deduplicated", sum(appended), len(appended), dup)
+	var n int
+	for _, r := range stored {
+		n += len(r.Records)
+	}
+	t.Logf("drained: %d records delivered by %d devices, %d redeliveries deduplicated", n, len(stored), dup)
 }
 
 func deliveredCounts(t *testing.T, f *fleet.Fleet) map[string]uint64 {
@@ -335,9 +350,3 @@ func idRange(ids []uint64) string {
 	return fmt.Sprintf("ids %d..%d", ids[0], ids[len(ids)-1])
 }
 
-func sum(m map[string]uint64) (n uint64) {
-	for _, v := range m {
-		n += v
-	}
-	return n
-}
