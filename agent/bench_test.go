@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"strconv"
@@ -95,17 +96,14 @@ func BenchmarkPredict(b *testing.B) {
 			if raw {
 				ct = "application/octet-stream"
 			}
-			rec := &recorder{header: http.Header{}}
 			for b.Loop() {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/v2/models/silero-vad/infer", bytes.NewReader(body))
 				req.ContentLength = int64(len(body))
 				req.Header.Set("Content-Type", ct)
-				rec.code = 0
-				rec.body.Reset()
-				clear(rec.header)
+				rec := httptest.NewRecorder()
 				h.ServeHTTP(rec, req)
-				if rec.code != http.StatusOK {
-					b.Fatalf("%d %s", rec.code, rec.body.Bytes())
+				if rec.Code != http.StatusOK {
+					b.Fatalf("%d %s", rec.Code, rec.Body.Bytes())
 				}
 			}
 			added(b)

@@ -3,10 +3,10 @@ package agent
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 
@@ -84,30 +84,7 @@ func Predict(ctx context.Context, cfg *config.Config, logger *slog.Logger, o One
 	} else {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	rec := &recorder{header: http.Header{}}
+	rec := httptest.NewRecorder()
 	srv.Handler().ServeHTTP(rec, req)
-	if rec.code == 0 {
-		return 0, nil, errors.New("agent: the API handler wrote no response")
-	}
-	return rec.code, rec.body.Bytes(), nil
-}
-
-// recorder is an in-memory http.ResponseWriter.
-type recorder struct {
-	header http.Header
-	code   int
-	body   bytes.Buffer
-}
-
-func (r *recorder) Header() http.Header { return r.header }
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	r.WriteHeader(http.StatusOK)
-	return r.body.Write(b)
+	return rec.Code, rec.Body.Bytes(), nil
 }

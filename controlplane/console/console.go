@@ -7,7 +7,6 @@
 package console
 
 import (
-	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -37,11 +36,9 @@ const DefaultSessionTTL = 12 * time.Hour
 // Config is what the console needs from fleetd.
 type Config struct {
 	// API serves fleetd's HTTP API (/api/v1/...); the console calls it
-	// in process, with the token the user signed in with.
+	// in process, with the token the user signed in with, and serves its
+	// event stream from GET /api/v1/watch.
 	API http.Handler
-	// Watch returns the topics (api.Topic*) that change from now on,
-	// until ctx ends.
-	Watch func(ctx context.Context) <-chan string
 	// Secure marks the session cookie Secure (fleetd serves HTTPS).
 	Secure bool
 	// SessionTTL is how long a sign-in lasts (default
@@ -62,8 +59,8 @@ type Console struct {
 
 // New returns the console.
 func New(cfg Config) (*Console, error) {
-	if cfg.API == nil || cfg.Watch == nil {
-		return nil, errors.New("console: Config.API and Config.Watch are required")
+	if cfg.API == nil {
+		return nil, errors.New("console: Config.API is required")
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL
@@ -182,11 +179,7 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, sess *session, er
 
 // client returns an API client calling fleetd in process with token.
 func (c *Console) client(token string) *client.Client {
-	cl, err := client.New("http://fleetd", token, &http.Client{Transport: inProcess{c.cfg.API}})
-	if err != nil {
-		panic(err) // the URL is a constant
-	}
-	return cl
+	return client.InProcess(c.cfg.API, token)
 }
 
 // errorf is a page error with a status.

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/edgefleet/edgefleet/controlplane/api"
 	"github.com/edgefleet/edgefleet/controlplane/client"
@@ -312,36 +311,14 @@ func seeRollout(w http.ResponseWriter, r *request, id string) error {
 	return nil
 }
 
-// handleEvents streams the watch topics to the browser as server-sent
-// events named for the topic, which the pages' live regions refetch on.
+// handleEvents streams GET /api/v1/watch, called with the session's
+// token, to the browser: server-sent events named for the topic that
+// changed, which the pages' live regions refetch on.
 func (c *Console) handleEvents(w http.ResponseWriter, r *request) error {
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, ": live\n\n")
-	if err := rc.Flush(); err != nil {
-		return nil
-	}
-	keep := time.NewTicker(15 * time.Second)
-	defer keep.Stop()
-	topics := c.cfg.Watch(r.Context())
-	for {
-		var msg string
-		select {
-		case t, ok := <-topics:
-			if !ok {
-				return nil
-			}
-			msg = "event: " + t + "\ndata: " + t + "\n\n"
-		case <-keep.C:
-			msg = ": keepalive\n\n"
-		}
-		if _, err := fmt.Fprint(w, msg); err != nil {
-			return nil
-		}
-		if err := rc.Flush(); err != nil {
-			return nil
-		}
-	}
+	in := r.Clone(r.Context())
+	in.URL = &url.URL{Path: api.Prefix + "/watch"}
+	in.RequestURI = in.URL.RequestURI()
+	in.Header = http.Header{"Authorization": {"Bearer " + r.sess.token}}
+	c.cfg.API.ServeHTTP(w, in)
+	return nil
 }

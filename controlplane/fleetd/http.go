@@ -111,7 +111,7 @@ func (s *Server) routes() (http.Handler, error) {
 		mux.Handle(registryPath+"/", s.fsReg.Handler())
 	}
 	con, err := console.New(console.Config{
-		API: mux, Watch: s.Watch, Secure: s.cfg.HTTP.CertFile != "",
+		API: mux, Secure: s.cfg.HTTP.CertFile != "",
 		Logger: s.log.With("component", "console"), Now: s.now,
 	})
 	if err != nil {

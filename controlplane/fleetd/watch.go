@@ -57,9 +57,9 @@ func (c *changes) watching() bool {
 	return len(c.subs) > 0
 }
 
-// Watch returns the topics (api.Topic*) that change from now on, each at
+// watch returns the topics (api.Topic*) that change from now on, each at
 // most once per watchEvery, until ctx ends. The channel is closed then.
-func (s *Server) Watch(ctx context.Context) <-chan string {
+func (s *Server) watch(ctx context.Context) <-chan string {
 	c := &s.changes
 	sub := &watchSub{wake: make(chan struct{}, 1), pending: map[string]bool{}}
 	c.mu.Lock()
@@ -159,7 +159,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 	if err := rc.Flush(); err != nil {
 		return nil
 	}
-	topics := s.Watch(r.Context())
+	topics := s.watch(r.Context())
 	keep := time.NewTicker(watchKeepalive)
 	defer keep.Stop()
 	for {
