@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -58,7 +59,59 @@ type driftFeature struct {
 	// Verdict is drift, ok or the feature's status when it was not
 	// tested.
 	Verdict string `json:"-"`
+	// Hist is the reference and the window over the profile's bins, in
+	// percent ("bars" chart); nil when the window has no value.
+	Hist *series `json:"-"`
 }
+
+// histSeries is h as a "bars" chart: one bar pair per bin, in percent.
+// Bins outside the reference's range are left out when no window value
+// fell there.
+func histSeries(h *drift.Histogram) *series {
+	if h == nil || len(h.Reference) != len(h.Window) {
+		return nil
+	}
+	n := len(h.Reference)
+	labels := make([]string, n)
+	keep := make([]bool, n)
+	switch {
+	case len(h.Edges) > 0 && n == max(len(h.Edges)-1, 1)+2:
+		e := h.Edges
+		labels[0], labels[n-1] = "< "+short(e[0]), "> "+short(e[len(e)-1])
+		keep[0], keep[n-1] = h.Window[0] > 0, h.Window[n-1] > 0
+		for i := 1; i < n-1; i++ {
+			keep[i] = true
+			switch {
+			case len(e) == 1:
+				labels[i] = short(e[0])
+			case i == n-2:
+				labels[i] = "[" + short(e[i-1]) + ", " + short(e[i]) + "]"
+			default:
+				labels[i] = "[" + short(e[i-1]) + ", " + short(e[i]) + ")"
+			}
+		}
+	case len(h.Categories) == n-1:
+		copy(labels, h.Categories)
+		labels[n-1] = "(other labels)"
+		for i := range keep {
+			keep[i] = i < n-1 || h.Reference[i] > 0 || h.Window[i] > 0
+		}
+	default:
+		return nil
+	}
+	s := &series{Lines: map[string][]float64{"reference": {}, "current": {}}, Unit: "%"}
+	for i := range n {
+		if keep[i] {
+			s.Labels = append(s.Labels, labels[i])
+			s.Lines["reference"] = append(s.Lines["reference"], 100*h.Reference[i])
+			s.Lines["current"] = append(s.Lines["current"], 100*h.Window[i])
+		}
+	}
+	return s
+}
+
+// short formats a bin edge in at most four significant digits.
+func short(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
 
 // scoreSeries is the "score" chart: the share of drifted features per
 // slice (null where a slice had no data) against the threshold.
@@ -134,7 +187,7 @@ func features(r *drift.Report) []driftFeature {
 	}
 	out := make([]driftFeature, len(r.Features))
 	for i, f := range r.Features {
-		d := driftFeature{FeatureReport: f, Gate: f.Name, Ratio: ratio(f), Status: "pass", Verdict: "ok"}
+		d := driftFeature{FeatureReport: f, Gate: f.Name, Ratio: ratio(f), Status: "pass", Verdict: "ok", Hist: histSeries(f.Histogram)}
 		switch {
 		case f.Drift:
 			d.Status, d.Verdict = "breach", "drift"

@@ -101,6 +101,22 @@ type FeatureReport struct {
 	// NewCategories are labels the profile does not list, with counts
 	// (at most MaxNewCategories, the most frequent).
 	NewCategories map[string]uint64 `json:"newCategories,omitempty"`
+	// Histogram is the reference's and the window's distributions over
+	// the profile's bins; absent when the window holds no value.
+	Histogram *Histogram `json:"histogram,omitempty"`
+}
+
+// Histogram is a feature's reference and window distributions over the
+// bins of its profile, as shares (each sums to 1), for charts and for
+// reading a drift verdict. A numerical feature's bins are: below
+// Edges[0], [Edges[i], Edges[i+1]) for each inner bin (the last one
+// closed), above the last edge. A categorical feature's are Categories
+// and then every other label (OtherCategory).
+type Histogram struct {
+	Edges      []float64 `json:"edges,omitempty"`
+	Categories []string  `json:"categories,omitempty"`
+	Reference  []float64 `json:"reference"`
+	Window     []float64 `json:"window"`
 }
 
 // Stats are the statistics of a feature; those that do not apply to its
@@ -352,6 +368,7 @@ func evaluate(f *FeatureProfile, w *window, minN int) FeatureReport {
 	if len(w.newCats) > 0 {
 		fr.NewCategories = w.newCats
 	}
+	fr.Histogram = histogram(f, w)
 	switch {
 	case w.n < uint64(minN):
 		fr.Status = StatusNotEnoughData
@@ -438,6 +455,45 @@ func evaluateCategorical(fr *FeatureReport, cp *CategoricalProfile, w *window) {
 	case TestJensenShannon:
 		fr.Statistic = js
 	}
+}
+
+// histogram is f's reference and w's distributions as shares, or nil
+// when w holds no value.
+func histogram(f *FeatureProfile, w *window) *Histogram {
+	if w.n == 0 {
+		return nil
+	}
+	var h Histogram
+	var ref []int64
+	var win []float64
+	switch f.Kind {
+	case Numerical:
+		h.Edges, ref, win = f.Numerical.Edges, f.Numerical.Counts, w.hist
+	case Categorical:
+		h.Categories, ref, win = f.Categorical.Categories, f.Categorical.Counts, w.cats
+	default:
+		return nil
+	}
+	if len(ref) != len(win) {
+		return nil
+	}
+	h.Reference, h.Window = shares(floats64(ref)), shares(win)
+	return &h
+}
+
+// shares divides cs by their sum (all 0 when it is 0).
+func shares(cs []float64) []float64 {
+	var total float64
+	for _, c := range cs {
+		total += c
+	}
+	out := make([]float64, len(cs))
+	if total > 0 {
+		for i, c := range cs {
+			out[i] = c / total
+		}
+	}
+	return out
 }
 
 func floats64(cs []int64) []float64 {

@@ -65,6 +65,45 @@ try {
     await expectText(page, '#drift-range', `${env.BY}=${env.NOISY}`);
     await page.locator('#drift-verdict[data-verdict="drift"]').waitFor();
   });
+
+  // histogram reads the drawn reference-vs-current chart of a feature:
+  // its verdict and the total variation distance between the two
+  // distributions (half the sum of the differences, in percent).
+  async function histogram(selector, feature) {
+    const q = new URLSearchParams({ bundle: env.BUNDLE, since: env.SINCE, selector });
+    await page.goto(`${base}/drift?${q}`);
+    const fig = page.locator(`#drift-histograms figure[data-feature="${feature}"]`);
+    await fig.waitFor();
+    const canvas = fig.locator('canvas[data-chart="bars"]');
+    const h = await page.waitForFunction(
+      (el) => {
+        const c = typeof Chart !== 'undefined' && Chart.getChart(el);
+        return c && c.data.datasets.map((d) => ({ label: d.label, data: d.data }));
+      },
+      await canvas.elementHandle(),
+      { timeout: 10_000 },
+    );
+    const sets = await h.jsonValue();
+    const by = Object.fromEntries(sets.map((d) => [d.label, d.data]));
+    if (!by.reference || !by.current) throw new Error(`${feature}'s histogram has series ${sets.map((d) => d.label)}, want reference and current`);
+    for (const [name, data] of Object.entries(by)) {
+      const sum = data.reduce((a, b) => a + b, 0);
+      if (Math.abs(sum - 100) > 1e-6) throw new Error(`${feature}'s ${name} shares sum to ${sum}%, want 100`);
+    }
+    const tv = by.reference.reduce((a, r, i) => a + Math.abs(r - by.current[i]), 0) / 2;
+    return { verdict: await fig.getAttribute('data-verdict'), tv, bins: by.reference.length };
+  }
+
+  await step('reference vs current histograms: the noisy room moved away, the quiet one did not', async () => {
+    const figures = await page.locator('#drift-histograms figure').count();
+    if (figures !== 7) throw new Error(`${figures} histograms, want one per feature (7)`);
+    const noisy = await histogram(`${env.BY}=${env.NOISY}`, 'rms');
+    await shots('drift-noisy');
+    const quiet = await histogram(`${env.BY}=${env.QUIET}`, 'rms');
+    console.log(`rms histogram (${noisy.bins} bins): ${env.NOISY} ${noisy.verdict}, distance ${noisy.tv.toFixed(1)}%; ${env.QUIET} ${quiet.verdict}, distance ${quiet.tv.toFixed(1)}%`);
+    if (noisy.verdict !== 'drift' || quiet.verdict !== 'ok') throw new Error(`rms verdicts ${noisy.verdict} and ${quiet.verdict}, want drift and ok`);
+    if (!(noisy.tv > 2 * quiet.tv)) throw new Error(`the noisy room's rms is ${noisy.tv}% from the reference, the quiet room's ${quiet.tv}%: want the noisy one clearly further`);
+  });
 } finally {
   await context.close();
 }
