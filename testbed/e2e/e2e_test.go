@@ -349,4 +349,3 @@ func idRange(ids []uint64) string {
 	}
 	return fmt.Sprintf("ids %d..%d", ids[0], ids[len(ids)-1])
 }
-

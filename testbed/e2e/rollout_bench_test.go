@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -310,16 +311,37 @@ func init() {
 }
 
 // sims is the running child.
-type sims struct {
+// sims are the child processes running the simulated devices.
+type sims struct{ procs []*simProc }
+
+// simProc is one child process.
+type simProc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 }
 
-// startSims starts the child with cfg and waits until it says every
-// device's uplink runs.
+// simsPerProcess bounds a child's devices: each holds an open bbolt file
+// and a connection, and a process may have 20,000 open files on the
+// machines here (RLIMIT_NOFILE).
+const simsPerProcess = 4000
+
+// startSims starts children with cfg's devices, at most simsPerProcess
+// each, and waits until each says every device's uplink runs.
 func startSims(b *testing.B, cfg simConfig) *sims {
 	b.Helper()
-	p := filepath.Join(b.TempDir(), "sims.json")
+	s := &sims{}
+	b.Cleanup(func() { s.stop(b) })
+	for part := range slices.Chunk(cfg.Devices, simsPerProcess) {
+		pc := cfg
+		pc.Devices = part
+		s.procs = append(s.procs, startSimProc(b, pc, len(s.procs)))
+	}
+	return s
+}
+
+func startSimProc(b *testing.B, cfg simConfig, i int) *simProc {
+	b.Helper()
+	p := filepath.Join(b.TempDir(), fmt.Sprintf("sims-%d.json", i))
 	data, err := json.Marshal(cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -341,31 +363,42 @@ func startSims(b *testing.B, cfg simConfig) *sims {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	s := &sims{cmd: cmd, stdin: stdin}
-	b.Cleanup(func() { s.stop(b) })
+	sp := &simProc{cmd: cmd, stdin: stdin}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "ready" {
-		b.Fatalf("simulated devices: %q, %v", line, err)
+		sp.stop(b)
+		b.Fatalf("simulated devices %d: %q, %v", i, line, err)
 	}
-	return s
+	return sp
 }
 
-// cpu is the child's CPU time so far (/proc/PID/stat, in clock ticks of
-// 10 ms).
+// cpu is the children's CPU time so far (/proc/PID/stat, in clock ticks
+// of 10 ms).
 func (s *sims) cpu(b *testing.B) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
-	if err != nil {
-		b.Fatal(err)
+	var total time.Duration
+	for _, sp := range s.procs {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sp.cmd.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command name, which is in parentheses.
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+		utime, _ := strconv.ParseInt(fields[11], 10, 64)
+		stime, _ := strconv.ParseInt(fields[12], 10, 64)
+		total += time.Duration(utime+stime) * 10 * time.Millisecond
 	}
-	// Fields after the command name, which is in parentheses.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return total
+}
+
+// stop shuts every child's devices down and waits for them.
+func (s *sims) stop(b *testing.B) {
+	for _, sp := range s.procs {
+		sp.stop(b)
+	}
 }
 
 // stop closes the child's stdin (it shuts its devices down) and waits.
-func (s *sims) stop(b *testing.B) {
+func (s *simProc) stop(b *testing.B) {
 	if s.stdin == nil {
 		return
 	}
